@@ -1,0 +1,101 @@
+"""Options shared by several commands, and the helpers that turn them into objects."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+
+from ..errors import PreimageError
+from ..models import DEFAULT_MODEL, Model, load_model
+
+__all__ = [
+    "add_model_args", "add_output_args", "add_run_args", "model_from_args", "device_from_args",
+    "positive_int", "positive_float", "nonneg_float", "progress_enabled", "say",
+]
+
+
+def positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
+    return v
+
+
+def _float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if v != v or v in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"{text!r} must be finite")
+    return v
+
+
+def positive_float(text: str) -> float:
+    v = _float(text)
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
+    return v
+
+
+def nonneg_float(text: str) -> float:
+    v = _float(text)
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be >= 0")
+    return v
+
+
+def add_model_args(p: argparse.ArgumentParser, default: str | None = DEFAULT_MODEL) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--model", "-m", default=default,
+                   help=f"zoo name (`preimage models`), or timm:NAME (default: {default})")
+    g.add_argument("--weights", default="default",
+                   help="'default' (embedded, or download to the torchvision/timm cache), 'none' (random init), "
+                        "or a local state_dict PATH (default: default)")
+    g.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: auto)")
+    g.add_argument("--input-size", "--input_size", dest="input_size", type=positive_int, default=None,
+                   help="input size in pixels (default: the model's own)")
+
+
+def add_output_args(p: argparse.ArgumentParser, default: str) -> None:
+    g = p.add_argument_group("output")
+    g.add_argument("--out", "-o", default=default, help=f"output folder (default: {default})")
+    g.add_argument("--force", action="store_true", help="overwrite existing outputs")
+
+
+def add_run_args(p: argparse.ArgumentParser, seed: int = 0) -> None:
+    g = p.add_argument_group("run")
+    g.add_argument("--seed", type=int, default=seed, help=f"random seed (default: {seed})")
+    g.add_argument("--quiet", "-q", action="store_true", help="no progress bar or log lines")
+
+
+def device_from_args(args: argparse.Namespace) -> torch.device:
+    name = getattr(args, "device", "auto") or "auto"
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise PreimageError(f"unknown device {name!r} (cpu, cuda, cuda:N, auto)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise PreimageError(f"device {name} requested but CUDA is not available; use --device cpu")
+    return dev
+
+
+def model_from_args(args: argparse.Namespace) -> Model:
+    return load_model(args.model, weights=args.weights, device=device_from_args(args),
+                      input_size=getattr(args, "input_size", None))
+
+
+def progress_enabled(args: argparse.Namespace) -> bool:
+    return not getattr(args, "quiet", False)
+
+
+def say(args: argparse.Namespace, text: str) -> None:
+    """A log line for the user on stderr (suppressed by --quiet)."""
+    if not getattr(args, "quiet", False):
+        print(text, file=sys.stderr)

@@ -1,0 +1,37 @@
+"""User-facing errors.
+
+Every failure a user can cause (a bad path, an unknown model or layer, a setting out of range)
+raises :class:`PreimageError` with a message that fits on one line. The CLI prints it and exits
+with code 2; library users catch it like any ``ValueError``.
+"""
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+__all__ = ["PreimageError", "Diverged", "did_you_mean"]
+
+
+class PreimageError(ValueError):
+    """A problem with the user's input, reported in one line."""
+
+    exit_code = 2
+
+
+class Diverged(PreimageError):
+    """The optimization produced a non-finite value (raised only when asked to)."""
+
+    exit_code = 1
+
+
+def did_you_mean(word: str, choices: Iterable[str], n: int = 3) -> str:
+    """Return ``" (did you mean 'a', 'b'?)"`` for the closest choices, or ``""``."""
+    choices = list(dict.fromkeys(choices))
+    lowered = {c.lower(): c for c in choices}
+    close = difflib.get_close_matches(word.lower(), list(lowered), n=n, cutoff=0.6)
+    if not close:
+        # substring matches help with prefixes such as "conv" -> conv1..conv5
+        close = [c for c in lowered if word.lower() in c][:n]
+    if not close:
+        return ""
+    return " (did you mean " + ", ".join(repr(lowered[c]) for c in close) + "?)"

@@ -1,0 +1,172 @@
+"""Image I/O: safe loading of any Pillow-readable file, sample photos, and tensor <-> PNG.
+
+Loading rules (``load_image``):
+
+- JPEG, PNG, WebP, BMP, TIFF, GIF (first frame) and anything else Pillow reads; EXIF orientation is
+  applied.
+- Every mode becomes 8-bit RGB: grayscale is replicated, palettes are expanded, CMYK is converted,
+  16-bit images are scaled (``v / 257``, not clipped), and **alpha is composited over white** (a
+  transparent pixel becomes white, a half-transparent one is blended 50/50 with white).
+- ``sample:NAME`` loads a photo bundled with scikit-image (``sample:chelsea``, ``sample:coffee``, ...),
+  with no network access.
+- A missing file, a directory, an empty, truncated or non-image file, a decompression bomb (more than
+  ``MAX_PIXELS`` pixels) or an image smaller than ``MIN_SIDE`` pixels on a side raises
+  :class:`~preimage.errors.PreimageError` with one line.
+
+Tensors are ``B x 3 x H x W`` RGB in [0, 1]; models normalize them (see ``Model.normalize``).
+"""
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import PreimageError, did_you_mean
+
+__all__ = [
+    "load_image", "to_tensor", "load_tensor", "to_pil", "save_image", "encode_png",
+    "SAMPLES", "MAX_PIXELS", "MIN_SIDE", "image_name",
+]
+
+#: decompression-bomb guard (Pillow's own default limit)
+MAX_PIXELS = 89_478_485
+#: smallest accepted side, in pixels
+MIN_SIDE = 8
+
+#: photos of scikit-image's ``skimage.data`` that ship inside the package (no download)
+SAMPLES = (
+    "astronaut", "chelsea", "coffee", "rocket", "cat", "camera", "coins", "moon", "page", "text",
+    "immunohistochemistry", "hubble_deep_field", "retina", "colorwheel", "clock", "cell",
+    "microaneurysms", "brick", "grass", "gravel", "checkerboard", "logo",
+)
+
+
+def image_name(source: str | os.PathLike) -> str:
+    """A short name for outputs: ``sample:chelsea`` -> ``chelsea``, ``dir/cat.jpg`` -> ``cat``."""
+    s = str(source)
+    return s.split(":", 1)[1] if s.startswith("sample:") else Path(s).stem
+
+
+def _sample(name: str) -> Image.Image:
+    if name not in SAMPLES:
+        raise PreimageError(f"unknown sample photo {name!r}" + did_you_mean(name, SAMPLES)
+                            + "; samples: " + ", ".join(SAMPLES[:6]) + ", ...")
+    import skimage.data
+
+    array = np.asarray(getattr(skimage.data, name)())
+    if array.dtype == bool:
+        array = array.astype(np.uint8) * 255
+    return _to_rgb(Image.fromarray(array))
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        a = np.asarray(img, dtype=np.float64)
+        scale = 257.0 if mode.startswith("I;16") or a.max(initial=0) > 255 else 1.0
+        img = Image.fromarray(np.clip(np.round(a / scale), 0, 255).astype(np.uint8), "L")
+    elif mode == "F":
+        a = np.asarray(img, dtype=np.float64)
+        if a.max(initial=0) <= 1.0:
+            a = a * 255.0
+        img = Image.fromarray(np.clip(np.round(a), 0, 255).astype(np.uint8), "L")
+    if img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(white, rgba)
+    return img.convert("RGB")
+
+
+def load_image(source: str | os.PathLike, *, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Load a file (or ``sample:NAME``) as an 8-bit RGB Pillow image; see the module rules."""
+    s = str(source)
+    if s.startswith("sample:"):
+        return _sample(s.split(":", 1)[1])
+    path = Path(s).expanduser()
+    if not path.exists():
+        hint = " (bundled photos are sample:NAME, e.g. sample:chelsea)" if "/" not in s and "." not in s else ""
+        raise PreimageError(f"no such file: {s}{hint}")
+    if path.is_dir():
+        raise PreimageError(f"{s} is a directory, not an image")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise PreimageError(f"cannot read {s}: {exc.strerror or exc}") from None
+    if not data:
+        raise PreimageError(f"{s} is empty")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            w, h = img.size
+            if w * h > max_pixels:
+                raise PreimageError(f"{s} is too large ({w}x{h} pixels, limit {max_pixels}): refusing a possible decompression bomb")
+            img.seek(0)
+            img.load()
+            img = ImageOps.exif_transpose(img)
+            img = _to_rgb(img)
+    except PreimageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise PreimageError(f"{s} is too large: refusing a possible decompression bomb ({exc})") from None
+    except UnidentifiedImageError:
+        raise PreimageError(f"{s} is not an image Pillow can read") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise PreimageError(f"{s} is damaged or truncated ({_first_line(exc)})") from None
+    if min(img.size) < MIN_SIDE:
+        raise PreimageError(f"{s} is too small ({img.size[0]}x{img.size[1]}; at least {MIN_SIDE} pixels a side)")
+    return img
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def to_tensor(img: Image.Image, size: int | None = None) -> torch.Tensor:
+    """Pillow RGB -> ``1 x 3 x S x S`` in [0, 1]: resize the short side to ``size`` (bilinear,
+    antialiased), then center-crop to ``size`` x ``size``. ``size=None`` keeps the image as it is."""
+    import torchvision.transforms.functional as TF
+
+    if size is not None:
+        img = TF.center_crop(TF.resize(img, size, interpolation=TF.InterpolationMode.BILINEAR, antialias=True), size)
+    return TF.pil_to_tensor(img).float().div_(255.0).unsqueeze(0)
+
+
+def load_tensor(source: str | os.PathLike, size: int | None = None) -> torch.Tensor:
+    """``to_tensor(load_image(source), size)``."""
+    return to_tensor(load_image(source), size)
+
+
+def to_pil(pixels: torch.Tensor) -> Image.Image:
+    """``3 x H x W`` (or ``1 x 3 x H x W``) in [0, 1] -> 8-bit RGB, clamped and rounded."""
+    if pixels.dim() == 4:
+        if pixels.shape[0] != 1:
+            raise ValueError("to_pil takes one image; index the batch first")
+        pixels = pixels[0]
+    if pixels.shape[0] == 1:
+        pixels = pixels.expand(3, -1, -1)
+    array = pixels.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    return Image.fromarray(array, "RGB")
+
+
+def encode_png(pixels: torch.Tensor | Image.Image) -> bytes:
+    """PNG bytes of an image (deterministic: no timestamps or metadata)."""
+    img = pixels if isinstance(pixels, Image.Image) else to_pil(pixels)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", optimize=False)
+    return buf.getvalue()
+
+
+def save_image(pixels: torch.Tensor | Image.Image, path: str | os.PathLike) -> Path:
+    """Write a PNG atomically (a temporary file in the same folder, then rename)."""
+    from .io import atomic_write
+
+    return atomic_write(path, encode_png(pixels))

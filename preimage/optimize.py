@@ -1,0 +1,234 @@
+"""The one optimization loop: hold the network still and move the image.
+
+``optimize(param, objective, model, steps=..., optimizer=..., ...)`` repeats
+
+    image = param()                      # pixels, Fourier, ... (params.py)
+    input = model.normalize(image)       # or the param already lives in input space
+    feats = extractor(transform(input))  # only the layers the objective reads; stops at the deepest
+    loss  = objective(State(...))        # one value per image, summed for backward
+    optimizer.step(); param.project_(); callbacks
+
+Every task (inversion, class visualization, fooling images, style transfer) is a recipe over this
+loop. It detects non-finite values at once and restores the last finite image (``status =
+"diverged"``), stops cleanly on Ctrl-C (``"interrupted"``) or when a callback asks (``"stopped"``),
+and records every term at every step.
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from .layers import FeatureExtractor
+from .models import Model
+from .objectives import Objective, State
+from .params import ImageParam
+from .transforms import Transform, compose
+
+__all__ = ["optimize", "Result", "Step", "make_optimizer", "step_schedule", "forward_state"]
+
+
+@dataclass
+class Step:
+    """What callbacks receive after each step."""
+
+    step: int
+    loss: float
+    terms: dict[str, float]
+    param: ImageParam
+    state: State
+
+
+@dataclass
+class Result:
+    """The outcome of :func:`optimize`.
+
+    ``image``: final image in [0, 1] RGB units (``B x 3 x H x W``, not clamped); ``history``: one
+    dict per step with ``loss`` and every named term (batch means); ``status``: ``"done"``,
+    ``"stopped"`` (a callback ended it), ``"diverged"`` (non-finite values; ``image`` is the last
+    finite one) or ``"interrupted"`` (Ctrl-C); ``frames``: snapshots when asked for.
+    """
+
+    image: torch.Tensor
+    history: list[dict[str, float]]
+    steps: int
+    status: str = "done"
+    message: str = ""
+    seconds: float = 0.0
+    frames: list[torch.Tensor] = field(default_factory=list)
+    per_image_loss: list[float] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("done", "stopped")
+
+
+def make_optimizer(name: str, params: Sequence[torch.Tensor], lr: float, momentum: float = 0.9,
+                   betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.Optimizer:
+    """``"sgd"`` (with momentum), ``"adam"`` or ``"lbfgs"`` (strong Wolfe line search)."""
+    name = name.lower()
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, betas=betas)
+    if name == "lbfgs":
+        return torch.optim.LBFGS(params, lr=lr, max_iter=1, history_size=20, line_search_fn="strong_wolfe")
+    raise ValueError(f"unknown optimizer {name!r} (sgd, adam, lbfgs)")
+
+
+def step_schedule(milestones: Sequence[int], gamma: float = 0.1) -> Callable[[torch.optim.Optimizer], object]:
+    """Multiply the learning rate by ``gamma`` at each milestone step."""
+    return lambda opt: torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(milestones), gamma=gamma)
+
+
+def forward_state(param: ImageParam, model: Model, extractor: FeatureExtractor | None,
+                  transform: Transform | None = None, generator: torch.Generator | None = None,
+                  step: int = 0) -> State:
+    """One forward pass of the engine: image, network input and the requested activations."""
+    out = param()
+    if param.space == "input":
+        x_in, image = out, model.denormalize(out)
+    else:
+        image, x_in = out, model.normalize(out)
+    x_t = transform(x_in, generator) if transform is not None else x_in
+    feats = extractor(x_t) if extractor is not None else {}
+    return State(image=image, input=x_in, features=feats, step=step)
+
+
+def optimize(
+    param: ImageParam,
+    objective: Objective,
+    model: Model,
+    *,
+    steps: int,
+    optimizer: str | Callable[[list[torch.Tensor]], torch.optim.Optimizer] = "adam",
+    lr: float = 0.05,
+    momentum: float = 0.9,
+    schedule: Callable[[torch.optim.Optimizer], object] | None = None,
+    transforms: Sequence[Transform] = (),
+    generator: torch.Generator | None = None,
+    callbacks: Sequence[Callable[[Step], bool | None]] = (),
+    grad_hook: Callable[[ImageParam], None] | None = None,
+    progress: bool = False,
+    progress_desc: str = "optimizing",
+    frame_every: int = 0,
+) -> Result:
+    """Minimize ``objective`` over ``param`` for ``steps`` steps. See the module docstring.
+
+    Args:
+        optimizer: ``"sgd"``, ``"adam"``, ``"lbfgs"`` or a factory ``params -> Optimizer``.
+        schedule: a factory ``optimizer -> scheduler`` (see :func:`step_schedule`), stepped once per step.
+        transforms: random transforms of the network input, drawn from ``generator``.
+        callbacks: called after each step; returning True stops the loop (``status="stopped"``).
+        grad_hook: called after backward, before the optimizer step (e.g. gradient normalization).
+        progress: show a tqdm bar on stderr with every loss term.
+        frame_every: keep a snapshot of the image every N steps (and the last one).
+    """
+    if steps < 0:
+        raise ValueError("steps must be >= 0")
+    generator = generator if generator is not None else torch.Generator().manual_seed(0)
+    extractor = FeatureExtractor(model, objective.layers) if objective.layers else None
+    transform = compose(list(transforms)) if transforms else None
+    params = [p for p in param.parameters() if p.requires_grad]
+    opt = make_optimizer(optimizer, params, lr, momentum) if isinstance(optimizer, str) else optimizer(params)
+    is_lbfgs = isinstance(opt, torch.optim.LBFGS)
+    scheduler = schedule(opt) if schedule is not None else None
+
+    history: list[dict[str, float]] = []
+    frames: list[torch.Tensor] = []
+    last_good = [p.detach().clone() for p in params]
+    status, message = "done", ""
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=steps, desc=progress_desc, unit="step", leave=False, dynamic_ncols=True)
+    start = time.perf_counter()
+    step = 0
+    per_image: torch.Tensor | None = None
+    try:
+        for step in range(1, steps + 1):
+            box: dict[str, object] = {}
+
+            def closure() -> torch.Tensor:
+                opt.zero_grad(set_to_none=True)
+                state = forward_state(param, model, extractor, transform, generator, step)
+                terms = objective.terms(state)
+                per = torch.stack(list(terms.values())).sum(0)
+                loss = per.sum()
+                if torch.isfinite(loss):
+                    loss.backward()
+                    if grad_hook is not None:
+                        grad_hook(param)
+                box.update(state=state, terms=terms, per=per, loss=loss)
+                return loss
+
+            if is_lbfgs:
+                opt.step(closure)
+            else:
+                closure()
+                if math.isfinite(float(box["loss"])) and _grads_finite(params):  # type: ignore[arg-type]
+                    opt.step()
+            loss_value = float(box["loss"])  # type: ignore[arg-type]
+            if not math.isfinite(loss_value) or not _grads_finite(params) or not _finite(params):
+                _restore(params, last_good)
+                status = "diverged"
+                message = f"the loss became {loss_value} at step {step}; the last finite image was kept"
+                break
+            param.project_()
+            for p, keep in zip(params, last_good):
+                keep.copy_(p.detach())
+            terms = {k: float(v.detach().mean()) for k, v in box["terms"].items()}  # type: ignore[union-attr]
+            record = {"step": step, "loss": loss_value / max(1, int(box["per"].shape[0])), **terms}  # type: ignore[union-attr]
+            history.append(record)
+            per_image = box["per"].detach()  # type: ignore[assignment]
+            if scheduler is not None:
+                scheduler.step()
+            if frame_every and (step % frame_every == 0 or step == steps):
+                frames.append(_image(param, model).cpu())
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix({k: f"{v:.3g}" for k, v in terms.items()}, refresh=False)
+            stop = False
+            for cb in callbacks:
+                stop = bool(cb(Step(step, record["loss"], terms, param, box["state"]))) or stop  # type: ignore[arg-type]
+            if stop:
+                status = "stopped"
+                break
+    except KeyboardInterrupt:
+        _restore(params, last_good)
+        status, message = "interrupted", f"interrupted at step {step}"
+        step = max(0, step - 1)
+    finally:
+        if bar is not None:
+            bar.close()
+    seconds = time.perf_counter() - start
+    done_steps = len(history)
+    return Result(
+        image=_image(param, model), history=history, steps=done_steps, status=status, message=message,
+        seconds=seconds, frames=frames,
+        per_image_loss=[float(v) for v in per_image] if per_image is not None else [],
+    )
+
+
+def _image(param: ImageParam, model: Model) -> torch.Tensor:
+    with torch.no_grad():
+        out = param()
+        return (model.denormalize(out) if param.space == "input" else out).detach().clone()
+
+
+def _finite(params: Sequence[torch.Tensor]) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in params)
+
+
+def _grads_finite(params: Sequence[torch.Tensor]) -> bool:
+    return all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in params)
+
+
+@torch.no_grad()
+def _restore(params: Sequence[torch.Tensor], saved: Sequence[torch.Tensor]) -> None:
+    for p, s in zip(params, saved):
+        p.copy_(s)

@@ -1,0 +1,114 @@
+"""Image parameterizations: how the optimized image is represented.
+
+A parameterization is an ``nn.Module`` whose ``forward()`` returns the current image batch. It says
+which space it returns (``space = "pixel"``: [0, 1] RGB; ``"input"``: the model's normalized input,
+as the original inversion script optimizes) and may constrain itself after each step (``project_``).
+
+- :class:`Pixels`: one free value per pixel, optionally kept in a box (the bounded-range constraint).
+- :class:`Fourier`: a scaled Fourier spectrum with decorrelated colour and a sigmoid (as Lucid's
+  ``fft_image`` + ``to_valid_rgb``), which favours smooth, natural-looking images.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+__all__ = ["ImageParam", "Pixels", "Fourier"]
+
+
+class ImageParam(nn.Module):
+    space: str = "pixel"
+
+    def forward(self) -> torch.Tensor:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def project_(self) -> None:
+        """Apply hard constraints after an optimizer step (default: none)."""
+
+    @torch.no_grad()
+    def set_(self, image: torch.Tensor) -> None:
+        """Overwrite the current image (used to restore the last finite state)."""
+        raise NotImplementedError
+
+
+class Pixels(ImageParam):
+    """Free pixels ``x`` (``B x 3 x H x W``) in ``space`` ("pixel" or "input"), started at ``init``.
+
+    ``bounds=(lo, hi)`` clamps after every step (projected gradient descent), e.g. (0, 1) in pixel
+    space.
+    """
+
+    def __init__(self, init: torch.Tensor, *, space: str = "pixel", bounds: tuple[float, float] | None = None):
+        super().__init__()
+        if space not in ("pixel", "input"):
+            raise ValueError(f"space must be 'pixel' or 'input', not {space!r}")
+        self.space = space
+        self.bounds = bounds
+        self.x = nn.Parameter(init.detach().clone())
+        self.project_()
+
+    def forward(self) -> torch.Tensor:
+        return self.x
+
+    @torch.no_grad()
+    def project_(self) -> None:
+        if self.bounds is not None:
+            self.x.clamp_(*self.bounds)
+
+    @torch.no_grad()
+    def set_(self, image: torch.Tensor) -> None:
+        self.x.copy_(image)
+
+
+# Square root of the colour covariance of ImageNet pixels (as estimated by Lucid), used to
+# decorrelate colour channels: each column is a direction in RGB.
+_COLOR_SQRT = torch.tensor([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]])
+
+
+def _freqs(h: int, w: int) -> torch.Tensor:
+    fy = torch.fft.fftfreq(h)[:, None]
+    fx = torch.fft.rfftfreq(w)[None, :]
+    return torch.sqrt(fx * fx + fy * fy)
+
+
+class Fourier(ImageParam):
+    """Image = sigmoid(decorrelate(irfft2(spectrum · scale))), ``scale = 1 / max(f, 1/max(H, W))^decay``.
+
+    Starts from small random spectra (``sd``) drawn from ``generator``; output in [0, 1] pixel space.
+    """
+
+    space = "pixel"
+
+    def __init__(self, shape: tuple[int, int, int, int], *, sd: float = 0.01, decay: float = 1.0,
+                 decorrelate: bool = True, generator: torch.Generator | None = None,
+                 device: str | torch.device = "cpu"):
+        super().__init__()
+        b, c, h, w = shape
+        self.shape = shape
+        freqs = _freqs(h, w)
+        scale = 1.0 / freqs.clamp_min(1.0 / max(h, w)) ** decay
+        scale = scale * math.sqrt(h * w)
+        self.register_buffer("scale", scale.to(device))
+        spec = torch.randn(b, c, *freqs.shape, 2, generator=generator) * sd
+        self.spectrum = nn.Parameter(spec.to(device))
+        self.decorrelate = decorrelate
+        max_norm = _COLOR_SQRT.norm(dim=0).max()
+        self.register_buffer("color", (_COLOR_SQRT / max_norm).to(device))
+
+    def _linear(self) -> torch.Tensor:
+        spec = torch.view_as_complex(self.spectrum) * self.scale
+        img = torch.fft.irfft2(spec, s=self.shape[-2:], norm="ortho")
+        img = img / 4.0
+        if self.decorrelate:
+            img = torch.einsum("bchw,dc->bdhw", img, self.color.to(img.dtype))
+        return img
+
+    def forward(self) -> torch.Tensor:
+        return torch.sigmoid(self._linear())
+
+    @torch.no_grad()
+    def set_(self, image: torch.Tensor) -> None:
+        raise NotImplementedError("a Fourier image is restored through its spectrum")

@@ -1,0 +1,1 @@
+"""Task recipes over the engine: each is a thin function of a model and images."""
