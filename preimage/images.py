@@ -5,8 +5,9 @@ Loading rules (``load_image``):
 - JPEG, PNG, WebP, BMP, TIFF, GIF (first frame) and anything else Pillow reads; EXIF orientation is
   applied.
 - Every mode becomes 8-bit RGB: grayscale is replicated, palettes are expanded, CMYK is converted,
-  16-bit images are scaled (``v / 257``, not clipped), and **alpha is composited over white** (a
-  transparent pixel becomes white, a half-transparent one is blended 50/50 with white).
+  16-bit images (modes ``I;16*`` and ``I``: 16-bit PNG, TIFF, PGM) are scaled (``v / 257``, not
+  clipped), float images (``F``) in [0, 1] are scaled by 255, and **alpha is composited over white**
+  (a transparent pixel becomes white, a half-transparent one is blended 50/50 with white).
 - ``sample:NAME`` loads a photo bundled with scikit-image (``sample:chelsea``, ``sample:coffee``, ...),
   with no network access.
 - A missing file, a directory, an empty, truncated or non-image file, a decompression bomb (more than
@@ -67,9 +68,10 @@ def _sample(name: str) -> Image.Image:
 def _to_rgb(img: Image.Image) -> Image.Image:
     mode = img.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        # Pillow's "I" holds 16-bit samples (16-bit PGM/PPM, signed 16-bit TIFF): always 0..65535,
+        # so the scale must not depend on the values (a dark 16-bit image is not an 8-bit one)
         a = np.asarray(img, dtype=np.float64)
-        scale = 257.0 if mode.startswith("I;16") or a.max(initial=0) > 255 else 1.0
-        img = Image.fromarray(np.clip(np.round(a / scale), 0, 255).astype(np.uint8), "L")
+        img = Image.fromarray(np.clip(np.round(a / 257.0), 0, 255).astype(np.uint8), "L")
     elif mode == "F":
         a = np.asarray(img, dtype=np.float64)
         if a.max(initial=0) <= 1.0:
