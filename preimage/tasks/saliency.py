@@ -1,0 +1,253 @@
+"""Saliency maps: which pixels the class score is most sensitive to.
+
+One forward and one backward pass through the engine (``forward_state`` on a :class:`Pixels`
+parameter, the ``class_score`` objective), batched over images; there is no optimization loop.
+
+Methods, for an image ``x`` in [0, 1] RGB and the unnormalized score ``S_c`` of class ``c``:
+
+- ``vanilla`` (Simonyan, Vedaldi & Zisserman 2014): ``M(i, j) = max_k |∂S_c/∂x(k, i, j)|``.
+- ``smoothgrad`` (Smilkov et al. 2017): the vanilla map averaged over ``n`` noisy copies
+  ``x + ε_t``, ``ε_t ~ N(0, σ²)`` with ``σ`` in pixel units (0.15 = 15% of the [0, 1] range):
+  ``M = (1/n) Σ_t max_k |∂S_c/∂x (x + ε_t)|``. The same noise draws (from ``seed``) are used for every
+  image, so a map does not depend on which other images share the batch.
+- ``gradxinput`` (Shrikumar et al. 2016): ``M(i, j) = |Σ_k x(k, i, j) · ∂S_c/∂x(k, i, j)|`` — the
+  first-order contribution of each pixel relative to a black image.
+
+The default class is the one the network predicts. Example::
+
+    preimage saliency sample:chelsea sample:coffee --method all --out out/saliency
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..errors import PreimageError
+from ..images import image_name, load_tensor, save_image
+from ..layers import LOGITS, FeatureExtractor
+from ..models import Model
+from ..objectives import class_score
+from ..optimize import forward_state
+from ..params import Pixels
+
+__all__ = ["METHODS", "saliency", "gradients", "SaliencyResult", "output_paths", "parse_methods", "unique_names"]
+
+METHODS = ("vanilla", "smoothgrad", "gradxinput")
+
+def gradients(model: Model, pixels: torch.Tensor, classes: Sequence[int] | int | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """``(∂S_c/∂x, logits, classes)`` for a batch of [0, 1] images in one forward/backward pass.
+
+    ``classes``: one index for all images, one per image, or ``None`` for each image's top-1 class.
+    """
+    param = Pixels(pixels.to(model.device).float())
+    state = forward_state(param, model, FeatureExtractor(model, [LOGITS]))
+    logits = state.features[LOGITS]
+    if classes is None:
+        chosen = logits.detach().argmax(1).tolist()
+    elif isinstance(classes, int):
+        chosen = [int(classes)] * pixels.shape[0]
+    else:
+        chosen = [int(c) for c in classes]
+    # class_score is -S_c (an objective to minimize); its gradient is -∂S_c/∂x.
+    class_score(chosen).terms(state)["score"].sum().backward()
+    return -param.x.grad.detach(), logits.detach(), chosen
+
+
+@dataclass
+class SaliencyResult:
+    """Maps (``B x H x W``, non-negative, unscaled) per method, with the class each one explains."""
+
+    images: torch.Tensor
+    maps: dict[str, torch.Tensor]
+    classes: list[int]
+    class_names: list[str]
+    probs: list[float]  # softmax probability of the explained class
+    predicted: list[int]
+    names: list[str]
+    settings: dict[str, object] = field(default_factory=dict)
+
+    def save(self, out_dir: str | os.PathLike, *, force: bool = False, cmap: str = "inferno",
+             percentile: float = 99.0) -> list[Path]:
+        """Write ``NAME_METHOD.png`` (heatmap), ``NAME_METHOD_overlay.png``, ``saliency_grid.png``
+        and ``saliency.json``; refuses to overwrite without ``force``."""
+        from ..io import check_outputs, versions, write_json
+        from ..viz import grid, heatmap, normalize_map, overlay
+
+        out = Path(out_dir)
+        paths = self.output_paths(out)
+        check_outputs(paths, force)
+        written: list[Path] = []
+        cells: list[torch.Tensor] = []
+        labels: list[str] = []
+        methods = list(self.maps)
+        for i, name in enumerate(self.names):
+            cells.append(self.images[i])
+            labels.append(f"{self.class_names[i]} {self.probs[i]:.0%}")
+            shown = "smoothgrad" if "smoothgrad" in methods else methods[0]
+            shown_overlay = None
+            for method in methods:
+                m = normalize_map(self.maps[method][i].cpu(), percentile=percentile)
+                written.append(save_image(heatmap(m, cmap=cmap), out / f"{name}_{method}.png"))
+                ov = overlay(self.images[i].cpu(), m, cmap=cmap)
+                written.append(save_image(ov, out / f"{name}_{method}_overlay.png"))
+                cells.append(heatmap(m, cmap=cmap))
+                labels.append(method)
+                shown_overlay = ov if method == shown else shown_overlay
+            cells.append(shown_overlay)
+            labels.append(f"overlay ({shown})")
+        sheet = grid(cells, ncols=len(methods) + 2, labels=labels)
+        written.append(save_image(sheet, out / "saliency_grid.png"))
+        manifest = {
+            "task": "saliency", **self.settings,
+            "images": [
+                {"name": n, "class": c, "class_name": cn, "prob": p, "predicted": pr,
+                 "files": [f"{n}_{m}.png" for m in methods] + [f"{n}_{m}_overlay.png" for m in methods]}
+                for n, c, cn, p, pr in zip(self.names, self.classes, self.class_names, self.probs, self.predicted)
+            ],
+            "grid": "saliency_grid.png", "versions": versions(),
+        }
+        written.append(write_json(out / "saliency.json", manifest))
+        return written
+
+    def output_paths(self, out_dir: str | os.PathLike) -> list[Path]:
+        return output_paths(out_dir, self.names, list(self.maps))
+
+
+def output_paths(out_dir: str | os.PathLike, names: Sequence[str], methods: Sequence[str]) -> list[Path]:
+    """The files :meth:`SaliencyResult.save` writes (to check them before any work starts)."""
+    out = Path(out_dir)
+    paths = [out / f"{n}_{m}{s}.png" for n in names for m in methods for s in ("", "_overlay")]
+    return paths + [out / "saliency_grid.png", out / "saliency.json"]
+
+
+def parse_methods(method: str | Sequence[str]) -> list[str]:
+    """``"all"``, one name, or a list -> the list of methods (unknown names raise PreimageError)."""
+    from ..errors import did_you_mean
+
+    methods = list(METHODS) if method == "all" else ([method] if isinstance(method, str) else list(method))
+    for m in methods:
+        if m not in METHODS:
+            raise PreimageError(f"unknown saliency method {m!r}" + did_you_mean(m, METHODS)
+                                + f"; choose from {', '.join(METHODS)} or all")
+    if not methods:
+        raise PreimageError("no saliency method given")
+    return list(dict.fromkeys(methods))
+
+
+def unique_names(names: Sequence[str]) -> list[str]:
+    """``[a, a, b]`` -> ``[a, a_2, b]`` (output file stems)."""
+    seen: dict[str, int] = {}
+    out = []
+    for n in names:
+        k = seen.get(n, 0)
+        seen[n] = k + 1
+        out.append(n if k == 0 else f"{n}_{k + 1}")
+    return out
+
+
+def _load(model: Model, images) -> tuple[torch.Tensor, list[str]]:
+    if isinstance(images, torch.Tensor):
+        x = images.unsqueeze(0) if images.dim() == 3 else images
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise PreimageError(f"images must be B x 3 x H x W, not {tuple(images.shape)}")
+        return x.float(), [f"image{i}" for i in range(x.shape[0])]
+    sources = [images] if isinstance(images, (str, os.PathLike)) else list(images)
+    if not sources:
+        raise PreimageError("no images given")
+    return torch.cat([load_tensor(s, model.input_size) for s in sources]), [image_name(s) for s in sources]
+
+
+def saliency(
+    model: Model,
+    images: torch.Tensor | str | os.PathLike | Sequence[str | os.PathLike],
+    *,
+    target: int | str | Sequence[int | str] | None = None,
+    method: str | Sequence[str] = "vanilla",
+    samples: int = 25,
+    noise: float = 0.15,
+    seed: int = 0,
+    batch_size: int = 32,
+    names: Sequence[str] | None = None,
+) -> SaliencyResult:
+    """Saliency maps of ``images`` (a ``B x 3 x H x W`` [0, 1] tensor, or paths / ``sample:NAME``).
+
+    Args:
+        target: the class to explain — an index or (fuzzy) name for all images, one per image, or
+            ``None`` for each image's predicted class.
+        method: ``"vanilla"``, ``"smoothgrad"``, ``"gradxinput"``, a list of them, or ``"all"``.
+        samples, noise: SmoothGrad's number of noisy copies and their standard deviation (pixel units).
+        seed: the SmoothGrad noise.
+        batch_size: at most this many images (noisy copies included) per forward/backward pass;
+            the maps do not depend on it.
+        names: output file stems (default: from the sources).
+    """
+    if model.classes is None:
+        raise PreimageError(f"{model.name} is not a classifier; saliency needs class scores")
+    methods = parse_methods(method)
+    if samples < 1:
+        raise PreimageError("samples must be at least 1")
+    if noise < 0:
+        raise PreimageError("noise must be >= 0")
+    if batch_size < 1:
+        raise PreimageError("batch size must be at least 1")
+    pixels, default_names = _load(model, images)
+    b = pixels.shape[0]
+    names = unique_names(list(names) if names is not None else default_names)
+    if len(names) != b:
+        raise PreimageError(f"{len(names)} names for {b} images")
+    if target is None:
+        wanted: list[int] | None = None
+    elif isinstance(target, (int, str)):
+        wanted = [model.class_index(target)] * b
+    else:
+        wanted = [model.class_index(t) for t in target]
+        if len(wanted) != b:
+            raise PreimageError(f"{len(wanted)} classes for {b} images")
+
+    # clean pass, chunked: gradients, logits and (when not given) the predicted classes
+    grads, logits, classes = [], [], []
+    for s in range(0, b, batch_size):
+        g, lg, cl = gradients(model, pixels[s:s + batch_size], None if wanted is None else wanted[s:s + batch_size])
+        grads.append(g.cpu())
+        logits.append(lg.cpu())
+        classes += cl
+    grad = torch.cat(grads)
+    logit = torch.cat(logits)
+    maps: dict[str, torch.Tensor] = {}
+    for m in methods:
+        if m == "vanilla":
+            maps[m] = grad.abs().amax(1)
+        elif m == "gradxinput":
+            maps[m] = (grad * pixels).sum(1).abs()
+        else:
+            maps[m] = _smoothgrad(model, pixels, classes, samples=samples, noise=noise, seed=seed,
+                                  batch_size=batch_size)
+    probs = logit.float().softmax(1)
+    return SaliencyResult(
+        images=pixels, maps=maps, classes=classes,
+        class_names=[model.classes[c] for c in classes],
+        probs=[float(probs[i, c]) for i, c in enumerate(classes)],
+        predicted=logit.argmax(1).tolist(), names=names,
+        settings={"model": model.name, "methods": methods, "samples": samples, "noise": noise, "seed": seed,
+                  "input_size": int(pixels.shape[-1]), "target": "predicted" if wanted is None else "given"},
+    )
+
+
+def _smoothgrad(model: Model, pixels: torch.Tensor, classes: list[int], *, samples: int, noise: float,
+                seed: int, batch_size: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    eps = torch.randn((samples, *pixels.shape[1:]), generator=g) * noise  # shared by every image
+    rows = [(i, t) for i in range(pixels.shape[0]) for t in range(samples)]
+    total = torch.zeros(pixels.shape[0], *pixels.shape[-2:])
+    for s in range(0, len(rows), batch_size):
+        chunk = rows[s:s + batch_size]
+        idx = torch.tensor([i for i, _ in chunk])
+        x = pixels[idx] + eps[torch.tensor([t for _, t in chunk])]
+        grad, _, _ = gradients(model, x, [classes[i] for i, _ in chunk])
+        total.index_add_(0, idx, grad.cpu().abs().amax(1))
+    return total / samples
