@@ -56,7 +56,8 @@ class Model:
 
     Images enter as RGB in [0, 1] (``B x 3 x H x W``); :meth:`normalize` maps them to what the
     network was trained on. ``aliases`` maps readable layer names (``conv3``, ``fc6``, ``res4``)
-    to module paths.
+    to module paths. Constructing a Model freezes ``net``: eval mode, ``requires_grad=False`` and
+    in-place activations turned off.
     """
 
     name: str
@@ -68,6 +69,11 @@ class Model:
     aliases: dict[str, str] = field(default_factory=dict)
     weights: str = "none"
     normalization: str = ""
+
+    def __post_init__(self) -> None:
+        # a Model is frozen however it was built (load_model or by hand): eval mode, no weight
+        # gradients, no in-place activations (they would overwrite a captured layer output)
+        _freeze_net(self.net)
 
     @property
     def device(self) -> torch.device:
@@ -198,14 +204,18 @@ def load_model(
     return _freeze(model).to(device)
 
 
-def _freeze(model: Model) -> Model:
-    net = model.net.eval()
+def _freeze_net(net: nn.Module) -> None:
+    net.eval()
     for p in net.parameters():
         p.requires_grad_(False)
     for m in net.modules():
         # in-place activations would overwrite a captured layer output and break autograd
         if getattr(m, "inplace", False) is True:
             m.inplace = False
+
+
+def _freeze(model: Model) -> Model:
+    _freeze_net(model.net)
     return model
 
 
