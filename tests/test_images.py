@@ -249,3 +249,30 @@ def test_png_encoding_is_deterministic():
     t = torch.rand(1, 3, 20, 20, generator=torch.Generator().manual_seed(0))
     assert encode_png(t) == encode_png(t.clone())
     assert encode_png(t) == encode_png(to_pil(t))
+
+
+def test_saved_files_get_the_usual_permissions_not_private_ones(tmp_path):
+    import os
+    import stat
+
+    mask = os.umask(0o022)
+    try:
+        path = save_image(torch.rand(1, 3, 8, 8), tmp_path / "out.png")
+    finally:
+        os.umask(mask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+def test_write_json_turns_non_finite_numbers_and_tensors_into_valid_json(tmp_path):
+    import json
+
+    from preimage.io import check_outputs, write_json
+
+    path = write_json(tmp_path / "m.json", {"nan": float("nan"), "inf": float("inf"), "t": torch.tensor(1.5),
+                                            "p": tmp_path, "nested": {1: (2, 3)}})
+    data = json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(f"invalid JSON constant {c}"))
+    assert data == {"nan": None, "inf": "inf", "t": 1.5, "p": str(tmp_path), "nested": {"1": [2, 3]}}
+    with pytest.raises(PreimageError, match="--force"):
+        check_outputs([path])
+    check_outputs([path], force=True)
+    check_outputs([tmp_path / "new" / "deeper" / "x.png"])
