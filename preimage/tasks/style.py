@@ -114,12 +114,14 @@ _VGG = StyleConfig(
     space="input", bounds=None,
 )
 
+# Found by experiment on the embedded weights (docs/style.md): w_l ≈ 1 / (typical Σ A_l²) so each
+# layer starts with a similar share; the stem is left out (it paints high-frequency colour noise).
 _EFFICIENTNET = StyleConfig(
-    content_layer="blocks.3", content_weight=1.0,
-    style_layers=("bn1", "blocks.1", "blocks.2", "blocks.3"),
-    style_layer_weights=(1.0, 1.0, 1.0, 1.0), style_weight=1.0, tv_weight=0.0,
+    content_layer="blocks.3", content_weight=3e-7,
+    style_layers=("blocks.1", "blocks.2", "blocks.3", "blocks.4"),
+    style_layer_weights=(0.5, 3.0, 6.0, 10.0), style_weight=1e-3, tv_weight=5e-5,
     gram_normalize="chw", image_size=256, style_size=256, init="content", steps=200, optimizer="adam",
-    lr=0.02, lr_drop_step=180, lr_drop_to=0.005, space="pixel", bounds=(0.0, 1.0),
+    lr=0.05, lr_drop_step=180, lr_drop_to=0.01, space="pixel", bounds=(0.0, 1.0),
 )
 
 STYLE_PRESETS: dict[str, StyleConfig] = {"efficientnet": _EFFICIENTNET, "classic": _CLASSIC, "vgg": _VGG}
