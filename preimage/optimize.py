@@ -170,9 +170,9 @@ def optimize(
                 opt.step(closure)
             else:
                 closure()
-                if math.isfinite(float(box["loss"])) and _grads_finite(params):  # type: ignore[arg-type]
+                if math.isfinite(float(box["loss"].detach())) and _grads_finite(params):  # type: ignore[arg-type]
                     opt.step()
-            loss_value = float(box["loss"])  # type: ignore[arg-type]
+            loss_value = float(box["loss"].detach())  # type: ignore[arg-type]
             if not math.isfinite(loss_value) or not _grads_finite(params) or not _finite(params):
                 _restore(params, last_good)
                 status = "diverged"

@@ -1,0 +1,373 @@
+"""Feature inversion: reconstruct an image from what a network keeps of it at one or more layers.
+
+Mahendran & Vedaldi, "Understanding Deep Image Representations by Inverting Them" (CVPR 2015) and
+"Visualizing Deep Convolutional Neural Networks Using Natural Pre-images" (IJCV 2016).
+
+    x̂ = argmin_x  Σ_l w_l ||Φ_l(x) - Φ_l(x0)||² / ||Φ_l(x0)||²  +  λ_α R_α(x)  +  λ_TV R_TV(x)
+
+Presets (``INVERT_PRESETS``; every field can be overridden):
+
+- ``original``: the one-file script this project began with, exactly: x in normalized input space,
+  x0 = 1e-3·randn, R_α = Σ|x|^6, R_TV = Σ(dx² + dy²)^(β/2) with zero-border forward differences,
+  λ_α = λ_TV = 1e-5, SGD lr 100 momentum 0.9, StepLR(200, 0.1), 200 steps, AlexNet at 227 px.
+- ``natural``: the IJCV 2016 formulation: x in mean-free [0, 255] pixel units kept in the valid range,
+  R_α = Σ_v ||x(v)||^α / (H W B^α) and R_TV = Σ (dx² + dy²)^(β/2) / (H W V^β) with B = 128·√3 (the
+  largest pixel norm), V = B / 6.5, a loss weight C on the reconstruction term, random jitter, and
+  SGD with momentum in two phases (the learning rate drops 10× for the last quarter of the steps).
+- ``default``: the natural pre-image objective with Adam, a box constraint to [0, 1], jitter in the
+  first phase only and an lr drop for the last phase; tuned on the embedded model (see docs/inversion.md).
+
+Python:
+
+    >>> model = preimage.load_model()                         # efficientnet_lite0, offline
+    >>> res = preimage.invert(model, "sample:chelsea", layers=["blocks.3"])
+    >>> res.metrics["feature_error"]["blocks.3"], res.save("out/chelsea")
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .. import metrics as M
+from ..errors import PreimageError
+from ..images import image_name, load_tensor, to_pil
+from ..io import check_outputs, versions, write_json
+from ..layers import FeatureExtractor, parse_layer_spec, resolve_layer
+from ..models import Model
+from ..objectives import Objective, alpha_norm, feature_loss, total_variation
+from ..optimize import Result, optimize, step_schedule
+from ..params import Pixels
+from ..transforms import jitter
+from .classify import predict
+
+__all__ = ["InvertConfig", "INVERT_PRESETS", "invert", "Inversion", "config_for"]
+
+
+@dataclass
+class InvertConfig:
+    """Every setting of an inversion. Presets fill these; users override any field."""
+
+    steps: int = 300                 # optimization steps
+    optimizer: str = "adam"          # sgd | adam | lbfgs
+    lr: float = 0.05                 # learning rate (units of the optimized space)
+    momentum: float = 0.9            # SGD momentum
+    decay_factor: float = 0.1        # multiply the lr by this ...
+    decay_steps: tuple[int, ...] = (225,)  # ... at these steps
+    space: str = "pixel"             # "input": normalized net input (original); "pixel": [0, 1] RGB
+    bounds: tuple[float, float] | None = (0.0, 1.0)  # hard box on the optimized values (None: free)
+    alpha: float = 6.0               # exponent of the alpha-norm prior
+    beta: float = 2.0                # exponent of the TV prior
+    lambda_alpha: float = 1.0        # weight of the alpha-norm prior
+    lambda_tv: float = 1.0           # weight of the TV prior
+    reg_space: str = "pixel255"      # space the priors read: input | pixel | pixel255
+    bound: float | None = 128 * 3 ** 0.5   # B: normalizes R_alpha (None: plain sum)
+    tv_scale: float | None = 128 * 3 ** 0.5 / 6.5   # V: normalizes R_TV (None: plain sum)
+    rec_weight: float = 100.0        # C: weight of the reconstruction term
+    jitter: int = 4                  # random roll in pixels during the jitter phase (0: off)
+    jitter_until: float = 0.75       # fraction of the steps that use jitter
+    init: str = "noise"              # noise | zeros | an image path / sample:NAME
+    init_scale: float = 0.05         # std of the starting noise (in the optimized space)
+    seed: int = 0                    # random seed (noise and jitter)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+_ORIGINAL = InvertConfig(
+    steps=200, optimizer="sgd", lr=100.0, momentum=0.9, decay_factor=0.1, decay_steps=(200,),
+    space="input", bounds=None, alpha=6.0, beta=2.0, lambda_alpha=1e-5, lambda_tv=1e-5,
+    reg_space="input", bound=None, tv_scale=None, rec_weight=1.0, jitter=0, jitter_until=0.0,
+    init="noise", init_scale=1e-3, seed=2023,
+)
+_NATURAL = InvertConfig(
+    steps=300, optimizer="sgd", lr=0.05, momentum=0.9, decay_factor=0.1, decay_steps=(225,),
+    space="pixel", bounds=(0.0, 1.0), lambda_alpha=1.0, lambda_tv=1.0, reg_space="pixel255",
+    rec_weight=100.0, jitter=4, jitter_until=1.0, init="noise", init_scale=0.05, seed=0,
+)
+_DEFAULT = InvertConfig()
+
+INVERT_PRESETS: dict[str, InvertConfig] = {"default": _DEFAULT, "natural": _NATURAL, "original": _ORIGINAL}
+
+
+def config_for(preset: str = "default", **overrides: Any) -> InvertConfig:
+    """The preset's config with ``overrides`` (None values are ignored)."""
+    if preset not in INVERT_PRESETS:
+        from ..errors import did_you_mean
+
+        raise PreimageError(f"unknown preset {preset!r}" + did_you_mean(preset, INVERT_PRESETS)
+                            + f"; presets: {', '.join(INVERT_PRESETS)}")
+    cfg = dataclasses.replace(INVERT_PRESETS[preset])
+    fields = {f.name for f in dataclasses.fields(InvertConfig)}
+    for k, v in overrides.items():
+        if k not in fields:
+            raise TypeError(f"unknown inversion setting {k!r}")
+        if v is not None:
+            setattr(cfg, k, tuple(v) if k == "decay_steps" else v)
+    _validate(cfg)
+    return cfg
+
+
+def _validate(cfg: InvertConfig) -> None:
+    if cfg.steps < 0:
+        raise PreimageError("steps must be >= 0")
+    if not cfg.lr > 0:
+        raise PreimageError(f"learning rate must be > 0, not {cfg.lr}")
+    if cfg.optimizer not in ("sgd", "adam", "lbfgs"):
+        raise PreimageError(f"unknown optimizer {cfg.optimizer!r} (sgd, adam, lbfgs)")
+    for name in ("lambda_alpha", "lambda_tv", "rec_weight", "init_scale"):
+        if getattr(cfg, name) < 0:
+            raise PreimageError(f"{name} must be >= 0")
+    if cfg.space not in ("pixel", "input"):
+        raise PreimageError(f"space must be pixel or input, not {cfg.space!r}")
+
+
+@dataclass
+class Inversion:
+    """The result of :func:`invert`: reconstructions, references, metrics, history and settings."""
+
+    image: torch.Tensor           # B x 3 x H x W reconstructions in [0, 1] (clamped)
+    reference: torch.Tensor       # B x 3 x H x W preprocessed originals
+    names: list[str]              # one short name per image
+    layers: list[tuple[str, float]]
+    model: str
+    config: InvertConfig
+    result: Result
+    metrics: list[dict[str, Any]]  # one dict per image
+    sources: list[str] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        return self.result.status
+
+    @property
+    def history(self) -> list[dict[str, float]]:
+        return self.result.history
+
+    def manifest(self) -> dict[str, Any]:
+        return {
+            "task": "invert",
+            "model": self.model,
+            "layers": [{"name": n, "weight": w} for n, w in self.layers],
+            "images": self.sources,
+            "config": self.config.as_dict(),
+            "status": self.result.status,
+            "message": self.result.message,
+            "steps_run": self.result.steps,
+            "seconds": round(self.result.seconds, 3),
+            "metrics": {n: m for n, m in zip(self.names, self.metrics)},
+            "final_terms": self.result.history[-1] if self.result.history else {},
+            "versions": versions(),
+        }
+
+    def output_paths(self, out: str | os.PathLike, gif: bool = False) -> list[Path]:
+        out = Path(out)
+        paths = [out / "manifest.json", out / "history.json"]
+        for n in self.names:
+            paths += [out / f"{n}.png", out / f"{n}_compare.png"]
+            if gif:
+                paths.append(out / f"{n}.gif")
+        return paths
+
+    def save(self, out: str | os.PathLike, *, force: bool = False, gif: bool = False) -> list[Path]:
+        """Write ``NAME.png`` (reconstruction), ``NAME_compare.png`` (original | reconstruction),
+        optional ``NAME.gif`` (the optimization), ``manifest.json`` and ``history.json``; atomically."""
+        from ..images import save_image
+        from ..io import atomic_write
+
+        paths = self.output_paths(out, gif)
+        check_outputs(paths, force)
+        out = Path(out)
+        written = []
+        for i, n in enumerate(self.names):
+            written.append(save_image(self.image[i], out / f"{n}.png"))
+            written.append(save_image(_side_by_side(self.reference[i], self.image[i]), out / f"{n}_compare.png"))
+            if gif:
+                written.append(atomic_write(out / f"{n}.gif", _gif([f[i] for f in self.result.frames] or [self.image[i]])))
+        written.append(write_json(out / "history.json", {"history": self.result.history}))
+        written.append(write_json(out / "manifest.json", self.manifest()))
+        return written
+
+
+def _side_by_side(a: torch.Tensor, b: torch.Tensor, gap: int = 4) -> torch.Tensor:
+    h = max(a.shape[-2], b.shape[-2])
+    canvas = torch.ones(3, h, a.shape[-1] + gap + b.shape[-1])
+    canvas[:, : a.shape[-2], : a.shape[-1]] = a.clamp(0, 1).cpu()
+    canvas[:, : b.shape[-2], a.shape[-1] + gap:] = b.clamp(0, 1).cpu()
+    return canvas
+
+
+def _gif(frames: Sequence[torch.Tensor]) -> bytes:
+    import io
+
+    pils = [to_pil(f) for f in frames]
+    buf = io.BytesIO()
+    pils[0].save(buf, format="GIF", save_all=True, append_images=pils[1:], duration=80, loop=0)
+    return buf.getvalue()
+
+
+def _as_batch(model: Model, images: Any) -> tuple[torch.Tensor, list[str], list[str]]:
+    """Accept a source string, a list of sources, or a tensor (B x 3 x H x W in [0, 1])."""
+    if isinstance(images, torch.Tensor):
+        t = images if images.dim() == 4 else images.unsqueeze(0)
+        names = [f"image{i}" for i in range(t.shape[0])]
+        return t.float(), names, names
+    sources = [images] if isinstance(images, (str, os.PathLike)) else list(images)
+    if not sources:
+        raise PreimageError("no image given")
+    batch = torch.cat([load_tensor(s, model.input_size) for s in sources])
+    names = [image_name(s) for s in sources]
+    seen: dict[str, int] = {}
+    for i, n in enumerate(names):  # make output names unique
+        if n in seen:
+            seen[n] += 1
+            names[i] = f"{n}_{seen[n]}"
+        else:
+            seen[n] = 0
+    return batch, names, [str(s) for s in sources]
+
+
+def _init(cfg: InvertConfig, model: Model, ref: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Starting point in the optimized space."""
+    if cfg.init == "noise":
+        noise = torch.randn(ref.shape, generator=gen) * cfg.init_scale
+        start = noise if cfg.space == "input" else 0.5 + noise
+    elif cfg.init == "zeros":
+        start = torch.zeros(ref.shape) if cfg.space == "input" else torch.full(ref.shape, 0.5)
+    else:
+        other = load_tensor(cfg.init, model.input_size).expand(ref.shape[0], -1, -1, -1)
+        start = model.normalize(other) if cfg.space == "input" else other.clone()
+    return start.to(ref.device)
+
+
+def _parse_layers(model: Model, layers: Sequence[str | tuple[str, float]] | str) -> list[tuple[str, float]]:
+    if isinstance(layers, str):
+        layers = [layers]
+    out: list[tuple[str, float]] = []
+    for item in layers:
+        if isinstance(item, tuple):
+            out.append((item[0], float(item[1])))
+        else:
+            out.extend(parse_layer_spec(item))
+    if not out:
+        raise PreimageError("no layer given")
+    for name, _ in out:
+        resolve_layer(model, name)  # raises with did-you-mean
+    return out
+
+
+def build_objective(cfg: InvertConfig, layers: list[tuple[str, float]], targets: dict[str, torch.Tensor]) -> Objective:
+    """``C Σ w_l rec_l + λ_α R_α + λ_TV R_TV`` with the config's normalizations."""
+    obj = None
+    for name, w in layers:
+        term = (cfg.rec_weight * w) * feature_loss(name, targets[name], name=f"rec[{name}]")
+        obj = term if obj is None else obj + term
+    assert obj is not None
+    if cfg.lambda_alpha:
+        obj = obj + cfg.lambda_alpha * alpha_norm(cfg.alpha, space=cfg.reg_space, bound=cfg.bound)
+    if cfg.lambda_tv:
+        obj = obj + cfg.lambda_tv * total_variation(cfg.beta, space=cfg.reg_space, scale=cfg.tv_scale)
+    return obj
+
+
+def invert(
+    model: Model,
+    images: Any,
+    *,
+    layers: Sequence[str | tuple[str, float]] | str,
+    preset: str = "default",
+    config: InvertConfig | None = None,
+    progress: bool = False,
+    frame_every: int = 0,
+    **overrides: Any,
+) -> Inversion:
+    """Reconstruct ``images`` from their activations at ``layers``.
+
+    Args:
+        model: from :func:`preimage.load_model`.
+        images: ``"sample:chelsea"``, a path, a list of them (one batched run), or a ``B x 3 x H x W``
+            tensor in [0, 1].
+        layers: layer names (``"blocks.3"``, ``"conv3"``), ``(name, weight)`` pairs, or specs such as
+            ``"conv3_1+fc6:0.1"``.
+        preset: ``"default"``, ``"natural"`` or ``"original"`` (see the module docstring).
+        config: a full :class:`InvertConfig` (instead of a preset).
+        progress: show a progress bar with each loss term.
+        frame_every: keep a frame every N steps (for a GIF of the optimization).
+        **overrides: any :class:`InvertConfig` field, e.g. ``steps=500, lr=0.1, optimizer="lbfgs"``.
+
+    Returns:
+        :class:`Inversion` with the reconstruction, metrics per image and the full history. A run that
+        diverges returns ``status == "diverged"`` with the last finite image.
+    """
+    cfg = config if config is not None else config_for(preset, **overrides)
+    if config is not None and overrides:
+        cfg = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
+    _validate(cfg)
+    layer_list = _parse_layers(model, layers)
+    ref, names, sources = _as_batch(model, images)
+    device = model.device
+    ref = ref.to(device)
+    gen = torch.Generator().manual_seed(int(cfg.seed))
+    names_only = [n for n, _ in layer_list]
+    extractor = FeatureExtractor(model, names_only)
+    with torch.no_grad():
+        targets = extractor(model.normalize(ref))
+    objective = build_objective(cfg, layer_list, targets)
+    param = Pixels(_init(cfg, model, ref, gen), space=cfg.space, bounds=cfg.bounds)
+    jitter_steps = int(round(cfg.jitter_until * cfg.steps)) if cfg.jitter else 0
+    transforms = [_phase_jitter(cfg.jitter, jitter_steps)] if jitter_steps else []
+    schedule = step_schedule([s for s in cfg.decay_steps if 0 < s], cfg.decay_factor) if cfg.decay_steps else None
+    result = optimize(
+        param, objective, model, steps=cfg.steps, optimizer=cfg.optimizer, lr=cfg.lr, momentum=cfg.momentum,
+        schedule=schedule, transforms=transforms, generator=gen, progress=progress,
+        progress_desc=f"invert {model.name}:{'+'.join(names_only)}", frame_every=frame_every,
+    )
+    image = result.image.clamp(0, 1)
+    mets = evaluate(model, image, ref, targets, extractor)
+    return Inversion(image=image.cpu(), reference=ref.cpu(), names=names, layers=layer_list, model=model.name,
+                     config=cfg, result=result, metrics=mets, sources=sources)
+
+
+class _phase_jitter:
+    """Jitter during the first ``until`` steps only (the loop's step count is tracked here)."""
+
+    def __init__(self, pixels: int, until: int):
+        self.inner, self.until, self.calls = jitter(pixels), until, 0
+
+    def __call__(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        self.calls += 1
+        return self.inner(x, g) if self.calls <= self.until else x
+
+
+@torch.no_grad()
+def evaluate(model: Model, image: torch.Tensor, ref: torch.Tensor, targets: dict[str, torch.Tensor],
+             extractor: FeatureExtractor) -> list[dict[str, Any]]:
+    """Metrics of reconstructions ``image`` against originals ``ref`` (both [0, 1], B x 3 x H x W)."""
+    image = image.to(ref.device)
+    feats = extractor(model.normalize(image))
+    errors = {n: M.feature_error(feats[n], targets[n]) for n in targets}
+    psnr, ssim, tvr = M.psnr(image, ref), M.ssim(image, ref), M.tv_ratio(image, ref)
+    agree = None
+    if model.classes is not None:
+        p_img, p_ref = predict(model, image), predict(model, ref)
+        agree = (p_img.argmax(-1), p_ref.argmax(-1), p_img)
+    out = []
+    for i in range(image.shape[0]):
+        m: dict[str, Any] = {
+            "feature_error": {n: float(e[i]) for n, e in errors.items()},
+            "psnr": float(psnr[i]), "ssim": float(ssim[i]), "tv_ratio": float(tvr[i]),
+        }
+        if agree is not None:
+            top_img, top_ref, p_img = agree
+            m["top1_original"] = model.classes[int(top_ref[i])]
+            m["top1_reconstruction"] = model.classes[int(top_img[i])]
+            m["top1_agrees"] = bool(top_img[i] == top_ref[i])
+            m["p_original_class"] = float(p_img[i, top_ref[i]])
+        out.append(m)
+    return out
