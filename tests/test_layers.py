@@ -255,3 +255,20 @@ def test_extractor_batch_elements_are_independent(alexnet):
     together = fx(x)["conv4"]
     alone = fx(x[1:2])["conv4"]
     assert torch.allclose(together[1:2], alone, atol=1e-5)
+
+
+def test_embedded_model_stage_aliases_shapes_and_truncation(lite0):
+    by_name = {i.name: i for i in list_layers(lite0)}
+    expected = {"stem": ("bn1", (32, 112, 112)), "stage0": ("blocks.0", (16, 112, 112)),
+                "stage3": ("blocks.3", (80, 14, 14)), "stage6": ("blocks.6", (320, 7, 7)),
+                "head": ("bn2", (1280, 7, 7))}
+    for alias, (path, shape) in expected.items():
+        assert resolve_layer(lite0, alias) == path
+        assert by_name[path].shape == shape and alias in by_name[path].aliases
+    fired = []
+    handle = lite0.net.blocks[3].register_forward_pre_hook(lambda *a: fired.append(1))
+    try:
+        feats = FeatureExtractor(lite0, ["stage2"])(lite0.normalize(torch.rand(1, 3, 64, 64)))
+    finally:
+        handle.remove()
+    assert fired == [] and feats["stage2"].shape == (1, 40, 8, 8)
