@@ -60,7 +60,8 @@ from ..objectives import Objective, State, feature_loss, gram_loss, gram_matrix,
 from ..optimize import Result, Step, forward_state, optimize
 from ..params import Pixels
 
-__all__ = ["StyleConfig", "STYLE_PRESETS", "style_config", "stylize", "Stylization", "preset_for"]
+__all__ = ["StyleConfig", "STYLE_PRESETS", "style_config", "stylize", "Stylization", "preset_for", "output_name",
+           "parse_style_layers"]
 
 
 @dataclass
@@ -568,9 +569,14 @@ def stylize(
     sources = {"content": c_src, "styles": [src for _, _, src in loaded], "style_blend": blend}
     return Stylization(
         image=image.detach().cpu(), content=c_img.cpu(), styles=[s.cpu() for s in s_imgs],
-        name=f"{c_name}_{'+'.join(s_names)}", sources=sources, model=model.name, config=cfg,
+        name=output_name(c_name, s_names), sources=sources, model=model.name, config=cfg,
         result=result, losses=losses,
     )
+
+
+def output_name(content_name: str, style_names: Sequence[str]) -> str:
+    """``CONTENT_STYLE1+STYLE2``: the base name of the output files (short names, see ``image_name``)."""
+    return f"{content_name}_{'+'.join(style_names)}"
 
 
 def _pixels_of(start: torch.Tensor, cfg: StyleConfig, model: Model) -> torch.Tensor:
