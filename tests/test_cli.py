@@ -139,35 +139,42 @@ def test_layers_filter(capsys):
     assert names == ["layer1", "layer2", "layer3", "layer4"]
 
 
-def _layer_commands() -> list[tuple[str, str]]:
-    """(command, option) for every command that takes layer names."""
-    found = []
+LAYER_DESTS = ("layer", "layers", "content_layer", "content_layers", "style_layer", "style_layers")
+
+
+def _subparser(command: str) -> argparse.ArgumentParser:
     parser = build_parser()
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    for name, p in sub.choices.items():
-        for action in p._actions:
-            if action.option_strings and action.dest in ("layer", "layers", "content_layer", "style_layers"):
-                found.append((name, action.option_strings[-1] if action.option_strings[-1].startswith("--")
-                              else action.option_strings[0]))
-    return found
+    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+
+
+def _layer_options(command: str) -> list[str]:
+    return [next((o for o in a.option_strings if o.startswith("--")), a.option_strings[0])
+            for a in _subparser(command)._actions if a.option_strings and a.dest in LAYER_DESTS]
+
+
+def _layer_commands() -> list[tuple[str, str]]:
+    """(command, option) for every command option that takes layer names."""
+    return [(c, o) for c in _commands() for o in _layer_options(c)]
 
 
 @pytest.mark.parametrize("command,option", _layer_commands() or [pytest.param("none", "", marks=pytest.mark.skip(
     reason="no command takes a layer name yet"))])
 def test_misspelt_layer_in_any_command_exits_2_with_a_suggestion(command, option, tmp_path, capsys):
-    parser = build_parser()
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+    sub = _subparser(command)
     argv = [command]
     for action in sub._actions:
         if not action.option_strings and action.dest != "help":
-            argv += ["sample:chelsea"] * (2 if action.nargs in ("+", 2) and "style" in command else 1)
+            n = action.nargs if isinstance(action.nargs, int) else (2 if "style" in command and action.nargs == "+" else 1)
+            argv += ["sample:chelsea"] * n
+    for other in _layer_options(command):
+        argv += [other, "conv33" if other == option else "conv2"]
     opts = {a.dest for a in sub._actions}
-    argv += [option, "conv33", "--model", "alexnet", "--weights", "none", "--out", str(tmp_path / "out")]
+    argv += ["--model", "alexnet", "--weights", "none", "--out", str(tmp_path / "out")]
     if "steps" in opts:
         argv += ["--steps", "1"]
     if "quiet" in opts:
         argv += ["--quiet"]
-    assert main(argv) == 2
+    assert main(argv) == 2, argv
     line = _one_line(capsys.readouterr().err)
     assert "conv33" in line and "did you mean 'conv3'" in line
     assert not (tmp_path / "out").exists()
