@@ -60,6 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help(sys.stderr)
         return 2
+    args._argv = argv
     try:
         return int(args.run(args) or 0)
     except PreimageError as exc:

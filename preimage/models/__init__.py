@@ -16,7 +16,9 @@ Weights: ``"default"`` (the embedded file, or torchvision/timm's download into t
 """
 from __future__ import annotations
 
+import contextlib
 import functools
+import io
 import os
 import urllib.error
 from collections.abc import Callable
@@ -304,7 +306,9 @@ def _load_torchvision(name: str, weights: str) -> Model:
     if weights == "default":
         try:
             w = torchvision.models.get_model_weights(name).DEFAULT
-            net = torchvision.models.get_model(name, weights=w)
+            # torch.hub announces the download on stderr; keep a failed attempt to one line
+            with contextlib.redirect_stderr(io.StringIO()):
+                net = torchvision.models.get_model(name, weights=w)
         except (urllib.error.URLError, ConnectionError, TimeoutError, OSError, RuntimeError) as exc:
             raise _offline_error(name, exc) from None
     else:

@@ -47,7 +47,7 @@ from ..params import Pixels
 from ..transforms import jitter
 from .classify import predict
 
-__all__ = ["InvertConfig", "INVERT_PRESETS", "invert", "Inversion", "config_for"]
+__all__ = ["InvertConfig", "INVERT_PRESETS", "invert", "Inversion", "config_for", "output_paths", "evaluate"]
 
 
 @dataclass
@@ -167,13 +167,7 @@ class Inversion:
         }
 
     def output_paths(self, out: str | os.PathLike, gif: bool = False) -> list[Path]:
-        out = Path(out)
-        paths = [out / "manifest.json", out / "history.json"]
-        for n in self.names:
-            paths += [out / f"{n}.png", out / f"{n}_compare.png"]
-            if gif:
-                paths.append(out / f"{n}.gif")
-        return paths
+        return output_paths(out, self.names, gif)
 
     def save(self, out: str | os.PathLike, *, force: bool = False, gif: bool = False) -> list[Path]:
         """Write ``NAME.png`` (reconstruction), ``NAME_compare.png`` (original | reconstruction),
@@ -193,6 +187,17 @@ class Inversion:
         written.append(write_json(out / "history.json", {"history": self.result.history}))
         written.append(write_json(out / "manifest.json", self.manifest()))
         return written
+
+
+def output_paths(out: str | os.PathLike, names: Sequence[str], gif: bool = False) -> list[Path]:
+    """The files :meth:`Inversion.save` writes for images called ``names``."""
+    out = Path(out)
+    paths = [out / "manifest.json", out / "history.json"]
+    for n in names:
+        paths += [out / f"{n}.png", out / f"{n}_compare.png"]
+        if gif:
+            paths.append(out / f"{n}.gif")
+    return paths
 
 
 def _side_by_side(a: torch.Tensor, b: torch.Tensor, gap: int = 4) -> torch.Tensor:
@@ -285,6 +290,7 @@ def invert(
     config: InvertConfig | None = None,
     progress: bool = False,
     frame_every: int = 0,
+    callbacks: Sequence[Any] = (),
     **overrides: Any,
 ) -> Inversion:
     """Reconstruct ``images`` from their activations at ``layers``.
@@ -299,6 +305,7 @@ def invert(
         config: a full :class:`InvertConfig` (instead of a preset).
         progress: show a progress bar with each loss term.
         frame_every: keep a frame every N steps (for a GIF of the optimization).
+        callbacks: passed to :func:`preimage.optimize.optimize` (called after each step).
         **overrides: any :class:`InvertConfig` field, e.g. ``steps=500, lr=0.1, optimizer="lbfgs"``.
 
     Returns:
@@ -327,6 +334,7 @@ def invert(
         param, objective, model, steps=cfg.steps, optimizer=cfg.optimizer, lr=cfg.lr, momentum=cfg.momentum,
         schedule=schedule, transforms=transforms, generator=gen, progress=progress,
         progress_desc=f"invert {model.name}:{'+'.join(names_only)}", frame_every=frame_every,
+        callbacks=list(callbacks),
     )
     image = result.image.clamp(0, 1)
     mets = evaluate(model, image, ref, targets, extractor)

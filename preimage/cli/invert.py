@@ -1,0 +1,178 @@
+"""``preimage invert IMAGE... --layer L``: reconstruct images from a layer's activations.
+
+The original one-file script stays reachable: its flags (``--image_path``, ``--layer_name``,
+``--lambda_alpha``, ``--epochs``, ``--stdout_epoches``, ...) are accepted as aliases, and when a run
+uses only them (or says ``--preset original``) it reproduces that script: AlexNet at 227 px, layer
+``avgpool``, SGD lr 100, seed 2023.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..errors import PreimageError
+from .common import (add_model_args, add_output_args, add_run_args, device_from_args, nonneg_float,
+                     positive_float, positive_int, say)
+
+#: flags that only the original script spells this way; using one of them (and no new-only flag)
+#: selects the original preset
+ORIGINAL_ONLY = {"--image_path", "--layer_name", "--lambda_alpha", "--lambda_tv", "--epochs",
+                 "--stdout_epoches", "--decay_factor", "--decay_epochs", "--input_size"}
+NEW_ONLY = {"--layer", "-l", "--preset", "--steps", "--optimizer", "--init", "--init-scale", "--jitter",
+            "--rec-weight", "--decay-steps", "--gif", "--frames"}
+
+#: the layer inverted when none is given
+DEFAULT_LAYERS = {"efficientnet_lite0": "blocks.3", "efficientnet_lite1": "blocks.3",
+                  "efficientnet_lite2": "blocks.3", "alexnet": "conv3", "hog": "hog", "dsift": "dsift"}
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "invert", help="reconstruct an image from a layer's activations",
+        description="Reconstruct images from what a network keeps of them at one or more layers "
+                    "(Mahendran & Vedaldi 2015, 2016). Writes NAME.png, NAME_compare.png, manifest.json "
+                    "and history.json into --out, and prints the metrics.",
+        epilog="examples:\n"
+               "  preimage invert sample:chelsea --layer blocks.3\n"
+               "  preimage invert photo.jpg --model vgg16 --weights vgg16.pth --layer conv3_1 --layer fc6:0.1\n"
+               "  preimage invert --image_path photo.jpg --weights alexnet.pth   # the original script\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("images", nargs="*", metavar="IMAGE", help="image files or sample:NAME (several: one batched run)")
+    p.add_argument("--image_path", "--image-path", dest="image_path", help="the original script's image flag")
+    p.add_argument("--layer", "-l", "--layer_name", dest="layers", action="append", metavar="LAYER[:W][+LAYER[:W]]",
+                   help="layer to invert, with an optional weight; repeat or join with + for several "
+                        "(default: a middle layer of the model; original preset: avgpool)")
+    p.add_argument("--preset", choices=["default", "natural", "original", "shallow"], default=None,
+                   help="default: natural pre-image objective with Adam, tuned; natural: IJCV 2016 with SGD; "
+                        "original: the original script (default: 'default', or 'original' when only the "
+                        "original script's flags are used)")
+    add_model_args(p, default=None)
+    o = p.add_argument_group("objective (override the preset)")
+    o.add_argument("--alpha", type=positive_float, help="alpha-norm exponent (6)")
+    o.add_argument("--beta", type=positive_float, help="TV exponent (2)")
+    o.add_argument("--lambda-alpha", "--lambda_alpha", dest="lambda_alpha", type=nonneg_float, help="alpha-norm weight")
+    o.add_argument("--lambda-tv", "--lambda_tv", dest="lambda_tv", type=nonneg_float, help="TV weight")
+    o.add_argument("--rec-weight", dest="rec_weight", type=nonneg_float, help="weight C of the reconstruction term")
+    o.add_argument("--jitter", type=int, help="random roll in pixels during the jitter phase (0: off)")
+    o.add_argument("--init", help="start from noise, zeros, or an image (path or sample:NAME)")
+    o.add_argument("--init-scale", dest="init_scale", type=nonneg_float, help="std of the starting noise")
+    t = p.add_argument_group("optimization (override the preset)")
+    t.add_argument("--steps", "--epochs", dest="steps", type=positive_int, help="optimization steps")
+    t.add_argument("--optimizer", choices=["sgd", "adam", "lbfgs"], help="optimizer")
+    t.add_argument("--lr", type=positive_float, help="learning rate")
+    t.add_argument("--momentum", type=nonneg_float, help="SGD momentum")
+    t.add_argument("--decay-factor", "--decay_factor", dest="decay_factor", type=positive_float,
+                   help="lr multiplier at each decay")
+    t.add_argument("--decay-steps", dest="decay_steps", type=positive_int, nargs="+", metavar="STEP",
+                   help="steps at which the lr decays")
+    t.add_argument("--decay-epochs", "--decay_epochs", dest="decay_every", type=positive_int,
+                   help="decay the lr every N steps (the original script's StepLR)")
+    add_output_args(p, default="out/invert")
+    add_run_args(p, seed=0)
+    p.add_argument("--log-every", "--stdout_epoches", dest="log_every", type=int, default=None,
+                   help="print the loss terms every N steps (original preset: 25)")
+    p.add_argument("--gif", action="store_true", help="also write NAME.gif of the optimization")
+    p.add_argument("--frames", type=positive_int, default=None, help="frame interval for --gif (default: steps/40)")
+    p.set_defaults(run=run, seed=None)
+
+
+def _preset(args: argparse.Namespace, argv: list[str]) -> str:
+    if args.preset:
+        return args.preset
+    flags = {a.split("=", 1)[0] for a in argv if a.startswith("-")}
+    if flags & ORIGINAL_ONLY and not flags & NEW_ONLY and not args.images:
+        return "original"
+    if args.model in ("hog", "dsift") or (args.model or "").startswith(("hog:", "dsift:")):
+        from ..tasks.invert import INVERT_PRESETS
+
+        if "shallow" in INVERT_PRESETS:
+            return "shallow"
+    return "default"
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..images import image_name
+    from ..io import check_outputs
+    from ..models import load_model
+    from ..tasks.invert import config_for, invert, output_paths
+
+    argv = sys.argv[1:] if getattr(args, "_argv", None) is None else args._argv
+    preset = _preset(args, argv)
+    original = preset == "original"
+    sources = list(args.images) + ([args.image_path] if args.image_path else [])
+    if not sources:
+        raise PreimageError("no image given (e.g. preimage invert sample:chelsea)")
+    if args.model is None:
+        args.model = "alexnet" if original else "efficientnet_lite0"
+    layers = args.layers or [("avgpool" if original else DEFAULT_LAYERS.get(args.model, ""))]
+    if not layers[0]:
+        raise PreimageError(f"give a --layer for {args.model} (`preimage layers {args.model}` lists them)")
+    seed = args.seed if args.seed is not None else (2023 if original else 0)
+    decay_steps = args.decay_steps
+    steps_for_decay = args.steps or config_for(preset).steps
+    if args.decay_every:
+        decay_steps = list(range(args.decay_every, steps_for_decay + 1, args.decay_every)) or [args.decay_every]
+    cfg = config_for(
+        preset, steps=args.steps, optimizer=args.optimizer, lr=args.lr, momentum=args.momentum,
+        decay_factor=args.decay_factor, decay_steps=decay_steps, alpha=args.alpha, beta=args.beta,
+        lambda_alpha=args.lambda_alpha, lambda_tv=args.lambda_tv, rec_weight=args.rec_weight,
+        jitter=args.jitter, init=args.init, init_scale=args.init_scale, seed=seed,
+    )
+    device = device_from_args(args) if not (original and args.device == "auto") else device_from_args(
+        argparse.Namespace(device="cpu"))
+    input_size = args.input_size or (227 if original else None)
+    # refuse to overwrite before any work is done
+    names = _unique([image_name(s) for s in sources])
+    check_outputs(output_paths(args.out, names, args.gif), args.force)
+    model = load_model(args.model, weights=args.weights, device=device, input_size=input_size)
+    log_every = args.log_every if args.log_every is not None else (25 if original else 0)
+    callbacks = [_logger(log_every)] if log_every and log_every > 0 else []
+    frame_every = (args.frames or max(1, cfg.steps // 40)) if args.gif else 0
+    say(args, f"inverting {', '.join(sources)} at {model.name}:{' '.join(layers)} ({preset} preset, {cfg.steps} steps)")
+    res = invert(model, sources, layers=layers, config=cfg, progress=not args.quiet and not callbacks,
+                 frame_every=frame_every, callbacks=callbacks)
+    written = res.save(args.out, force=args.force, gif=args.gif)
+    for name, m in zip(res.names, res.metrics):
+        print(f"{name}: " + _format_metrics(m))
+    print(f"wrote {len(written)} files to {args.out}/ ({res.names[0]}.png, {res.names[0]}_compare.png, manifest.json)")
+    if res.status == "diverged":
+        fix = "lower --lr (e.g. 10x)" + ("" if preset == "default" else " or use --preset default")
+        raise _Diverged(f"diverged: {res.result.message}; {fix}")
+    if res.status == "interrupted":
+        print(f"preimage invert: interrupted after {res.result.steps} steps; saved what there was", file=sys.stderr)
+        return 130
+    return 0
+
+
+class _Diverged(PreimageError):
+    exit_code = 1
+
+
+def _unique(names: list[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    out = []
+    for n in names:
+        if n in seen:
+            seen[n] += 1
+            out.append(f"{n}_{seen[n]}")
+        else:
+            seen[n] = 0
+            out.append(n)
+    return out
+
+
+def _logger(every: int):
+    def cb(step) -> None:
+        if step.step % every == 0:
+            terms = "  ".join(f"{k} {v:.4g}" for k, v in step.terms.items())
+            print(f"step {step.step:5d}  loss {step.loss:.4g}  {terms}", flush=True)
+    return cb
+
+
+def _format_metrics(m: dict) -> str:
+    parts = [f"feature error {k} {v:.3f}" for k, v in m["feature_error"].items()]
+    parts += [f"PSNR {m['psnr']:.1f} dB", f"SSIM {m['ssim']:.3f}", f"TV ratio {m['tv_ratio']:.2f}"]
+    if "top1_agrees" in m:
+        parts.append(("top-1 agrees" if m["top1_agrees"] else "top-1 differs") + f" ({m['top1_reconstruction']})")
+    return " | ".join(parts)
