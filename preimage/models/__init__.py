@@ -306,8 +306,8 @@ def _load_torchvision(name: str, weights: str) -> Model:
     if weights == "default":
         try:
             w = torchvision.models.get_model_weights(name).DEFAULT
-            # torch.hub announces the download on stderr; keep a failed attempt to one line
-            with contextlib.redirect_stderr(io.StringIO()):
+            # torch.hub announces the download on stdout; library code does not print
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
                 net = torchvision.models.get_model(name, weights=w)
         except (urllib.error.URLError, ConnectionError, TimeoutError, OSError, RuntimeError) as exc:
             raise _offline_error(name, exc) from None
