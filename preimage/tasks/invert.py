@@ -16,6 +16,9 @@ Presets (``INVERT_PRESETS``; every field can be overridden):
   SGD with momentum in two phases (the learning rate drops 10× for the last quarter of the steps).
 - ``default``: the natural pre-image objective with Adam, a box constraint to [0, 1], jitter in the
   first phase only and an lr drop for the last phase; tuned on the embedded model (see docs/inversion.md).
+- ``shallow``: HOG and dense SIFT (``--model hog`` / ``dsift``), after the CVPR 2015 paper: 800
+  steps in four learning-rate stages (x0.1 at steps 200, 400, 600), no jitter, the normalized
+  reconstruction loss + alpha-norm + TV; Adam, reconstruction weight C = 2 (see docs/shallow.md).
 
 Python:
 
@@ -92,8 +95,14 @@ _NATURAL = InvertConfig(
     rec_weight=100.0, jitter=4, jitter_until=1.0, init="noise", init_scale=0.05, seed=0,
 )
 _DEFAULT = InvertConfig()
+_SHALLOW = InvertConfig(
+    steps=800, optimizer="adam", lr=0.05, decay_factor=0.1, decay_steps=(200, 400, 600),
+    space="pixel", bounds=(0.0, 1.0), alpha=6.0, beta=2.0, lambda_alpha=1.0, lambda_tv=1.0,
+    reg_space="pixel255", rec_weight=2.0, jitter=0, jitter_until=0.0, init="noise", init_scale=0.05, seed=0,
+)
 
-INVERT_PRESETS: dict[str, InvertConfig] = {"default": _DEFAULT, "natural": _NATURAL, "original": _ORIGINAL}
+INVERT_PRESETS: dict[str, InvertConfig] = {"default": _DEFAULT, "natural": _NATURAL, "original": _ORIGINAL,
+                                           "shallow": _SHALLOW}
 
 
 def config_for(preset: str = "default", **overrides: Any) -> InvertConfig:
