@@ -47,7 +47,8 @@ class Pixels(ImageParam):
             raise ValueError(f"space must be 'pixel' or 'input', not {space!r}")
         self.space = space
         self.bounds = bounds
-        self.x = nn.Parameter(init.detach().clone())
+        # contiguous: L-BFGS views the gradient flat, and a permuted init (pil_to_tensor) would break it
+        self.x = nn.Parameter(init.detach().clone(memory_format=torch.contiguous_format))
         self.project_()
 
     def forward(self) -> torch.Tensor:
