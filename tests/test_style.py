@@ -280,3 +280,10 @@ def test_cli_ctrl_c_saves_what_there_is_and_exits_130(tmp_path, monkeypatch):
     assert rc == 130
     m = json.loads((tmp_path / "chelsea_brick.json").read_text())
     assert m["status"] == "interrupted" and (tmp_path / "chelsea_brick.png").is_file()
+
+
+def test_lbfgs_runs_from_a_photo_and_lowers_the_style_loss(lite0):
+    # a photo loaded through Pillow is a permuted (non-contiguous) tensor; L-BFGS needs flat views
+    res = stylize(lite0, "sample:chelsea", "sample:brick", image_size=48, style_size=48, optimizer="lbfgs",
+                  lr=1.0, steps=5)
+    assert res.status == "done" and res.losses["style"]["end"] < 0.8 * res.losses["style"]["start"]
