@@ -101,7 +101,7 @@ class Fourier(ImageParam):
 
     def _linear(self) -> torch.Tensor:
         spec = torch.view_as_complex(self.spectrum) * self.scale
-        img = torch.fft.irfft2(spec, s=self.shape[-2:], norm="ortho")
+        img = torch.fft.irfft2(spec, s=self.shape[-2:])  # 1/(H W), as TF irfft2d: with the sqrt(H W) scale, sd is size-independent
         img = img / 4.0
         if self.decorrelate:
             img = torch.einsum("bchw,dc->bdhw", img, self.color.to(img.dtype))
