@@ -300,11 +300,17 @@ _MODELS: dict[tuple, Any] = {}
 def _model(spec: RunSpec, device: str):
     from .models import load_model
 
+    import torch
+
     k = (spec.model, spec.weights, spec.input_size, device)
     if k not in _MODELS:
         if len(_MODELS) >= 4:
             _MODELS.pop(next(iter(_MODELS)))
-        _MODELS[k] = load_model(spec.model, weights=spec.weights, device=device, input_size=spec.input_size)
+        # a random-init network is drawn from a fixed seed, so every process builds the same one
+        # and a cached run can be reproduced
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            _MODELS[k] = load_model(spec.model, weights=spec.weights, device=device, input_size=spec.input_size)
     return _MODELS[k]
 
 
@@ -679,7 +685,6 @@ def _validate_inputs(sweep: Sweep, device: str) -> None:
     """Fail before any work on a missing image, an unknown model or layer (one line each)."""
     from .images import load_image
     from .layers import parse_layer_spec, resolve_layer
-    from .models import load_model
 
     for src in dict.fromkeys(r.spec.image for r in sweep.runs):
         load_image(src)
@@ -687,7 +692,8 @@ def _validate_inputs(sweep: Sweep, device: str) -> None:
     for r in sweep.runs:
         by_model.setdefault((r.spec.model, r.spec.weights, r.spec.input_size), set()).add(r.spec.layer)
     for (name, weights, size), layers in by_model.items():
-        model = load_model(name, weights=weights, input_size=size)
+        # loaded through the run cache: in-process runs reuse these models
+        model = _model(RunSpec(image="", model=name, weights=weights, input_size=size), device)
         for spec in sorted(layers):
             for layer, _ in parse_layer_spec(spec):
                 resolve_layer(model, layer)
@@ -698,6 +704,7 @@ def run_sweep(
     out: str | os.PathLike,
     *,
     jobs: int = 1,
+    threads: int | None = None,
     ray_address: str | None = None,
     device: str = "cpu",
     progress: bool = False,
@@ -710,7 +717,9 @@ def run_sweep(
 
     Args:
         out: the sweep folder (``sweep.json`` and, unless ``cache`` is given, ``runs/``).
-        jobs: local worker processes (each with ``cores // jobs`` torch threads); 1 runs in-process.
+        jobs: local worker processes; 1 runs in-process.
+        threads: torch threads per process (default: ``cores // jobs`` for worker processes, the
+            current setting in-process); ``jobs * threads`` is kept at most the number of cores.
         ray_address: run as Ray tasks instead: ``"local"`` starts a local Ray instance, ``"auto"``
             or ``"ray://host:10001"`` joins a cluster; an already initialized Ray is used as it is.
         device: where the networks run (``"cpu"``, ``"cuda"``).
@@ -781,10 +790,16 @@ def run_sweep(
         elif ray_address:
             _run_ray(todo, ray_address, device, finish)
         elif jobs > 1 and len(todo) > 1:
-            _run_pool(todo, min(jobs, len(todo)), device, finish)
+            _run_pool(todo, min(jobs, len(todo)), threads, device, finish)
         else:
-            for run in todo:
-                finish(run, _safe_compute(run.spec, device, None))
+            import torch
+
+            before = torch.get_num_threads()
+            try:
+                for run in todo:
+                    finish(run, _safe_compute(run.spec, device, min(threads, _cores()) if threads else None))
+            finally:
+                torch.set_num_threads(before)
     finally:
         if bar is not None:
             bar.close()
@@ -793,7 +808,8 @@ def run_sweep(
     return result
 
 
-def _run_pool(todo: list[Run], jobs: int, device: str, finish: Callable[[Run, Mapping[str, Any]], None]) -> None:
+def _run_pool(todo: list[Run], jobs: int, threads: int | None, device: str,
+              finish: Callable[[Run, Mapping[str, Any]], None]) -> None:
     import multiprocessing as mp
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
@@ -801,7 +817,7 @@ def _run_pool(todo: list[Run], jobs: int, device: str, finish: Callable[[Run, Ma
     if jobs > cores:
         log.warning("%d jobs on %d cores: using %d", jobs, cores, cores)
         jobs = cores
-    threads = max(1, cores // jobs)
+    threads = max(1, min(threads or cores, cores // jobs))
     ex = ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn"), initializer=_init_worker,
                              initargs=(threads,))
     futures = {ex.submit(_safe_compute, r.spec, device, threads): r for r in todo}

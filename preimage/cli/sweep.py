@@ -52,6 +52,8 @@ def add_parser(sub) -> None:
     r = p.add_argument_group("running")
     r.add_argument("--jobs", "-j", type=positive_int, default=1,
                    help="local worker processes; each gets cores/jobs torch threads (default: 1)")
+    r.add_argument("--threads", type=positive_int,
+                   help="torch threads per process (default: cores/jobs; 1 is faster on a busy machine)")
     r.add_argument("--ray", metavar="ADDRESS",
                    help="run as Ray tasks: 'local' starts a local Ray, 'auto' or ray://HOST:PORT joins a cluster "
                         "(pip install 'preimage[ray]')")
@@ -145,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
     if previous in (signal.SIG_DFL, None):
         signal.signal(signal.SIGTERM, terminate)
     try:
-        result = run_sweep(sweep, out, jobs=args.jobs, ray_address=args.ray, device=args.device,
+        result = run_sweep(sweep, out, jobs=args.jobs, threads=args.threads, ray_address=args.ray, device=args.device,
                            progress=progress_enabled(args),
                            force=args.force, cache=args.cache, on_result=on_result)
     except KeyboardInterrupt:
