@@ -14,8 +14,10 @@ Presets (``INVERT_PRESETS``; every field can be overridden):
   R_α = Σ_v ||x(v)||^α / (H W B^α) and R_TV = Σ (dx² + dy²)^(β/2) / (H W V^β) with B = 128·√3 (the
   largest pixel norm), V = B / 6.5, a loss weight C on the reconstruction term, random jitter, and
   SGD with momentum in two phases (the learning rate drops 10× for the last quarter of the steps).
-- ``default``: the natural pre-image objective with Adam, a box constraint to [0, 1], jitter in the
-  first phase only and an lr drop for the last phase; tuned on the embedded model (see docs/inversion.md).
+- ``default``: the natural pre-image objective, tuned on the embedded model (docs/inversion.md):
+  Adam (lr 0.05, ×0.1 at step 320 of 400) on [0, 1] pixels kept in the box, C = 1, λ_α = 0.01,
+  λ_TV = 0.4·min(1, s/32) and jitter of min(4, s/8) pixels for the first 60% of the steps, where s
+  is the stride of the target layer: shallow layers pin the image down and need less of both.
 - ``shallow``: HOG and dense SIFT (``--model hog`` / ``dsift``), after the CVPR 2015 paper: 800
   steps in four learning-rate stages (x0.1 at steps 200, 400, 600), no jitter, the normalized
   reconstruction loss + alpha-norm + TV; Adam, reconstruction weight C = 2 (see docs/shallow.md).
@@ -55,26 +57,32 @@ __all__ = ["InvertConfig", "INVERT_PRESETS", "invert", "Inversion", "config_for"
 
 @dataclass
 class InvertConfig:
-    """Every setting of an inversion. Presets fill these; users override any field."""
+    """Every setting of an inversion. The defaults are the ``default`` preset; other presets change
+    some of them; users override any field."""
 
-    steps: int = 300                 # optimization steps
+    steps: int = 400                 # optimization steps
     optimizer: str = "adam"          # sgd | adam | lbfgs
-    lr: float = 0.05                 # learning rate (units of the optimized space)
+    lr: float = 0.05                 # learning rate (units of the optimized space: [0, 1] pixels here)
     momentum: float = 0.9            # SGD momentum
     decay_factor: float = 0.1        # multiply the lr by this ...
-    decay_steps: tuple[int, ...] = (225,)  # ... at these steps
+    decay_steps: tuple[int, ...] = (320,)  # ... at these steps
     space: str = "pixel"             # "input": normalized net input (original); "pixel": [0, 1] RGB
     bounds: tuple[float, float] | None = (0.0, 1.0)  # hard box on the optimized values (None: free)
     alpha: float = 6.0               # exponent of the alpha-norm prior
     beta: float = 2.0                # exponent of the TV prior
-    lambda_alpha: float = 1.0        # weight of the alpha-norm prior
-    lambda_tv: float = 1.0           # weight of the TV prior
-    reg_space: str = "pixel255"      # space the priors read: input | pixel | pixel255
-    bound: float | None = 128 * 3 ** 0.5   # B: normalizes R_alpha (None: plain sum)
-    tv_scale: float | None = 128 * 3 ** 0.5 / 6.5   # V: normalizes R_TV (None: plain sum)
-    rec_weight: float = 100.0        # C: weight of the reconstruction term
+    lambda_alpha: float = 0.01       # weight of the alpha-norm prior (the box already bounds the range)
+    lambda_tv: float = 0.4           # weight of the TV prior (at stride >= tv_stride, see below)
+    reg_space: str = "pixel255"      # space the priors read: input | pixel | pixel255 (mean-free 0..255)
+    bound: float | None = 128 * 3 ** 0.5   # B: R_alpha = Σ ||x(v)||^α / (H W B^α) (None: plain sum)
+    tv_scale: float | None = 128 * 3 ** 0.5 / 6.5   # V = B / 6.5: R_TV divided by H W V^β (None: plain sum)
+    rec_weight: float = 1.0          # C: weight of the reconstruction term
+    tv_stride: float | None = 32.0   # scale λ_TV by min(1, s / tv_stride), s = stride of the shallowest
+                                     # target layer (shallow layers pin the image down and need less TV)
+    tv_stride_power: float = 1.0     # ... raised to this power
     jitter: int = 4                  # random roll in pixels during the jitter phase (0: off)
-    jitter_until: float = 0.75       # fraction of the steps that use jitter
+    jitter_until: float = 0.6        # fraction of the steps that use jitter
+    jitter_stride: float | None = 8.0  # cap the jitter at s / jitter_stride pixels (s: layer stride);
+                                     # a shift finer than the layer's grid only blurs shallow layers
     init: str = "noise"              # noise | zeros | an image path / sample:NAME
     init_scale: float = 0.05         # std of the starting noise (in the optimized space)
     seed: int = 0                    # random seed (noise and jitter)
@@ -86,19 +94,21 @@ class InvertConfig:
 _ORIGINAL = InvertConfig(
     steps=200, optimizer="sgd", lr=100.0, momentum=0.9, decay_factor=0.1, decay_steps=(200,),
     space="input", bounds=None, alpha=6.0, beta=2.0, lambda_alpha=1e-5, lambda_tv=1e-5,
-    reg_space="input", bound=None, tv_scale=None, rec_weight=1.0, jitter=0, jitter_until=0.0,
-    init="noise", init_scale=1e-3, seed=2023,
+    reg_space="input", bound=None, tv_scale=None, rec_weight=1.0, tv_stride=None, jitter=0, jitter_until=0.0,
+    jitter_stride=None, init="noise", init_scale=1e-3, seed=2023,
 )
 _NATURAL = InvertConfig(
     steps=300, optimizer="sgd", lr=0.05, momentum=0.9, decay_factor=0.1, decay_steps=(225,),
     space="pixel", bounds=(0.0, 1.0), lambda_alpha=1.0, lambda_tv=1.0, reg_space="pixel255",
-    rec_weight=100.0, jitter=4, jitter_until=1.0, init="noise", init_scale=0.05, seed=0,
+    rec_weight=100.0, tv_stride=None, jitter=4, jitter_until=1.0, jitter_stride=None, init="noise",
+    init_scale=0.05, seed=0,
 )
 _DEFAULT = InvertConfig()
 _SHALLOW = InvertConfig(
     steps=800, optimizer="adam", lr=0.05, decay_factor=0.1, decay_steps=(200, 400, 600),
     space="pixel", bounds=(0.0, 1.0), alpha=6.0, beta=2.0, lambda_alpha=1.0, lambda_tv=1.0,
-    reg_space="pixel255", rec_weight=2.0, jitter=0, jitter_until=0.0, init="noise", init_scale=0.05, seed=0,
+    reg_space="pixel255", rec_weight=2.0, tv_stride=None, jitter=0, jitter_until=0.0, jitter_stride=None,
+    init="noise", init_scale=0.05, seed=0,
 )
 
 INVERT_PRESETS: dict[str, InvertConfig] = {"default": _DEFAULT, "natural": _NATURAL, "original": _ORIGINAL,
@@ -276,7 +286,21 @@ def _parse_layers(model: Model, layers: Sequence[str | tuple[str, float]] | str)
     return out
 
 
-def build_objective(cfg: InvertConfig, layers: list[tuple[str, float]], targets: dict[str, torch.Tensor]) -> Objective:
+def layer_stride(model: Model, layers: Sequence[str]) -> float:
+    """Input pixels per output position of the shallowest of ``layers`` (the input size for layers
+    without a spatial map, such as fully connected ones)."""
+    from ..layers import list_layers
+
+    shapes = {i.name: i.shape for i in list_layers(model)}
+    strides = []
+    for name in layers:
+        shape = shapes.get(resolve_layer(model, name), ())
+        strides.append(model.input_size / shape[-2] if len(shape) == 3 else float(model.input_size))
+    return min(strides)
+
+
+def build_objective(cfg: InvertConfig, layers: list[tuple[str, float]], targets: dict[str, torch.Tensor],
+                    stride: float | None = None) -> Objective:
     """``C Σ w_l rec_l + λ_α R_α + λ_TV R_TV`` with the config's normalizations."""
     obj = None
     for name, w in layers:
@@ -286,7 +310,10 @@ def build_objective(cfg: InvertConfig, layers: list[tuple[str, float]], targets:
     if cfg.lambda_alpha:
         obj = obj + cfg.lambda_alpha * alpha_norm(cfg.alpha, space=cfg.reg_space, bound=cfg.bound)
     if cfg.lambda_tv:
-        obj = obj + cfg.lambda_tv * total_variation(cfg.beta, space=cfg.reg_space, scale=cfg.tv_scale)
+        lam = cfg.lambda_tv
+        if cfg.tv_stride and stride:
+            lam *= min(1.0, stride / cfg.tv_stride) ** cfg.tv_stride_power
+        obj = obj + lam * total_variation(cfg.beta, space=cfg.reg_space, scale=cfg.tv_scale)
     return obj
 
 
@@ -334,10 +361,14 @@ def invert(
     extractor = FeatureExtractor(model, names_only)
     with torch.no_grad():
         targets = extractor(model.normalize(ref))
-    objective = build_objective(cfg, layer_list, targets)
+    stride = layer_stride(model, names_only) if (cfg.tv_stride or cfg.jitter_stride) else None
+    objective = build_objective(cfg, layer_list, targets, stride)
     param = Pixels(_init(cfg, model, ref, gen), space=cfg.space, bounds=cfg.bounds)
-    jitter_steps = int(round(cfg.jitter_until * cfg.steps)) if cfg.jitter else 0
-    transforms = [_phase_jitter(cfg.jitter, jitter_steps)] if jitter_steps else []
+    shift = cfg.jitter
+    if cfg.jitter_stride and stride:
+        shift = min(shift, int(stride // cfg.jitter_stride))
+    jitter_steps = int(round(cfg.jitter_until * cfg.steps)) if shift else 0
+    transforms = [_phase_jitter(shift, jitter_steps)] if jitter_steps else []
     schedule = step_schedule([s for s in cfg.decay_steps if 0 < s], cfg.decay_factor) if cfg.decay_steps else None
     result = optimize(
         param, objective, model, steps=cfg.steps, optimizer=cfg.optimizer, lr=cfg.lr, momentum=cfg.momentum,

@@ -1,0 +1,109 @@
+"""Quality of inversion on the embedded model, stage by stage: the original algorithm vs the default
+preset (and optionally others), on bundled photos.
+
+    python benchmarks/invert_quality.py [--photos chelsea coffee astronaut] [--presets original default] [--jobs 2]
+
+Writes benchmarks/results/invert_quality.{json,md} and the "what each layer remembers" grid
+docs/images/layers_<photo>.png for the first two photos (default preset).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+STAGES = [f"blocks.{i}" for i in range(7)] + ["conv_head"]
+
+
+def one(job: tuple[str, str, str]) -> dict:
+    import torch
+
+    torch.set_num_threads(1)
+    import preimage
+    from preimage.tasks.invert import invert
+
+    preset, photo, stage = job
+    model = preimage.load_model("efficientnet_lite0")
+    t0 = time.perf_counter()
+    res = invert(model, f"sample:{photo}", layers=[stage], preset=preset)
+    m = res.metrics[0]
+    out = ROOT / "benchmarks" / "results" / "invert_quality" / preset
+    out.mkdir(parents=True, exist_ok=True)
+    from preimage.images import save_image
+
+    save_image(res.image[0], out / f"{photo}_{stage}.png")
+    return {"preset": preset, "photo": photo, "stage": stage, "status": res.status,
+            "feature_error": m["feature_error"][stage], "tv_ratio": m["tv_ratio"], "psnr": m["psnr"],
+            "ssim": m["ssim"], "top1_agrees": m["top1_agrees"], "steps": res.result.steps,
+            "seconds": time.perf_counter() - t0}
+
+
+def grid(photo: str, preset: str) -> None:
+    from PIL import Image, ImageDraw
+
+    from preimage.images import load_tensor, to_pil
+
+    tiles = [("original", to_pil(load_tensor(f"sample:{photo}", 224)))]
+    for s in STAGES:
+        path = RESULTS / "invert_quality" / preset / f"{photo}_{s}.png"
+        if path.exists():
+            tiles.append((s, Image.open(path).convert("RGB")))
+    w, pad, label = 224, 6, 22
+    cols = 5
+    rows = (len(tiles) + cols - 1) // cols
+    canvas = Image.new("RGB", (cols * (w + pad) + pad, rows * (w + label + pad) + pad), "white")
+    draw = ImageDraw.Draw(canvas)
+    for i, (name, img) in enumerate(tiles):
+        x, y = pad + (i % cols) * (w + pad), pad + (i // cols) * (w + label + pad)
+        draw.text((x + 2, y + 4), name, fill="black")
+        canvas.paste(img.resize((w, w)), (x, y + label))
+    dest = ROOT / "docs" / "images" / f"layers_{photo}.png"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(dest)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--photos", nargs="+", default=["chelsea", "coffee", "astronaut"])
+    ap.add_argument("--presets", nargs="+", default=["original", "default"])
+    ap.add_argument("--stages", nargs="+", default=STAGES)
+    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    args = ap.parse_args()
+    jobs = [(p, ph, s) for p in args.presets for ph in args.photos for s in args.stages]
+    t0 = time.perf_counter()
+    with ProcessPoolExecutor(args.jobs) as pool:
+        rows = []
+        for r in pool.map(one, jobs):
+            rows.append(r)
+            print(json.dumps(r), flush=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "invert_quality.json").write_text(json.dumps({"rows": rows, "seconds": time.perf_counter() - t0}, indent=2) + "\n")
+    by = {(r["preset"], r["photo"], r["stage"]): r for r in rows}
+    lines = []
+    for photo in args.photos:
+        lines += [f"**{photo}**", "", "| stage | " + " | ".join(f"{p} error | {p} TV ratio" for p in args.presets) + " |",
+                  "|---|" + "---|---|" * len(args.presets)]
+        for s in args.stages:
+            cells = []
+            for p in args.presets:
+                r = by[(p, photo, s)]
+                if r["status"] == "diverged":
+                    cells += ["diverged", "—"]
+                else:
+                    cells += [f"{r['feature_error']:.3f}", f"{r['tv_ratio']:.2f}"]
+            lines.append(f"| {s} | " + " | ".join(cells) + " |")
+        lines.append("")
+    (RESULTS / "invert_quality.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+    if "default" in args.presets:
+        for photo in args.photos[:2]:
+            grid(photo, "default")
+
+
+if __name__ == "__main__":
+    main()
