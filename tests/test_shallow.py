@@ -139,3 +139,9 @@ def test_inversion_glyphs_written_per_image(short_hog_inversion, tmp_path):
     assert [p.name for p in paths] == ["chelsea_glyph.png"]
     glyph_panel = np.asarray(Image.open(paths[0]).convert("L"))[4:68, 72:136]
     assert glyph_panel.std() > 5  # the glyph panel is drawn, not blank
+
+
+def test_device_follows_the_network():
+    # HOG has no parameters; Model.device must still report where .to() put it (meta: no real device)
+    assert load_model("hog").device.type == "cpu"
+    assert load_model("dsift").to("meta").device.type == "meta"
