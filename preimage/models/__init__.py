@@ -194,19 +194,26 @@ def load_model(
             that does not fit the network.
     """
     weights = "none" if weights is None else str(weights)
-    if name in efficientnet_lite.VARIANTS:
-        model = _load_embedded(name, weights)
-    elif name.split(":", 1)[0].strip().lower() in ("hog", "dsift"):
-        model = _load_shallow(name)
-    elif name.startswith("timm:"):
-        model = _load_timm(name[len("timm:"):], weights)
-    else:
-        model = _load_torchvision(name, weights)
+    # random initialization is drawn from a fixed seed, so `--weights none` runs reproduce; the
+    # caller's global random state is left as it was
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = _build(name, weights)
     if input_size is not None:
         if input_size < 16:
             raise PreimageError(f"input size {input_size} is too small (at least 16 pixels)")
         model.input_size = int(input_size)
     return _freeze(model).to(device)
+
+
+def _build(name: str, weights: str) -> Model:
+    if name in efficientnet_lite.VARIANTS:
+        return _load_embedded(name, weights)
+    if name.split(":", 1)[0].strip().lower() in ("hog", "dsift"):
+        return _load_shallow(name)
+    if name.startswith("timm:"):
+        return _load_timm(name[len("timm:"):], weights)
+    return _load_torchvision(name, weights)
 
 
 def _freeze_net(net: nn.Module) -> None:

@@ -1,0 +1,188 @@
+"""Feature inversion: the original algorithm reproduced step for step, presets, outputs, metrics,
+divergence, interruption, seeds and the CLI."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from preimage.cli import main
+from preimage.errors import PreimageError
+from preimage.images import load_tensor
+from preimage.layers import resolve_layer
+from preimage.tasks.invert import INVERT_PRESETS, config_for, invert
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+from original import run_original  # noqa: E402  (the original script, kept as the benchmark baseline)
+
+
+def test_original_preset_holds_the_script_defaults():
+    c = INVERT_PRESETS["original"]
+    assert (c.alpha, c.beta, c.lambda_alpha, c.lambda_tv) == (6.0, 2.0, 1e-5, 1e-5)
+    assert (c.steps, c.optimizer, c.lr, c.momentum, c.decay_factor, c.decay_steps) == (200, "sgd", 100.0, 0.9, 0.1, (200,))
+    assert (c.space, c.bounds, c.init, c.init_scale, c.seed, c.jitter) == ("input", None, "noise", 1e-3, 2023, 0)
+
+
+def test_original_preset_matches_the_original_loop_step_for_step(alexnet):
+    ref = load_tensor("sample:chelsea", 67)
+    x_orig, _, _ = run_original(alexnet.net, alexnet.normalize(ref), resolve_layer(alexnet, "conv2"), epochs=6)
+    inv = invert(alexnet, ref, layers=["conv2"], preset="original", steps=6)
+    ours = alexnet.normalize(inv.result.image)
+    assert torch.allclose(ours, x_orig, rtol=1e-4, atol=1e-6)
+
+
+def test_inversion_reduces_the_feature_error_and_reports_every_metric(tiny_model):
+    ref = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+    short = invert(tiny_model, ref, layers=["conv2"], steps=2, jitter=0, lambda_tv=0.0, lambda_alpha=0.0)
+    long = invert(tiny_model, ref, layers=["conv2"], steps=150, jitter=0, lambda_tv=0.0, lambda_alpha=0.0)
+    m = long.metrics[0]
+    assert set(m) >= {"feature_error", "psnr", "ssim", "tv_ratio", "top1_agrees", "top1_original"}
+    assert m["feature_error"]["conv2"] < 0.5 * short.metrics[0]["feature_error"]["conv2"]
+    assert long.status == "done" and len(long.history) == 150
+
+
+def test_several_layers_with_weights_and_specs(tiny_model):
+    inv = invert(tiny_model, torch.rand(1, 3, 16, 16), layers=["conv1+conv2:0.5", ("fc", 0.1)], steps=3)
+    assert inv.layers == [("conv1", 1.0), ("conv2", 0.5), ("fc", 0.1)]
+    assert set(inv.metrics[0]["feature_error"]) == {"conv1", "conv2", "fc"}
+
+
+def test_batched_images_are_inverted_independently(tiny_model):
+    refs = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(5))
+    kw = dict(layers=["conv2"], steps=20, init="zeros", jitter=0)
+    both = invert(tiny_model, refs, **kw)
+    alone = invert(tiny_model, refs[1:], **kw)
+    assert torch.allclose(both.image[1], alone.image[0], atol=1e-5)
+
+
+def test_start_from_zeros_or_another_image(tiny_model):
+    ref = load_tensor("sample:chelsea", 16)
+    zero = invert(tiny_model, ref, layers=["conv2"], steps=0, init="zeros")
+    assert torch.allclose(zero.image, torch.full_like(zero.image, 0.5))
+    other = invert(tiny_model, ref, layers=["conv2"], steps=0, init="sample:coffee")
+    assert torch.allclose(other.image, load_tensor("sample:coffee", 16), atol=1e-6)
+
+
+def test_divergence_keeps_the_last_finite_image_and_stops_at_once(tiny_model):
+    ref = torch.rand(1, 3, 16, 16)
+    inv = invert(tiny_model, ref, layers=["conv2"], preset="original", lr=1e12, steps=50)
+    assert inv.status == "diverged"
+    assert inv.result.steps < 50
+    assert torch.isfinite(inv.image).all()
+
+
+def test_interrupt_returns_what_there_is(tiny_model):
+    def stop(step):
+        if step.step == 4:
+            raise KeyboardInterrupt
+    inv = invert(tiny_model, torch.rand(1, 3, 16, 16), layers=["conv2"], steps=50, callbacks=[stop])
+    assert inv.status == "interrupted" and 3 <= inv.result.steps <= 4
+    assert torch.isfinite(inv.image).all()
+
+
+def test_unknown_layer_preset_or_setting_is_one_clear_error(tiny_model):
+    with pytest.raises(PreimageError, match="did you mean 'conv2'"):
+        invert(tiny_model, torch.rand(1, 3, 16, 16), layers=["conv22"], steps=1)
+    with pytest.raises(PreimageError, match="unknown preset"):
+        config_for("orignal")
+    with pytest.raises(PreimageError, match="learning rate"):
+        config_for("default", lr=-1.0)
+
+
+def test_default_preset_scales_tv_and_jitter_with_the_layer_stride():
+    from preimage.objectives import Objective
+    from preimage.tasks.invert import build_objective
+
+    cfg = config_for("default")
+    t = {"x": torch.ones(1, 4, 2, 2)}
+    shallow = build_objective(cfg, [("x", 1.0)], t, stride=2).weights()["tv"]
+    deep = build_objective(cfg, [("x", 1.0)], t, stride=32).weights()["tv"]
+    deeper = build_objective(cfg, [("x", 1.0)], t, stride=64).weights()["tv"]
+    assert isinstance(build_objective(cfg, [("x", 1.0)], t), Objective)
+    assert shallow == pytest.approx(cfg.lambda_tv * 2 / 32) and deep == deeper == pytest.approx(cfg.lambda_tv)
+
+
+def test_embedded_model_reconstruction_is_recognisable(lite0):
+    """A short run at a low resolution: the reconstruction from blocks.3 keeps the photo's structure
+    and the model still sees a cat."""
+    ref = load_tensor("sample:chelsea", 112)
+    inv = invert(lite0, ref, layers=["blocks.3"], steps=100, decay_steps=(80,))
+    m = inv.metrics[0]
+    assert m["feature_error"]["blocks.3"] < 0.35
+    assert m["tv_ratio"] < 1.5
+    assert m["ssim"] > 0.2
+    cats = {"tabby", "tiger cat", "Egyptian cat", "Persian cat", "lynx"}
+    assert m["top1_reconstruction"] in cats
+
+
+# -- CLI ------------------------------------------------------------------------------------------
+
+def _run(argv, capsys):
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_invert_writes_outputs_and_metrics(tmp_path, capsys):
+    code, out, err = _run(["invert", "sample:chelsea", "--model", "alexnet", "--weights", "none", "--input-size", "67",
+                           "--layer", "conv2", "--steps", "3", "--out", str(tmp_path), "-q", "--gif"], capsys)
+    assert code == 0, err
+    for name in ["chelsea.png", "chelsea_compare.png", "chelsea.gif", "manifest.json", "history.json"]:
+        assert (tmp_path / name).is_file()
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["config"]["optimizer"] == "adam" and manifest["status"] == "done"
+    assert "feature error conv2" in out and "PSNR" in out and "TV ratio" in out
+    assert not list(tmp_path.glob(".*part"))
+
+
+def test_cli_original_flags_alone_select_the_original_algorithm(tmp_path, capsys):
+    code, out, err = _run(["invert", "--image_path", "sample:chelsea", "--weights", "none", "--input_size", "67",
+                           "--layer_name", "features_3", "--epochs", "4", "--stdout_epoches", "2",
+                           "--out", str(tmp_path)], capsys)
+    assert code == 0, err
+    m = json.loads((tmp_path / "manifest.json").read_text())
+    assert m["model"] == "alexnet"
+    assert m["config"]["lr"] == 100.0 and m["config"]["seed"] == 2023 and m["config"]["space"] == "input"
+    assert [ln.split()[1] for ln in out.splitlines() if ln.startswith("step")] == ["2", "4"]
+
+
+def test_cli_same_seed_same_bytes(tmp_path, capsys):
+    args = ["invert", "sample:coffee", "--model", "alexnet", "--weights", "none", "--input-size", "67",
+            "--layer", "conv3", "--steps", "4", "-q", "--seed", "7"]
+    assert _run(args + ["--out", str(tmp_path / "a")], capsys)[0] == 0
+    assert _run(args + ["--out", str(tmp_path / "b")], capsys)[0] == 0
+    assert (tmp_path / "a" / "coffee.png").read_bytes() == (tmp_path / "b" / "coffee.png").read_bytes()
+
+
+def test_cli_refuses_to_overwrite_without_force(tmp_path, capsys):
+    (tmp_path / "chelsea.png").write_bytes(b"keep")
+    code, out, err = _run(["invert", "sample:chelsea", "--model", "alexnet", "--weights", "none", "--layer", "conv1",
+                           "--steps", "1", "--out", str(tmp_path), "-q"], capsys)
+    assert code == 2 and "--force" in err and len(err.strip().splitlines()) == 1
+    assert (tmp_path / "chelsea.png").read_bytes() == b"keep"
+
+
+def test_cli_divergence_exits_1_with_the_fix_and_keeps_the_last_image(tmp_path, capsys, monkeypatch):
+    code, out, err = _run(["invert", "sample:chelsea", "--model", "alexnet", "--weights", "none", "--input-size", "67",
+                           "--layer", "conv2", "--preset", "original", "--lr", "1e12", "--steps", "30",
+                           "--out", str(tmp_path), "-q"], capsys)
+    assert code == 1
+    assert "diverged" in err and "--lr" in err and len(err.strip().splitlines()) == 1
+    assert json.loads((tmp_path / "manifest.json").read_text())["status"] == "diverged"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--layer", "conv33"], "did you mean"),
+    (["--lr", "-3"], "must be > 0"),
+    (["--lambda-tv", "abc"], "not a number"),
+    (["--init", "missing.png"], "no such file"),
+])
+def test_cli_bad_input_is_one_line_exit_2(tmp_path, capsys, argv, message):
+    code, out, err = _run(["invert", "sample:chelsea", "--model", "alexnet", "--weights", "none", "--input-size", "67",
+                           "--steps", "1", "--out", str(tmp_path), "-q"] + (["--layer", "conv1"] if "--layer" not in argv else []) + argv,
+                          capsys)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "manifest.json").exists()
