@@ -91,7 +91,7 @@ def time_to_error(model, ref, layer, snapshot_every=5):
 
     def err(x_pixels):
         with torch.no_grad():
-            return float(feature_error(fx(model.normalize(x_pixels.clamp(0, 1))), target)[0])
+            return float(feature_error(fx(model.normalize(x_pixels.clamp(0, 1)))[layer], target)[0])
 
     t0 = time.perf_counter()
     x, _, snaps_o = run_original(model.net, model.normalize(ref), resolve_layer(model, layer), epochs=200,
@@ -101,17 +101,12 @@ def time_to_error(model, ref, layer, snapshot_every=5):
     if final_orig != final_orig:
         return {"layer": layer, "original": "diverged"}
     snaps = []
-    start = [0.0]
 
     def cb(s):
-        if s.step == 1:
-            start[0] = time.perf_counter() - stamps_first[0]
         if s.step % snapshot_every == 0:
             snaps.append((s.step, time.perf_counter(), s.param().detach().clone()))
 
-    stamps_first = [0.0]
     t1 = time.perf_counter()
-    stamps_first[0] = t1
     res = invert(model, ref, layers=[layer], preset="default", callbacks=[cb])
     t_engine_total = time.perf_counter() - t1
     reached = None

@@ -105,7 +105,12 @@ def run(args: argparse.Namespace) -> int:
         raise PreimageError("no image given (e.g. preimage invert sample:chelsea)")
     if args.model is None:
         args.model = "alexnet" if original else "efficientnet_lite0"
-    layers = args.layers or [("avgpool" if original else DEFAULT_LAYERS.get(args.model, ""))]
+    from ..models.shallow import is_shallow_name
+    from ..tasks.shallow import glyph_paths, is_shallow, save_inversion_glyphs
+
+    shallow = is_shallow_name(args.model)
+    default_layer = "avgpool" if original else DEFAULT_LAYERS.get(args.model) or ("features" if shallow else "")
+    layers = args.layers or [default_layer]
     if not layers[0]:
         raise PreimageError(f"give a --layer for {args.model} (`preimage layers {args.model}` lists them)")
     seed = args.seed if args.seed is not None else (2023 if original else 0)
@@ -124,7 +129,8 @@ def run(args: argparse.Namespace) -> int:
     input_size = args.input_size or (227 if original else None)
     # refuse to overwrite before any work is done
     names = _unique([image_name(s) for s in sources])
-    check_outputs(output_paths(args.out, names, args.gif), args.force)
+    check_outputs(output_paths(args.out, names, args.gif) + (glyph_paths(names, args.out) if shallow else []),
+                  args.force)
     model = load_model(args.model, weights=args.weights, device=device, input_size=input_size)
     log_every = args.log_every if args.log_every is not None else (25 if original else 0)
     callbacks = [_logger(log_every)] if log_every and log_every > 0 else []
@@ -133,6 +139,8 @@ def run(args: argparse.Namespace) -> int:
     res = invert(model, sources, layers=layers, config=cfg, progress=not args.quiet and not callbacks,
                  frame_every=frame_every, callbacks=callbacks)
     written = res.save(args.out, force=args.force, gif=args.gif)
+    if is_shallow(model):  # original | what the descriptor sees | reconstruction
+        written += list(save_inversion_glyphs(res, model, args.out, force=args.force) or [])
     for name, m in zip(res.names, res.metrics):
         print(f"{name}: " + _format_metrics(m))
     print(f"wrote {len(written)} files to {args.out}/ ({res.names[0]}.png, {res.names[0]}_compare.png, manifest.json)")

@@ -91,9 +91,13 @@ class Model:
         return self
 
     def _stats(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mean = torch.as_tensor(self.mean, dtype=like.dtype, device=like.device).view(1, -1, 1, 1)
-        std = torch.as_tensor(self.std, dtype=like.dtype, device=like.device).view(1, -1, 1, 1)
-        return mean, std
+        key = (like.device, like.dtype, tuple(self.mean), tuple(self.std))
+        cache = self.__dict__.setdefault("_stats_cache", {})
+        if key not in cache:  # built once per device/dtype: normalize runs at every optimization step
+            mean = torch.as_tensor(self.mean, dtype=like.dtype, device=like.device).view(1, -1, 1, 1)
+            std = torch.as_tensor(self.std, dtype=like.dtype, device=like.device).view(1, -1, 1, 1)
+            cache[key] = (mean, std)
+        return cache[key]
 
     def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
         """[0, 1] RGB -> network input: ``(x - mean) / std``."""

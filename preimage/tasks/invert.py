@@ -83,6 +83,9 @@ class InvertConfig:
     jitter_until: float = 0.6        # fraction of the steps that use jitter
     jitter_stride: float | None = 8.0  # cap the jitter at s / jitter_stride pixels (s: layer stride);
                                      # a shift finer than the layer's grid only blurs shallow layers
+    finish_steps: int = 0            # the last steps of the run, without jitter, by a second optimizer ...
+    finish_optimizer: str = "lbfgs"  # ... this one ...
+    finish_lr: float = 1.0           # ... at this learning rate (a two-phase schedule)
     init: str = "noise"              # noise | zeros | an image path / sample:NAME
     init_scale: float = 0.05         # std of the starting noise (in the optimized space)
     seed: int = 0                    # random seed (noise and jitter)
@@ -138,8 +141,9 @@ def _validate(cfg: InvertConfig) -> None:
         raise PreimageError("steps must be >= 0")
     if not cfg.lr > 0:
         raise PreimageError(f"learning rate must be > 0, not {cfg.lr}")
-    if cfg.optimizer not in ("sgd", "adam", "lbfgs"):
-        raise PreimageError(f"unknown optimizer {cfg.optimizer!r} (sgd, adam, lbfgs)")
+    for opt in (cfg.optimizer, cfg.finish_optimizer):
+        if opt not in ("sgd", "adam", "lbfgs"):
+            raise PreimageError(f"unknown optimizer {opt!r} (sgd, adam, lbfgs)")
     for name in ("lambda_alpha", "lambda_tv", "rec_weight", "init_scale"):
         if getattr(cfg, name) < 0:
             raise PreimageError(f"{name} must be >= 0")
@@ -370,16 +374,38 @@ def invert(
     jitter_steps = int(round(cfg.jitter_until * cfg.steps)) if shift else 0
     transforms = [_phase_jitter(shift, jitter_steps)] if jitter_steps else []
     schedule = step_schedule([s for s in cfg.decay_steps if 0 < s], cfg.decay_factor) if cfg.decay_steps else None
+    finish = min(max(0, cfg.finish_steps), cfg.steps)
+    desc = f"invert {model.name}:{'+'.join(names_only)}"
     result = optimize(
-        param, objective, model, steps=cfg.steps, optimizer=cfg.optimizer, lr=cfg.lr, momentum=cfg.momentum,
-        schedule=schedule, transforms=transforms, generator=gen, progress=progress,
-        progress_desc=f"invert {model.name}:{'+'.join(names_only)}", frame_every=frame_every,
-        callbacks=list(callbacks),
+        param, objective, model, steps=cfg.steps - finish, optimizer=cfg.optimizer, lr=cfg.lr,
+        momentum=cfg.momentum, schedule=schedule, transforms=transforms, generator=gen, progress=progress,
+        progress_desc=desc, frame_every=frame_every, callbacks=list(callbacks),
     )
+    if finish and result.status == "done":  # second phase: same loop, no jitter, another optimizer
+        offset = result.steps
+        shifted = [_shift_steps(cb, offset) for cb in callbacks]
+        second = optimize(
+            param, objective, model, steps=finish, optimizer=cfg.finish_optimizer, lr=cfg.finish_lr,
+            momentum=cfg.momentum, generator=gen, progress=progress, progress_desc=desc + " (finish)",
+            frame_every=frame_every, callbacks=shifted,
+        )
+        result = _concat(result, second)
     image = result.image.clamp(0, 1)
     mets = evaluate(model, image, ref, targets, extractor)
     return Inversion(image=image.cpu(), reference=ref.cpu(), names=names, layers=layer_list, model=model.name,
                      config=cfg, result=result, metrics=mets, sources=sources)
+
+
+def _shift_steps(cb: Any, offset: int) -> Any:
+    return lambda step: cb(dataclasses.replace(step, step=step.step + offset))
+
+
+def _concat(a: Result, b: Result) -> Result:
+    """One result for two consecutive phases of the same run."""
+    history = a.history + [{**h, "step": h["step"] + a.steps} for h in b.history]
+    return Result(image=b.image, history=history, steps=a.steps + b.steps, status=b.status,
+                  message=b.message, seconds=a.seconds + b.seconds, frames=a.frames + b.frames,
+                  per_image_loss=b.per_image_loss or a.per_image_loss)
 
 
 class _phase_jitter:
