@@ -109,7 +109,7 @@ def test_embedded_model_reconstruction_is_recognisable(lite0):
     """A short run at a low resolution: the reconstruction from blocks.3 keeps the photo's structure
     and the model still sees a cat."""
     ref = load_tensor("sample:chelsea", 112)
-    inv = invert(lite0, ref, layers=["blocks.3"], steps=100, decay_steps=(80,))
+    inv = invert(lite0, ref, layers=["blocks.3"], steps=100, decay_steps=(80,), jitter_until=0.5)
     m = inv.metrics[0]
     assert m["feature_error"]["blocks.3"] < 0.35
     assert m["tv_ratio"] < 1.5
@@ -186,3 +186,11 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path, capsys, argv, message):
                           capsys)
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "manifest.json").exists()
+
+
+def test_two_phase_finish_continues_the_same_run(tiny_model):
+    seen = []
+    inv = invert(tiny_model, torch.rand(1, 3, 16, 16), layers=["conv2"], steps=12, finish_steps=4,
+                 finish_optimizer="lbfgs", callbacks=[lambda s: seen.append(s.step)])
+    assert inv.status == "done" and inv.result.steps == 12
+    assert [h["step"] for h in inv.history] == list(range(1, 13)) and seen == list(range(1, 13))

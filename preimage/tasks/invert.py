@@ -15,8 +15,8 @@ Presets (``INVERT_PRESETS``; every field can be overridden):
   largest pixel norm), V = B / 6.5, a loss weight C on the reconstruction term, random jitter, and
   SGD with momentum in two phases (the learning rate drops 10× for the last quarter of the steps).
 - ``default``: the natural pre-image objective, tuned on the embedded model (docs/inversion.md):
-  Adam (lr 0.05, ×0.1 at step 320 of 400) on [0, 1] pixels kept in the box, C = 1, λ_α = 0.01,
-  λ_TV = 0.4·min(1, s/32) and jitter of min(4, s/8) pixels for the first 60% of the steps, where s
+  Adam (lr 0.05, ×0.1 at step 480 of 600) on [0, 1] pixels kept in the box, C = 1, λ_α = 0.01,
+  λ_TV = 0.4·min(1, s/32) and jitter of min(4, s/8) pixels for the first 40% of the steps, where s
   is the stride of the target layer: shallow layers pin the image down and need less of both.
 - ``shallow``: HOG and dense SIFT (``--model hog`` / ``dsift``), after the CVPR 2015 paper: 800
   steps in four learning-rate stages (x0.1 at steps 200, 400, 600), no jitter, the normalized
@@ -60,12 +60,12 @@ class InvertConfig:
     """Every setting of an inversion. The defaults are the ``default`` preset; other presets change
     some of them; users override any field."""
 
-    steps: int = 400                 # optimization steps
+    steps: int = 600                 # optimization steps
     optimizer: str = "adam"          # sgd | adam | lbfgs
     lr: float = 0.05                 # learning rate (units of the optimized space: [0, 1] pixels here)
     momentum: float = 0.9            # SGD momentum
     decay_factor: float = 0.1        # multiply the lr by this ...
-    decay_steps: tuple[int, ...] = (320,)  # ... at these steps
+    decay_steps: tuple[int, ...] = (480,)  # ... at these steps
     space: str = "pixel"             # "input": normalized net input (original); "pixel": [0, 1] RGB
     bounds: tuple[float, float] | None = (0.0, 1.0)  # hard box on the optimized values (None: free)
     alpha: float = 6.0               # exponent of the alpha-norm prior
@@ -80,7 +80,7 @@ class InvertConfig:
                                      # target layer (shallow layers pin the image down and need less TV)
     tv_stride_power: float = 1.0     # ... raised to this power
     jitter: int = 4                  # random roll in pixels during the jitter phase (0: off)
-    jitter_until: float = 0.6        # fraction of the steps that use jitter
+    jitter_until: float = 0.4        # fraction of the steps that use jitter
     jitter_stride: float | None = 8.0  # cap the jitter at s / jitter_stride pixels (s: layer stride);
                                      # a shift finer than the layer's grid only blurs shallow layers
     finish_steps: int = 0            # the last steps of the run, without jitter, by a second optimizer ...
