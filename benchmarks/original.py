@@ -75,5 +75,6 @@ def run_original(net: nn.Module, ref_input: torch.Tensor, layer: str, *, epochs:
         return x.detach(), times, snaps
     finally:
         handle.remove()
-        for p in net.parameters():
+        for p in net.parameters():  # leave the network as it was given: frozen, no gradients
             p.requires_grad_(False)
+            p.grad = None
