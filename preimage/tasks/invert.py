@@ -12,8 +12,8 @@ Presets (``INVERT_PRESETS``; every field can be overridden):
   λ_α = λ_TV = 1e-5, SGD lr 100 momentum 0.9, StepLR(200, 0.1), 200 steps, AlexNet at 227 px.
 - ``natural``: the IJCV 2016 formulation: x in mean-free [0, 255] pixel units kept in the valid range,
   R_α = Σ_v ||x(v)||^α / (H W B^α) and R_TV = Σ (dx² + dy²)^(β/2) / (H W V^β) with B = 128·√3 (the
-  largest pixel norm), V = B / 6.5, a loss weight C on the reconstruction term, random jitter, and
-  SGD with momentum in two phases (the learning rate drops 10× for the last quarter of the steps).
+  largest pixel norm), V = B / 6.5, a loss weight C on the reconstruction term, and SGD with momentum
+  in two phases: jitter for the first three quarters, then no jitter and a 10× lower learning rate.
 - ``default``: the natural pre-image objective, tuned on the embedded model (docs/inversion.md):
   Adam (lr 0.05, ×0.1 at step 480 of 600) on [0, 1] pixels kept in the box, C = 1, λ_α = 0.01,
   λ_TV = 0.4·min(1, s/32) and jitter of min(4, s/8) pixels for the first 40% of the steps, where s
@@ -103,7 +103,7 @@ _ORIGINAL = InvertConfig(
 _NATURAL = InvertConfig(
     steps=300, optimizer="sgd", lr=0.05, momentum=0.9, decay_factor=0.1, decay_steps=(225,),
     space="pixel", bounds=(0.0, 1.0), lambda_alpha=1.0, lambda_tv=1.0, reg_space="pixel255",
-    rec_weight=100.0, tv_stride=None, jitter=4, jitter_until=1.0, jitter_stride=None, init="noise",
+    rec_weight=100.0, tv_stride=None, jitter=4, jitter_until=0.75, jitter_stride=None, init="noise",
     init_scale=0.05, seed=0,
 )
 _DEFAULT = InvertConfig()
