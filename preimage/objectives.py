@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 
 __all__ = [
     "State", "Objective", "feature_loss", "gram_matrix", "gram_loss", "class_score",
@@ -38,10 +39,22 @@ class State:
     after the random transforms of that step; ``step``: the step number.
     """
 
-    image: torch.Tensor
+    image: torch.Tensor | None
     input: torch.Tensor
     features: dict[str, torch.Tensor] = field(default_factory=dict)
     step: int = 0
+    #: computes ``image`` on first use when the engine optimizes in input space (most objectives
+    #: never read it, so the loop does not build it every step)
+    to_image: Callable[[torch.Tensor], torch.Tensor] | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.image is None and self.to_image is None:
+            raise ValueError("State needs an image or a way to compute it")
+
+    def __getattribute__(self, name: str):
+        if name == "image" and object.__getattribute__(self, "__dict__").get("image") is None:
+            self.__dict__["image"] = self.to_image(self.input)  # type: ignore[misc]
+        return object.__getattribute__(self, name)
 
     def space(self, name: str) -> torch.Tensor:
         if name == "input":
@@ -187,7 +200,8 @@ def alpha_norm(alpha: float = 6.0, *, space: str = "input", bound: float | None 
     def fn(s: State) -> torch.Tensor:
         x = s.space(space)
         if bound is None:
-            return _per_image(x.abs().pow(alpha)).sum(1)
+            even = float(alpha).is_integer() and int(alpha) % 2 == 0
+            return _per_image(x.pow(int(alpha)) if even else x.abs().pow(alpha)).sum(1)
         h, w = x.shape[-2:]
         norms = x.pow(2).sum(1).clamp_min(1e-12).pow(alpha / 2)
         return _per_image(norms).sum(1) / (h * w * bound ** alpha)
@@ -196,10 +210,10 @@ def alpha_norm(alpha: float = 6.0, *, space: str = "input", bound: float | None 
 
 
 def _diffs(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    dx = torch.zeros_like(x)
-    dy = torch.zeros_like(x)
-    dx[..., :, 1:] = x[..., :, 1:] - x[..., :, :-1]
-    dy[..., 1:, :] = x[..., :-1, :] - x[..., 1:, :]
+    """Forward differences at full size, zero in the first column / row (padding, not an
+    in-place write: cheaper forward and backward)."""
+    dx = F.pad(x[..., :, 1:] - x[..., :, :-1], (1, 0, 0, 0))
+    dy = F.pad(x[..., :-1, :] - x[..., 1:, :], (0, 0, 1, 0))
     return dx, dy
 
 

@@ -90,12 +90,12 @@ def forward_state(param: ImageParam, model: Model, extractor: FeatureExtractor |
     """One forward pass of the engine: image, network input and the requested activations."""
     out = param()
     if param.space == "input":
-        x_in, image = out, model.denormalize(out)
+        x_in, image = out, None  # the image is computed only if an objective reads it
     else:
         image, x_in = out, model.normalize(out)
     x_t = transform(x_in, generator) if transform is not None else x_in
     feats = extractor(x_t) if extractor is not None else {}
-    return State(image=image, input=x_in, features=feats, step=step)
+    return State(image=image, input=x_in, features=feats, step=step, to_image=model.denormalize)
 
 
 def optimize(

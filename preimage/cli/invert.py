@@ -43,10 +43,11 @@ def add_parser(sub) -> None:
     p.add_argument("--layer", "-l", "--layer_name", dest="layers", action="append", metavar="LAYER[:W][+LAYER[:W]]",
                    help="layer to invert, with an optional weight; repeat or join with + for several "
                         "(default: a middle layer of the model; original preset: avgpool)")
-    p.add_argument("--preset", choices=["default", "natural", "original", "shallow"], default=None,
-                   help="default: natural pre-image objective with Adam, tuned; natural: IJCV 2016 with SGD; "
-                        "original: the original script (default: 'default', or 'original' when only the "
-                        "original script's flags are used)")
+    p.add_argument("--preset", choices=["default", "fast", "natural", "original", "shallow"], default=None,
+                   help="default: natural pre-image objective with Adam, tuned; fast: the same without "
+                        "jitter, 200 steps; natural: IJCV 2016 with SGD; original: the original script; "
+                        "shallow: HOG/DSIFT (default: 'default', 'shallow' for hog/dsift, or 'original' when "
+                        "only the original script's flags are used)")
     add_model_args(p, default=None)
     o = p.add_argument_group("objective (override the preset)")
     o.add_argument("--alpha", type=positive_float, help="alpha-norm exponent (6)")
