@@ -164,6 +164,27 @@ def _layout(meta: dict[str, Any], runs: list[dict[str, Any]], cols: str | None):
     return col_axis, row_axes, col_values, row_keys
 
 
+def _fixed_settings(meta: dict[str, Any], runs: list[dict[str, Any]]) -> list[str]:
+    """The settings shared by every run (model, preset, steps, optimizer, lr, priors, seed, size)."""
+    swept = {p for a in meta.get("swept", []) for p in a.split("+")}
+    done = [r for r in runs if r["complete"]]
+    if not done:
+        return []
+    spec, cfg = done[0]["spec"], done[0]["manifest"]["config"]
+    items = [("model", spec.get("model")), ("preset", spec.get("preset")), ("steps", cfg.get("steps")),
+             ("optimizer", cfg.get("optimizer")), ("lr", cfg.get("lr")), ("lambda_tv", cfg.get("lambda_tv")),
+             ("lambda_alpha", cfg.get("lambda_alpha")), ("seed", cfg.get("seed"))]
+    out = [f"{_SHORT.get(k, k)} {v:g}" if isinstance(v, float) else f"{_SHORT.get(k, k)} {v}"
+           for k, v in items if k not in swept and v is not None]
+    if "input_size" not in swept:
+        try:
+            with Image.open(done[0]["path"] / f"{done[0]['info']['name']}.png") as im:
+                out.append(f"{im.width} px")
+        except OSError:
+            pass
+    return out
+
+
 def grid_image(meta: dict[str, Any], runs: list[dict[str, Any]], *, cols: str | None = None,
                cell: int | None = None, title: str | None = None) -> Image.Image:
     """The original and the reconstructions, rows and columns named after the swept axes."""
@@ -200,12 +221,15 @@ def grid_image(meta: dict[str, Any], runs: list[dict[str, Any]], *, cols: str | 
             labels.append(text if img is not None else f"{text} (not run)")
         if row_axes:
             row_labels.append(" · ".join(_display(meta, a, v) for a, v in zip(row_axes, rk)))
-    size = 14 if (cell or 224) >= 160 else 12
+    # the largest caption font (14 to 10 px) at which every caption fits its cell
+    width = max((c.width for c in cells if c is not None), default=cell or 224)
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    size = next((px for px in (14, 13, 12, 11) if all(probe.textlength(t or "", font=_font(px)) <= width
+                                                       for t in labels)), 10)
     body = grid(cells, ncols=len(col_values) + 1, labels=labels, row_labels=row_labels or None, pad=6,
                 font_size=size)
     # header: title and what the rows and columns are
-    fixed = [f"{_axis_title(a)} {', '.join(map(str, v))}" for a, v in meta.get("axes", {}).items()
-             if len(v) == 1 and a not in ("image",)]
+    fixed = _fixed_settings(meta, runs)
     head = title or meta.get("title") or "Feature inversion sweep"
     sub = []
     if col_axis:
@@ -214,8 +238,7 @@ def grid_image(meta: dict[str, Any], runs: list[dict[str, Any]], *, cols: str | 
         sub.append(f"rows: {' · '.join(_axis_title(a) for a in row_axes)}")
     lines = [(head, size + 6, (0, 0, 0)), ("   ".join(sub), size, (0, 0, 0))]
     if fixed:
-        lines.append(("fixed: " + "; ".join(fixed), size - 1, (90, 90, 90)))
-    probe = ImageDraw.Draw(body)
+        lines.append(("same for all: " + ", ".join(fixed), size - 1, (90, 90, 90)))
     height = sum(px + 6 for _, px, _ in lines) + 8
     width = max(body.width, max(int(probe.textlength(t, font=_font(px))) + 16 for t, px, _ in lines))
     canvas = Image.new("RGB", (width, body.height + height), (255, 255, 255))
