@@ -50,7 +50,7 @@ CSV_COLUMNS = [
 # labels
 
 
-_SHORT = {"lambda_tv": "TV", "lambda_alpha": "α-norm", "input_size": "size"}
+_SHORT = {"lambda_tv": "TV", "lambda_alpha": "alpha-norm", "input_size": "size"}
 
 
 def _display(meta: dict[str, Any], axis: str | None, value: Any) -> str:
