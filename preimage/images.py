@@ -21,6 +21,7 @@ from __future__ import annotations
 import io
 import os
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +32,7 @@ from .errors import PreimageError, did_you_mean
 
 __all__ = [
     "load_image", "to_tensor", "load_tensor", "to_pil", "save_image", "encode_png",
-    "SAMPLES", "MAX_PIXELS", "MIN_SIDE", "image_name",
+    "SAMPLES", "MAX_PIXELS", "MIN_SIDE", "image_name", "unique_names", "load_batch",
 ]
 
 #: decompression-bomb guard (Pillow's own default limit)
@@ -172,3 +173,33 @@ def save_image(pixels: torch.Tensor | Image.Image, path: str | os.PathLike) -> P
     from .io import atomic_write
 
     return atomic_write(path, encode_png(pixels))
+
+
+def unique_names(names: Sequence[str]) -> list[str]:
+    """``[a, a, b]`` -> ``[a, a_2, b]``: output file stems that do not collide."""
+    seen: dict[str, int] = {}
+    out = []
+    for n in names:
+        k = seen.get(n, 0)
+        seen[n] = k + 1
+        out.append(n if k == 0 else f"{n}_{k + 1}")
+    return out
+
+
+def load_batch(images: "torch.Tensor | str | os.PathLike | Sequence[str | os.PathLike]", size: int | None
+               ) -> tuple[torch.Tensor, list[str], list[str]]:
+    """One batch from a source, a list of sources, or a ``B x 3 x H x W`` tensor in [0, 1].
+
+    Returns ``(pixels, unique output names, sources)``; each source is resized and center-cropped
+    to ``size`` (see :func:`to_tensor`)."""
+    if isinstance(images, torch.Tensor):
+        x = images.unsqueeze(0) if images.dim() == 3 else images
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise PreimageError(f"images must be B x 3 x H x W, not {tuple(images.shape)}")
+        names = [f"image{i}" for i in range(x.shape[0])]
+        return x.float(), names, names
+    sources = [images] if isinstance(images, (str, os.PathLike)) else list(images)
+    if not sources:
+        raise PreimageError("no image given")
+    batch = torch.cat([load_tensor(s, size) for s in sources])
+    return batch, unique_names([image_name(s) for s in sources]), [str(s) for s in sources]

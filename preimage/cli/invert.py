@@ -93,7 +93,7 @@ def _preset(args: argparse.Namespace, argv: list[str]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..images import image_name
+    from ..images import image_name, unique_names
     from ..io import check_outputs
     from ..models import load_model
     from ..tasks.invert import config_for, invert, output_paths
@@ -129,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
         argparse.Namespace(device="cpu"))
     input_size = args.input_size or (227 if original else None)
     # refuse to overwrite before any work is done
-    names = _unique([image_name(s) for s in sources])
+    names = unique_names([image_name(s) for s in sources])
     check_outputs(output_paths(args.out, names, args.gif) + (glyph_paths(names, args.out) if shallow else []),
                   args.force)
     model = load_model(args.model, weights=args.weights, device=device, input_size=input_size)
@@ -156,19 +156,6 @@ def run(args: argparse.Namespace) -> int:
 
 class _Diverged(PreimageError):
     exit_code = 1
-
-
-def _unique(names: list[str]) -> list[str]:
-    seen: dict[str, int] = {}
-    out = []
-    for n in names:
-        if n in seen:
-            seen[n] += 1
-            out.append(f"{n}_{seen[n]}")
-        else:
-            seen[n] = 0
-            out.append(n)
-    return out
 
 
 def _logger(every: int):

@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 
 from ..errors import PreimageError
-from ..images import encode_png, image_name, load_tensor, save_image, to_tensor
+from ..images import encode_png, load_batch, save_image, to_tensor
 from ..layers import LOGITS
 from ..models import Model
 from ..objectives import Objective, State, class_score
@@ -157,15 +157,8 @@ def _masked_score(index: list[int], targeted: bool, active: list[torch.Tensor]) 
 
 
 def _load(model: Model, images) -> tuple[torch.Tensor, list[str]]:
-    if isinstance(images, torch.Tensor):
-        x = images.unsqueeze(0) if images.dim() == 3 else images
-        if x.dim() != 4 or x.shape[1] != 3:
-            raise PreimageError(f"images must be B x 3 x H x W, not {tuple(images.shape)}")
-        return x.float().clamp(0, 1), [f"image{i}" for i in range(x.shape[0])]
-    sources = [images] if isinstance(images, (str, os.PathLike)) else list(images)
-    if not sources:
-        raise PreimageError("no images given")
-    return torch.cat([load_tensor(s, model.input_size) for s in sources]), [image_name(s) for s in sources]
+    pixels, names, _ = load_batch(images, model.input_size)
+    return pixels.clamp(0, 1), names
 
 
 def fool(

@@ -44,7 +44,7 @@ import torch
 
 from .. import metrics as M
 from ..errors import PreimageError
-from ..images import image_name, load_tensor, to_pil
+from ..images import load_batch, load_tensor, to_pil
 from ..io import check_outputs, versions, write_json
 from ..layers import FeatureExtractor, parse_layer_spec, resolve_layer
 from ..models import Model
@@ -244,27 +244,6 @@ def _gif(frames: Sequence[torch.Tensor]) -> bytes:
     return buf.getvalue()
 
 
-def _as_batch(model: Model, images: Any) -> tuple[torch.Tensor, list[str], list[str]]:
-    """Accept a source string, a list of sources, or a tensor (B x 3 x H x W in [0, 1])."""
-    if isinstance(images, torch.Tensor):
-        t = images if images.dim() == 4 else images.unsqueeze(0)
-        names = [f"image{i}" for i in range(t.shape[0])]
-        return t.float(), names, names
-    sources = [images] if isinstance(images, (str, os.PathLike)) else list(images)
-    if not sources:
-        raise PreimageError("no image given")
-    batch = torch.cat([load_tensor(s, model.input_size) for s in sources])
-    names = [image_name(s) for s in sources]
-    seen: dict[str, int] = {}
-    for i, n in enumerate(names):  # make output names unique
-        if n in seen:
-            seen[n] += 1
-            names[i] = f"{n}_{seen[n]}"
-        else:
-            seen[n] = 0
-    return batch, names, [str(s) for s in sources]
-
-
 def _init(cfg: InvertConfig, model: Model, ref: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Starting point in the optimized space."""
     if cfg.init == "noise":
@@ -361,7 +340,7 @@ def invert(
         cfg = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
     _validate(cfg)
     layer_list = _parse_layers(model, layers)
-    ref, names, sources = _as_batch(model, images)
+    ref, names, sources = load_batch(images, model.input_size)
     device = model.device
     ref = ref.to(device)
     gen = torch.Generator().manual_seed(int(cfg.seed))

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from ..errors import PreimageError
-from ..images import image_name, load_tensor, save_image
+from ..images import load_batch, save_image, unique_names
 from ..layers import LOGITS, FeatureExtractor
 from ..models import Model
 from ..objectives import class_score
@@ -139,27 +139,9 @@ def parse_methods(method: str | Sequence[str]) -> list[str]:
     return list(dict.fromkeys(methods))
 
 
-def unique_names(names: Sequence[str]) -> list[str]:
-    """``[a, a, b]`` -> ``[a, a_2, b]`` (output file stems)."""
-    seen: dict[str, int] = {}
-    out = []
-    for n in names:
-        k = seen.get(n, 0)
-        seen[n] = k + 1
-        out.append(n if k == 0 else f"{n}_{k + 1}")
-    return out
-
-
 def _load(model: Model, images) -> tuple[torch.Tensor, list[str]]:
-    if isinstance(images, torch.Tensor):
-        x = images.unsqueeze(0) if images.dim() == 3 else images
-        if x.dim() != 4 or x.shape[1] != 3:
-            raise PreimageError(f"images must be B x 3 x H x W, not {tuple(images.shape)}")
-        return x.float(), [f"image{i}" for i in range(x.shape[0])]
-    sources = [images] if isinstance(images, (str, os.PathLike)) else list(images)
-    if not sources:
-        raise PreimageError("no images given")
-    return torch.cat([load_tensor(s, model.input_size) for s in sources]), [image_name(s) for s in sources]
+    pixels, names, _ = load_batch(images, model.input_size)
+    return pixels, names
 
 
 def saliency(
