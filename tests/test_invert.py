@@ -194,3 +194,22 @@ def test_two_phase_finish_continues_the_same_run(tiny_model):
                  finish_optimizer="lbfgs", callbacks=[lambda s: seen.append(s.step)])
     assert inv.status == "done" and inv.result.steps == 12
     assert [h["step"] for h in inv.history] == list(range(1, 13)) and seen == list(range(1, 13))
+
+
+def test_cli_ctrl_c_saves_what_there_is_and_exits_130(tmp_path, capsys, monkeypatch):
+    engine = sys.modules["preimage.optimize"]  # the module (the package exports the function by that name)
+    real, calls = engine.forward_state, []
+
+    def interrupting(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "forward_state", interrupting)
+    code, out, err = _run(["invert", "sample:chelsea", "--model", "alexnet", "--weights", "none", "--input-size", "67",
+                           "--layer", "conv2", "--steps", "50", "--out", str(tmp_path), "-q"], capsys)
+    assert code == 130 and "interrupted after 3 steps" in err
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["status"] == "interrupted" and manifest["steps_run"] == 3
+    assert (tmp_path / "chelsea.png").is_file()
