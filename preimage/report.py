@@ -236,9 +236,9 @@ def grid_image(meta: dict[str, Any], runs: list[dict[str, Any]], *, cols: str | 
         sub.append(f"columns: {_axis_title(col_axis)}")
     if row_axes:
         sub.append(f"rows: {' · '.join(_axis_title(a) for a in row_axes)}")
-    lines = [(head, size + 6, (0, 0, 0)), ("   ".join(sub), size, (0, 0, 0))]
+    lines = [(head, 20, (0, 0, 0)), ("   ".join(sub), 14, (0, 0, 0))]
     if fixed:
-        lines.append(("same for all: " + ", ".join(fixed), size - 1, (90, 90, 90)))
+        lines.append(("same for all: " + ", ".join(fixed), 12, (90, 90, 90)))
     height = sum(px + 6 for _, px, _ in lines) + 8
     width = max(body.width, max(int(probe.textlength(t, font=_font(px))) + 16 for t, px, _ in lines))
     canvas = Image.new("RGB", (width, body.height + height), (255, 255, 255))

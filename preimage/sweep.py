@@ -604,7 +604,7 @@ def recipe_axes(name: str, *, model: str | Sequence[str] | None = None, weights:
     if name == "depth":
         layers = _depth_layers(m)
         axes: dict[str, Any] = {"model": m, "layer": [spec for spec, _ in layers]}
-        display["layer"] = {spec: f"{spec} ({what})" for spec, what in layers}
+        display["layer"] = {spec: f"{spec} ({what.replace('middle+', 'mid+')})" for spec, what in layers}
         title = f"What each layer of {m} remembers"
     elif name == "tv":
         base = config_for(preset or "default").lambda_tv or 1.0
