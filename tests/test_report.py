@@ -1,20 +1,21 @@
-"""Reports of a sweep: grid, curves, metrics table and one self-contained HTML page; and the Ray path
-giving the same table as local processes."""
+"""Reports of a sweep: grid, curves, metrics table, HTML page; partial sweeps; CLI; Ray = local table."""
 from __future__ import annotations
 
 import csv
 import re
+import shutil
+from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from preimage.cli import main
 from preimage.errors import PreimageError
-from preimage.report import write_report
-from preimage.sweep import run_sweep
+from preimage.report import CSV_COLUMNS, metrics_rows, write_report
+from preimage.sweep import load_sweep, run_sweep
 
 AXES = {"image": "sample:chelsea", "input_size": 64, "steps": 3, "layer": ["blocks.1", "blocks.3"],
-        "lambda_tv": [0.0, 0.4]}
+        "lambda_tv": [0.0, 1.0]}
 
 
 @pytest.fixture(autouse=True)
@@ -27,48 +28,134 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def _rows(path):
+@pytest.fixture(scope="module")
+def sweep_dir(tmp_path_factory) -> Path:
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("sweep") / "s"
+    run_sweep(AXES, out)
+    torch.set_num_threads(before)
+    return out
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
 
 
-def test_report_writes_grid_curves_table_and_a_self_contained_page(tmp_path):
-    run_sweep(AXES, tmp_path / "s")
-    paths = write_report(tmp_path / "s")
+def test_report_writes_every_output(sweep_dir, tmp_path):
+    paths = write_report(sweep_dir, tmp_path / "r")
     assert set(paths) == {"grid", "curves", "metrics", "csv", "html"}
-    rows = _rows(paths["csv"])
-    assert len(rows) == 4
-    header = set(rows[0])
-    for column in ("feature_error", "psnr_db", "ssim", "tv_ratio", "top1_agrees", "wall_time_s"):
-        assert any(column in h for h in header), header
-    assert any("feature" in h for h in header) and any("top1" in h or "agree" in h for h in header)
-    grid = Image.open(paths["grid"])
-    assert grid.width > 2 * 64 and grid.height > 2 * 64   # 2 rows x (original + 2 columns) at least
-    assert Image.open(paths["curves"]).width > 300
-    page = paths["html"].read_text()
-    assert page.count("data:image/png;base64,") >= 3
-    assert not re.search(r'src="(?!data:)', page)           # nothing loaded from elsewhere
-    assert "blocks.1" in page and "blocks.3" in page
+    assert all(p.is_file() and p.stat().st_size > 0 for p in paths.values())
+    for key in ("grid", "curves", "metrics"):
+        with Image.open(paths[key]) as im:
+            assert im.format == "PNG" and im.width > 300
 
 
-def test_report_of_an_empty_folder_is_one_clear_error(tmp_path, capsys):
-    with pytest.raises(PreimageError):
+def test_grid_rows_and_columns_follow_the_swept_axes(sweep_dir, tmp_path):
+    from preimage.report import _layout
+
+    meta, runs = load_sweep(sweep_dir)
+    col, rows, col_values, row_keys = _layout(meta, runs, None)  # columns: the last swept axis
+    assert (col, rows, col_values, row_keys) == ("lambda_tv", ["layer"], [0.0, 1.0], [("blocks.1",), ("blocks.3",)])
+    col, rows, _, row_keys = _layout(meta, runs, "layer")
+    assert (col, rows, row_keys) == ("layer", ["lambda_tv"], [(0.0,), (1.0,)])
+    # original + 2 columns of 200 px cells, 2 rows, under a header
+    with Image.open(write_report(sweep_dir, tmp_path / "r", cell=200)["grid"]) as im:
+        assert 3 * 200 < im.width < 3 * 200 + 200 and 2 * 200 + 60 < im.height < 3 * 200
+
+
+def test_csv_has_one_row_per_run_with_the_manifest_metrics(sweep_dir, tmp_path):
+    rows = read_csv(write_report(sweep_dir, tmp_path / "r")["csv"])
+    _, runs = load_sweep(sweep_dir)
+    assert len(rows) == 4 and [r["key"] for r in rows] == [r["key"] for r in runs]
+    assert set(CSV_COLUMNS) <= set(rows[0]) and {"layer", "lambda_tv"} <= set(rows[0])
+    assert [(r["layer"], float(r["lambda_tv"])) for r in rows] == [
+        ("blocks.1", 0.0), ("blocks.1", 1.0), ("blocks.3", 0.0), ("blocks.3", 1.0)]
+    assert [r["run"] for r in rows] == ["blocks.1 · TV 0", "blocks.1 · TV 1", "blocks.3 · TV 0", "blocks.3 · TV 1"]
+    for row, run in zip(rows, runs):
+        m = run["manifest"]["metrics"]["chelsea"]
+        assert float(row["psnr_db"]) == pytest.approx(m["psnr"], rel=1e-5)
+        assert float(row["ssim"]) == pytest.approx(m["ssim"], rel=1e-5)
+        assert float(row["tv_ratio"]) == pytest.approx(m["tv_ratio"], rel=1e-5)
+        assert float(row["feature_error"]) == pytest.approx(m["feature_error"][row["layer"]], rel=1e-5)
+        assert row["top1_agrees"] == str(m["top1_agrees"]) and row["top1_original"] == "Egyptian cat"
+        assert float(row["wall_time_s"]) > 0 and row["status"] == "done"
+
+
+def test_html_page_is_self_contained(sweep_dir, tmp_path):
+    page = write_report(sweep_dir, tmp_path / "r")["html"].read_text()
+    srcs = re.findall(r"src='([^']*)'", page)
+    assert len(srcs) == 3 and all(s.startswith("data:image/png;base64,") for s in srcs)
+    assert "<link" not in page and "<script" not in page and "href=" not in page
+    assert "<table>" in page and "blocks.3 · TV 1" in page and "PSNR (dB)" in page
+
+
+def test_combined_layers_report_the_mean_and_each_layer(tmp_path):
+    out = tmp_path / "s"
+    run_sweep({**AXES, "layer": ["blocks.1+blocks.3"], "lambda_tv": 1.0}, out)
+    rows = read_csv(write_report(out)["csv"])
+    by_layer = dict(kv.split("=") for kv in rows[0]["feature_error_by_layer"].split(";"))
+    assert set(by_layer) == {"blocks.1", "blocks.3"}
+    mean = sum(float(v) for v in by_layer.values()) / 2
+    assert float(rows[0]["feature_error"]) == pytest.approx(mean, rel=1e-3)
+    assert (out / "report" / "report.html").is_file()  # default output folder
+
+
+def test_partial_sweep_shows_missing_runs(sweep_dir, tmp_path):
+    partial = tmp_path / "partial"
+    shutil.copytree(sweep_dir, partial)
+    _, runs = load_sweep(partial)
+    shutil.rmtree(runs[1]["path"])
+    rows = read_csv(write_report(partial)["csv"])
+    assert len(rows) == 4 and rows[1]["status"] == "not run" and rows[1]["psnr_db"] == ""
+    assert "3 of 4 runs done" in (partial / "report" / "report.html").read_text()
+
+
+def test_report_errors(tmp_path, sweep_dir):
+    with pytest.raises(PreimageError, match="not a sweep folder"):
         write_report(tmp_path)
+    with pytest.raises(PreimageError, match="not a swept axis"):
+        write_report(sweep_dir, tmp_path / "r", cols="lr")
+    empty = tmp_path / "empty"
+    shutil.copytree(sweep_dir, empty)
+    shutil.rmtree(empty / "runs")
+    with pytest.raises(PreimageError, match="no run .* has finished"):
+        write_report(empty)
+
+
+def test_cli_report(sweep_dir, tmp_path, capsys):
+    assert main(["report", str(sweep_dir), "-o", str(tmp_path / "r"), "-q"]) == 0
+    assert capsys.readouterr().out.strip() == str(tmp_path / "r" / "report.html")
     assert main(["report", str(tmp_path / "nothing")]) == 2
-    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    err = capsys.readouterr().err
+    assert "not a sweep folder" in err and len(err.strip().splitlines()) == 1
 
 
-def test_ray_path_gives_the_same_table_as_local_processes(tmp_path):
-    ray = pytest.importorskip("ray", reason="the Ray path needs `pip install 'preimage[ray]'`")
-    axes = {**AXES, "lambda_tv": [0.4]}
-    run_sweep(axes, tmp_path / "local")
+@pytest.mark.slow  # starting Ray and its workers takes ~10 s
+def test_ray_gives_the_same_table_as_local_processes(sweep_dir, tmp_path):
+    ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'preimage[ray]')")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        run_sweep(axes, tmp_path / "ray", ray_address="local")
+        res = run_sweep(AXES, tmp_path / "ray", ray_address="auto")
     finally:
-        if ray.is_initialized():
-            ray.shutdown()
-    local = _rows(write_report(tmp_path / "local")["csv"])
-    remote = _rows(write_report(tmp_path / "ray")["csv"])
-    drop = {"wall_time_s", "total_time_s"}
-    strip = lambda rows: [{k: v for k, v in r.items() if k not in drop} for r in rows]  # noqa: E731
-    assert strip(local) == strip(remote)
+        ray.shutdown()
+    assert res.ok and len(res.computed) == 4
+    volatile = {"dir", "wall_time_s", "total_time_s"}
+    local = metrics_rows(*load_sweep(sweep_dir))
+    remote = metrics_rows(*load_sweep(tmp_path / "ray"))
+    assert len(remote) == len(local) == 4
+    for a, b in zip(local, remote):
+        assert a.keys() == b.keys()
+        for k in a:
+            if k in volatile:
+                continue
+            if isinstance(a[k], float):
+                assert b[k] == pytest.approx(a[k], rel=1e-4), k
+            else:
+                assert b[k] == a[k], k
+    # and the Ray results land in the same cache: a local sweep over them computes nothing
+    again = run_sweep(AXES, tmp_path / "ray")
+    assert again.computed == [] and len(again.cached) == 4
