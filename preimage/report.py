@@ -61,7 +61,7 @@ def _display(meta: dict[str, Any], axis: str | None, value: Any) -> str:
     names = (meta.get("display") or {}).get(axis) or {}
     if str(value) in names:
         return str(names[str(value)])
-    if axis in ("image", "model", "layer", "model+layer", "optimizer", "preset", "weights"):
+    if axis in ("image", "model", "layer", "optimizer", "preset", "weights") or "+" in axis:
         return str(value)
     v = f"{value:g}" if isinstance(value, float) else str(value)
     return f"{_SHORT.get(axis, axis)} {v}"
@@ -69,7 +69,7 @@ def _display(meta: dict[str, Any], axis: str | None, value: Any) -> str:
 
 def _axis_title(axis: str) -> str:
     return {"lambda_tv": "TV weight", "lambda_alpha": "alpha-norm weight", "lr": "learning rate",
-            "model+layer": "model · layer"}.get(axis, axis.replace("_", " "))
+            "model+layer": "model · layer", "model+layer+preset": "model · layer"}.get(axis, axis.replace("_", " "))
 
 
 def run_label(meta: dict[str, Any], run: dict[str, Any]) -> str:
@@ -170,32 +170,61 @@ def _fixed_settings(meta: dict[str, Any], runs: list[dict[str, Any]]) -> list[st
     done = [r for r in runs if r["complete"]]
     if not done:
         return []
-    spec, cfg = done[0]["spec"], done[0]["manifest"]["config"]
-    items = [("model", spec.get("model")), ("preset", spec.get("preset")), ("steps", cfg.get("steps")),
-             ("optimizer", cfg.get("optimizer")), ("lr", cfg.get("lr")), ("lambda_tv", cfg.get("lambda_tv")),
-             ("lambda_alpha", cfg.get("lambda_alpha")), ("seed", cfg.get("seed"))]
-    out = [f"{_SHORT.get(k, k)} {v:g}" if isinstance(v, float) else f"{_SHORT.get(k, k)} {v}"
-           for k, v in items if k not in swept and v is not None]
-    if "input_size" not in swept:
-        try:
-            with Image.open(done[0]["path"] / f"{done[0]['info']['name']}.png") as im:
-                out.append(f"{im.width} px")
-        except OSError:
-            pass
+    def value(run: dict[str, Any], k: str) -> Any:
+        if k in ("model", "preset"):
+            return run["spec"].get(k)
+        if k == "input_size":
+            try:
+                with Image.open(run["path"] / f"{run['info']['name']}.png") as im:
+                    return im.width
+            except OSError:
+                return None
+        return run["manifest"]["config"].get(k)
+
+    out = []
+    for k in ("model", "preset", "steps", "optimizer", "lr", "lambda_tv", "lambda_alpha", "seed", "input_size"):
+        vals = {json_key(value(r, k)) for r in done}
+        v = value(done[0], k)
+        if k in swept or len(vals) != 1 or v is None:
+            continue  # swept, or not the same for every run
+        if k == "input_size":
+            out.append(f"input {v} px")
+        else:
+            out.append(f"{_SHORT.get(k, k)} {v:g}" if isinstance(v, float) else f"{_SHORT.get(k, k)} {v}")
     return out
+
+
+def json_key(v: Any) -> str:
+    return repr(v)
 
 
 def grid_image(meta: dict[str, Any], runs: list[dict[str, Any]], *, cols: str | None = None,
                cell: int | None = None, title: str | None = None) -> Image.Image:
     """The original and the reconstructions, rows and columns named after the swept axes."""
+    from .models.shallow import is_shallow_name
     from .viz import grid
 
     col_axis, row_axes, col_values, row_keys = _layout(meta, runs, cols)
 
-    def load(path: Path) -> Image.Image | None:
+    done = [r for r in runs if r["complete"]]
+    if cell is None and done:
+        # models with different input sizes: show every cell at the smallest width
+        widths = set()
+        for r in done:
+            with Image.open(r["path"] / f"{r['info']['name']}.png") as im:
+                widths.add(im.width)
+        cell = min(widths) if len(widths) > 1 else None
+
+    def load(path: Path, shallow: str | None = None) -> Image.Image | None:
         if not path.is_file():
             return None
         im = Image.open(path).convert("RGB")
+        if shallow:  # HOG / SIFT do not fix contrast (SIFT not colour): shown as tasks/shallow.py does
+            from .images import to_pil, to_tensor
+            from .tasks.shallow import gray, stretch
+
+            t = stretch(to_tensor(im, im.width)[0])
+            im = to_pil(gray(t) if shallow.startswith("dsift") else t)
         if cell and im.width != cell:
             im = im.resize((cell, round(im.height * cell / im.width)), Image.Resampling.LANCZOS)
         return im
@@ -215,9 +244,11 @@ def grid_image(meta: dict[str, Any], runs: list[dict[str, Any]], *, cols: str | 
         for cv in col_values:
             match = [r for r in in_row if col_axis is None or r["labels"].get(col_axis) == cv]
             r = match[0] if match else None
-            img = load(r["path"] / f"{r['info']['name']}.png") if r is not None and r["complete"] else None
+            shallow = r["spec"]["model"] if r is not None and is_shallow_name(r["spec"]["model"]) else None
+            img = load(r["path"] / f"{r['info']['name']}.png", shallow) if r is not None and r["complete"] else None
             cells.append(img)
             text = _display(meta, col_axis, cv) if col_axis else "reconstruction"
+            text += " (stretched)" if shallow else ""
             labels.append(text if img is not None else f"{text} (not run)")
         if row_axes:
             row_labels.append(" · ".join(_display(meta, a, v) for a, v in zip(row_axes, rk)))

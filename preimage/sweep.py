@@ -558,7 +558,7 @@ def _depth_layers(model: str) -> list[tuple[str, str]]:
 
 
 def _middle_layer(model: str) -> str:
-    return {"hog": "hog", "dsift": "dsift"}.get(model) or _depth_layers(model)[1][0]
+    return {"hog": "features", "dsift": "features"}.get(model) or _depth_layers(model)[1][0]
 
 
 def _models_default(weights: str) -> list[tuple[str, str]]:
@@ -572,7 +572,7 @@ def _models_default(weights: str) -> list[tuple[str, str]]:
             pairs += [("resnet18", "layer1"), ("resnet18", "layer3")]
         if _torchvision_cached("vgg16"):
             pairs.append(("vgg16", "conv3_1"))
-    pairs += [("hog", "hog"), ("dsift", "dsift")]
+    pairs += [("hog", "features"), ("dsift", "features")]
     return pairs
 
 
@@ -608,21 +608,24 @@ def recipe_axes(name: str, *, model: str | Sequence[str] | None = None, weights:
         title = f"What each layer of {m} remembers"
     elif name == "tv":
         base = config_for(preset or "default").lambda_tv or 1.0
-        axes = {"model": m, "layer": _middle_layer(m) if m not in ("hog", "dsift") else m,
+        axes = {"model": m, "layer": _middle_layer(m),
                 "lambda_tv": [0.0, base, 10 * base]}
         display["lambda_tv"] = {str(0.0): "TV off", str(base): f"TV {base:g} (default)",
                                 str(10 * base): f"TV {10 * base:g} (10x)"}
         title = f"The TV prior's weight ({m})"
     elif name == "lr":
-        axes = {"model": m, "layer": _middle_layer(m) if m not in ("hog", "dsift") else m,
+        axes = {"model": m, "layer": _middle_layer(m),
                 "preset": "original", "optimizer": "adam", "lr": [0.001, 0.01], "steps": 1000,
                 "decay_steps": ()}
         title = f"Adam's learning rate in the normalized input space ({m})"
         return axes, display, title
-    else:  # models
+    else:  # models: HOG and dense SIFT with their own preset (see tasks/invert.py), the rest with `preset`
         pairs = [(mm, _middle_layer(mm)) for mm in models] if models else _models_default(weights)
-        axes = {"model+layer": [list(p) for p in pairs]}
-        title = "The same photo through several models"
+        shallow = "shallow" if "shallow" in INVERT_PRESETS else "default"
+        axes = {"model+layer+preset": [[mm, layer, shallow if mm in ("hog", "dsift") else (preset or "default")]
+                                       for mm, layer in pairs]}
+        display["model+layer+preset"] = {" · ".join(v): f"{v[0]} {v[1]}" for v in axes["model+layer+preset"]}
+        return axes, display, "The same photo through several models"
     if preset:
         axes["preset"] = preset
     return axes, display, title

@@ -159,3 +159,14 @@ def test_ray_gives_the_same_table_as_local_processes(sweep_dir, tmp_path):
     # and the Ray results land in the same cache: a local sweep over them computes nothing
     again = run_sweep(AXES, tmp_path / "ray")
     assert again.computed == [] and len(again.cached) == 4
+
+
+def test_grid_header_lists_only_the_settings_every_run_shares(sweep_dir):
+    from preimage.report import _fixed_settings
+
+    meta, runs = load_sweep(sweep_dir)
+    fixed = _fixed_settings(meta, runs)
+    assert "model efficientnet_lite0" in fixed and "steps 3" in fixed and "input 64 px" in fixed
+    assert not any(f.startswith("TV") for f in fixed)  # swept
+    runs[1]["manifest"]["config"]["lr"] = 123.0  # one run differs: lr is no longer shared
+    assert not any(f.startswith("lr") for f in _fixed_settings(meta, runs))

@@ -348,8 +348,9 @@ def test_recipes_on_the_embedded_model():
     base = S.config_for("default").lambda_tv
     assert axes["lambda_tv"] == [0.0, base, 10 * base]
     axes, _, _ = recipe_axes("models")
-    models = [m for m, _ in axes["model+layer"]]
-    assert {"efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "hog", "dsift"} <= set(models)
+    triples = {m: (layer, preset) for m, layer, preset in axes["model+layer+preset"]}
+    assert {"efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "hog", "dsift"} <= set(triples)
+    assert triples["hog"][1] == "shallow" and triples["efficientnet_lite1"] == ("blocks.3", "default")
 
 
 def test_recipe_layers_exist_in_their_models(vgg16, resnet18, lite0):

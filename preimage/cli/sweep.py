@@ -99,6 +99,8 @@ def collect_axes(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, di
         if "layer" in cli and recipe == "models":
             raise PreimageError("the models recipe picks a middle layer for each model; choose models with --model")
         preset = (cli.get("preset") or [None])[0] if len(cli.get("preset") or []) <= 1 else None
+        if recipe == "models" and preset is not None:
+            cli.pop("preset")  # the recipe applies it to each CNN (HOG and dense SIFT keep theirs)
         weights = (cli.get("weights") or ["default"])[0]
         axes, display, title = recipe_axes(str(recipe), model=model, weights=weights, preset=preset)
         axes.setdefault("image", ["sample:chelsea"])
@@ -114,7 +116,7 @@ def collect_axes(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, di
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import PreimageError
-    from ..sweep import build_sweep, is_complete, run_sweep
+    from ..sweep import _label, build_sweep, is_complete, run_sweep
 
     if args.ray and args.jobs > 1:
         raise PreimageError("give either --jobs (local processes) or --ray (Ray tasks), not both")
@@ -128,7 +130,8 @@ def run(args: argparse.Namespace) -> int:
         meta = {"swept": sweep.swept, "display": sweep.display}
         for r in sweep.runs:
             state = "cached" if is_complete(runs_dir / r.spec.dirname) else "to run"
-            label = run_label(meta, {"labels": r.labels, "spec": r.spec.as_dict()})
+            labels = {k: _label(v) for k, v in r.labels.items()}
+            label = run_label(meta, {"labels": labels, "spec": r.spec.as_dict()})
             print(f"{r.spec.dirname}\t{state}\t{label}")
         say(args, f"{len(sweep.runs)} runs; swept: {', '.join(sweep.swept) or 'nothing'}")
         return 0
