@@ -341,9 +341,9 @@ def curves_png(meta: dict[str, Any], runs: list[dict[str, Any]]) -> bytes:
         handles, labels = axs[0].get_legend_handles_labels()
     if handles:
         fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=9, frameon=False,
-                   bbox_to_anchor=(0.5, -0.02 - 0.045 * ((len(labels) - 1) // 4)))
+                   bbox_to_anchor=(0.5, 0.0))
     fig.suptitle(meta.get("title") or "Optimization curves", fontsize=13)
-    fig.tight_layout(rect=(0, 0.08 + 0.04 * ((len(labels) - 1) // 4 if handles else 0), 1, 1))
+    fig.tight_layout(rect=(0, 0.06 + 0.045 * ((len(labels) - 1) // 4 if handles else 0), 1, 1))
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
     return buf.getvalue()
