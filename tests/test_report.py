@@ -18,14 +18,7 @@ AXES = {"image": "sample:chelsea", "input_size": 64, "steps": 3, "layer": ["bloc
         "lambda_tv": [0.0, 1.0]}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

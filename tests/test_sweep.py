@@ -16,15 +16,7 @@ from preimage.sweep import build_sweep, load_sweep, normalize_axes, read_axes_fi
 SMALL = {"image": "sample:chelsea", "input_size": 64, "steps": 3}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: on a busy two-core machine two threads are many times slower."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def small(**axes):

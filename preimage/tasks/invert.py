@@ -43,6 +43,7 @@ from typing import Any
 import torch
 
 from .. import metrics as M
+from ..config import from_preset
 from ..errors import PreimageError
 from ..images import load_batch, load_tensor, to_pil
 from ..io import check_outputs, versions, write_json
@@ -123,19 +124,8 @@ INVERT_PRESETS: dict[str, InvertConfig] = {"fast": _FAST, "default": _DEFAULT, "
 
 
 def config_for(preset: str = "default", **overrides: Any) -> InvertConfig:
-    """The preset's config with ``overrides`` (None values are ignored)."""
-    if preset not in INVERT_PRESETS:
-        from ..errors import did_you_mean
-
-        raise PreimageError(f"unknown preset {preset!r}" + did_you_mean(preset, INVERT_PRESETS)
-                            + f"; presets: {', '.join(INVERT_PRESETS)}")
-    cfg = dataclasses.replace(INVERT_PRESETS[preset])
-    fields = {f.name for f in dataclasses.fields(InvertConfig)}
-    for k, v in overrides.items():
-        if k not in fields:
-            raise TypeError(f"unknown inversion setting {k!r}")
-        if v is not None:
-            setattr(cfg, k, tuple(v) if k == "decay_steps" else v)
+    """The preset's config with ``overrides`` (None values are ignored), validated."""
+    cfg = from_preset(INVERT_PRESETS, preset, overrides, kind="inversion", tuple_fields=("decay_steps",))
     _validate(cfg)
     return cfg
 

@@ -51,6 +51,7 @@ from typing import Any
 
 import torch
 
+from ..config import from_preset
 from ..errors import PreimageError, did_you_mean
 from ..images import image_name, load_image, save_image, to_tensor
 from ..io import check_outputs, versions, write_json
@@ -141,16 +142,8 @@ def preset_for(model_name: str) -> str | None:
 
 def style_config(preset: str = "efficientnet", **overrides: Any) -> StyleConfig:
     """The preset's config with ``overrides`` (None values are ignored), validated."""
-    if preset not in STYLE_PRESETS:
-        raise PreimageError(f"unknown style preset {preset!r}" + did_you_mean(preset, STYLE_PRESETS)
-                            + f"; presets: {', '.join(STYLE_PRESETS)}")
-    cfg = dataclasses.replace(STYLE_PRESETS[preset])
-    fields = {f.name for f in dataclasses.fields(StyleConfig)}
-    for k, v in overrides.items():
-        if k not in fields:
-            raise TypeError(f"unknown style setting {k!r}")
-        if v is not None:
-            setattr(cfg, k, tuple(v) if k in ("style_layers", "style_layer_weights", "bounds") else v)
+    cfg = from_preset(STYLE_PRESETS, preset, overrides, kind="style", preset_word="style preset",
+                      tuple_fields=("style_layers", "style_layer_weights", "bounds"))
     if "style_layers" in overrides and overrides["style_layers"] is not None and overrides.get("style_layer_weights") is None:
         cfg.style_layer_weights = (1.0,) * len(cfg.style_layers)
     _validate(cfg)
