@@ -1,10 +1,13 @@
-"""Quality of inversion on the embedded model, stage by stage: the original algorithm vs the default
+"""Quality of inversion on the embedded models, stage by stage: the original algorithm vs the default
 preset (and optionally others), on bundled photos.
 
     python benchmarks/invert_quality.py [--photos chelsea coffee astronaut] [--presets original default] [--jobs 2]
+    python benchmarks/invert_quality.py --models efficientnet_lite1 efficientnet_lite2 --photos chelsea \
+        --presets default --out invert_stability
 
-Writes benchmarks/results/invert_quality.{json,md} and the "what each layer remembers" grid
-docs/images/layers_<photo>.png for the first two photos (default preset).
+Writes benchmarks/results/<out>.{json,md} (``--out`` defaults to invert_quality) and, for
+efficientnet_lite0 with the default preset, the "what each layer remembers" grid
+docs/images/layers_<photo>.png for the first two photos.
 """
 from __future__ import annotations
 
@@ -20,24 +23,33 @@ RESULTS = ROOT / "benchmarks" / "results"
 STAGES = [f"blocks.{i}" for i in range(7)] + ["conv_head"]
 
 
-def one(job: tuple[str, str, str]) -> dict:
+LITE0 = "efficientnet_lite0"
+
+
+def image_dir(model: str, preset: str) -> Path:
+    sub = preset if model == LITE0 else f"{model}/{preset}"
+    return RESULTS / "invert_quality" / sub
+
+
+def one(job: tuple[str, str, str, str]) -> dict:
     import torch
 
     torch.set_num_threads(1)
     import preimage
     from preimage.tasks.invert import invert
 
-    preset, photo, stage = job
-    model = preimage.load_model("efficientnet_lite0")
+    model_name, preset, photo, stage = job
+    model = preimage.load_model(model_name)
     t0 = time.perf_counter()
     res = invert(model, f"sample:{photo}", layers=[stage], preset=preset)
     m = res.metrics[0]
-    out = ROOT / "benchmarks" / "results" / "invert_quality" / preset
+    out = image_dir(model_name, preset)
     out.mkdir(parents=True, exist_ok=True)
     from preimage.images import save_image
 
     save_image(res.image[0], out / f"{photo}_{stage}.png")
-    return {"preset": preset, "photo": photo, "stage": stage, "status": res.status,
+    return {"model": model_name, "input_size": model.input_size, "preset": preset, "photo": photo, "stage": stage,
+            "status": res.status,
             "feature_error": m["feature_error"][stage], "tv_ratio": m["tv_ratio"], "psnr": m["psnr"],
             "ssim": m["ssim"], "top1_agrees": m["top1_agrees"], "steps": res.result.steps,
             "seconds": time.perf_counter() - t0}
@@ -50,7 +62,7 @@ def grid(photo: str, preset: str) -> None:
 
     tiles = [("original", to_pil(load_tensor(f"sample:{photo}", 224)))]
     for s in STAGES:
-        path = RESULTS / "invert_quality" / preset / f"{photo}_{s}.png"
+        path = image_dir(LITE0, preset) / f"{photo}_{s}.png"
         if path.exists():
             tiles.append((s, Image.open(path).convert("RGB")))
     w, pad, label = 224, 6, 22
@@ -69,12 +81,14 @@ def grid(photo: str, preset: str) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--models", nargs="+", default=[LITE0])
     ap.add_argument("--photos", nargs="+", default=["chelsea", "coffee", "astronaut"])
     ap.add_argument("--presets", nargs="+", default=["original", "default"])
     ap.add_argument("--stages", nargs="+", default=STAGES)
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--out", default="invert_quality", help="name of the results files in benchmarks/results")
     args = ap.parse_args()
-    jobs = [(p, ph, s) for p in args.presets for ph in args.photos for s in args.stages]
+    jobs = [(m, p, ph, s) for m in args.models for p in args.presets for ph in args.photos for s in args.stages]
     t0 = time.perf_counter()
     with ProcessPoolExecutor(args.jobs) as pool:
         rows = []
@@ -82,25 +96,28 @@ def main() -> None:
             rows.append(r)
             print(json.dumps(r), flush=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "invert_quality.json").write_text(json.dumps({"rows": rows, "seconds": time.perf_counter() - t0}, indent=2) + "\n")
-    by = {(r["preset"], r["photo"], r["stage"]): r for r in rows}
+    seconds = time.perf_counter() - t0
+    (RESULTS / f"{args.out}.json").write_text(json.dumps({"rows": rows, "seconds": seconds}, indent=2) + "\n")
+    by = {(r["model"], r["preset"], r["photo"], r["stage"]): r for r in rows}
     lines = []
-    for photo in args.photos:
-        lines += [f"**{photo}**", "", "| stage | " + " | ".join(f"{p} error | {p} TV ratio" for p in args.presets) + " |",
+    for model, photo in [(m, ph) for m in args.models for ph in args.photos]:
+        title = photo if args.models == [LITE0] else f"{model}, {photo}"
+        lines += [f"**{title}**", "", "| stage | " + " | ".join(f"{p} error | {p} TV ratio" for p in args.presets) + " |",
                   "|---|" + "---|---|" * len(args.presets)]
         for s in args.stages:
             cells = []
             for p in args.presets:
-                r = by[(p, photo, s)]
+                r = by[(model, p, photo, s)]
                 if r["status"] == "diverged":
                     cells += ["diverged", "—"]
                 else:
                     cells += [f"{r['feature_error']:.3f}", f"{r['tv_ratio']:.2f}"]
             lines.append(f"| {s} | " + " | ".join(cells) + " |")
         lines.append("")
-    (RESULTS / "invert_quality.md").write_text("\n".join(lines))
+    lines.append(f"One run, {args.jobs} jobs: {seconds:.0f} s.")
+    (RESULTS / f"{args.out}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
-    if "default" in args.presets:
+    if "default" in args.presets and LITE0 in args.models:
         for photo in args.photos[:2]:
             grid(photo, "default")
 

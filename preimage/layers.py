@@ -6,8 +6,9 @@ alias the model declares (``conv3``, ``fc6``, ``conv3_1``, ``res4``).
 
 :class:`FeatureExtractor` returns the outputs of several layers from one forward pass. It stops the
 network right after the last requested layer has produced its output (the rest of the network is
-never run), it never computes weight gradients (models come frozen from ``load_model``), and its
-hooks live only for the duration of one call: they are removed in a ``finally`` block, even when the
+never run), it never computes weight gradients (models come frozen from ``load_model``), and strided
+convolutions take their input gradient in a faster, equivalent form (:mod:`preimage.fastconv`); its
+hooks and that patch live only for the duration of one call: they are removed in a ``finally`` block, even when the
 forward raises.
 
 A module that runs several times in one forward (torchvision's ResNet blocks call their ``relu``
@@ -16,6 +17,7 @@ twice) is read at its last call, the one that produces the block's output.
 from __future__ import annotations
 
 import weakref
+from contextlib import nullcontext
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -23,6 +25,7 @@ import torch
 from torch import nn
 
 from .errors import PreimageError, did_you_mean
+from .fastconv import fast_strided_convs
 from .models import Model
 
 #: the layer name of a network's final output (class scores for a classifier)
@@ -163,6 +166,7 @@ class FeatureExtractor:
         self.last = max(self.paths.values(), key=lambda p: info[p].order)
         self.shapes = {n: info[p].shape for n, p in self.paths.items()}
         self._modules = dict(model.net.named_modules())
+        self._strided = [m for m in self._modules.values() if isinstance(m, nn.Conv2d) and m.stride != (1, 1)]
 
     def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         captured: dict[str, torch.Tensor] = {}
@@ -183,8 +187,10 @@ class FeatureExtractor:
         try:
             for path in set(self.paths.values()):
                 handles.append(self._modules[path].register_forward_hook(hook(path)))
+            fast = fast_strided_convs(self._strided) if x.requires_grad and torch.is_grad_enabled() else nullcontext()
             try:
-                self.model.net(x)
+                with fast:
+                    self.model.net(x)
             except _Stop:
                 pass
         finally:

@@ -29,22 +29,27 @@ def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return 10 * torch.log10(1.0 / mse.clamp_min(1e-12))
 
 
-def _gaussian_window(size: int, sigma: float, device, dtype) -> torch.Tensor:
+def _gaussian_1d(size: int, sigma: float, device, dtype) -> torch.Tensor:
     t = torch.arange(size, device=device, dtype=dtype) - (size - 1) / 2
     g = torch.exp(-(t * t) / (2 * sigma * sigma))
-    g = g / g.sum()
-    return g[:, None] * g[None, :]
+    return g / g.sum()
+
+
+def _blur(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """Valid-region Gaussian filter, per channel, as two 1-D passes (the window is separable)."""
+    c, k = x.shape[1], g.numel()
+    x = F.conv2d(x, g.reshape(1, 1, 1, k).expand(c, 1, 1, k), groups=c)
+    return F.conv2d(x, g.reshape(1, 1, k, 1).expand(c, 1, k, 1), groups=c)
 
 
 def ssim(x: torch.Tensor, y: torch.Tensor, window: int = 11, sigma: float = 1.5) -> torch.Tensor:
     """Mean SSIM per image (valid-region windows, no padding), images clamped to [0, 1]."""
     x, y = x.clamp(0, 1).double(), y.clamp(0, 1).double()
-    c = x.shape[1]
-    w = _gaussian_window(window, sigma, x.device, x.dtype).expand(c, 1, window, window)
-    mu_x, mu_y = F.conv2d(x, w, groups=c), F.conv2d(y, w, groups=c)
-    sxx = F.conv2d(x * x, w, groups=c) - mu_x ** 2
-    syy = F.conv2d(y * y, w, groups=c) - mu_y ** 2
-    sxy = F.conv2d(x * y, w, groups=c) - mu_x * mu_y
+    g = _gaussian_1d(window, sigma, x.device, x.dtype)
+    mu_x, mu_y = _blur(x, g), _blur(y, g)
+    sxx = _blur(x * x, g) - mu_x ** 2
+    syy = _blur(y * y, g) - mu_y ** 2
+    sxy = _blur(x * y, g) - mu_x * mu_y
     c1, c2 = 0.01 ** 2, 0.03 ** 2
     s = ((2 * mu_x * mu_y + c1) * (2 * sxy + c2)) / ((mu_x ** 2 + mu_y ** 2 + c1) * (sxx + syy + c2))
     return s.reshape(x.shape[0], -1).mean(1).float()
