@@ -105,6 +105,21 @@ def test_default_preset_scales_tv_and_jitter_with_the_layer_stride():
     assert shallow == pytest.approx(cfg.lambda_tv * 2 / 32) and deep == deeper == pytest.approx(cfg.lambda_tv)
 
 
+def test_default_preset_lowers_the_learning_rate_at_deep_layers_and_records_it(tiny_model):
+    from preimage.tasks.invert import effective
+
+    cfg = config_for("default")
+    rates = {s: effective(cfg, s)["lr"] for s in (2, 16, 32, 224)}
+    assert rates[2] == rates[16] == cfg.lr
+    assert rates[32] == rates[224] == pytest.approx(cfg.lr / 4)  # fully connected layers: no lower
+    assert effective(config_for("fast"), 32)["lr"] == config_for("fast").lr
+    assert effective(config_for("default", lr_stride=0), 32)["lr"] == cfg.lr  # 0 turns the rule off
+    inv = invert(tiny_model, torch.rand(1, 3, 16, 16), layers=["conv2"], steps=2)
+    eff = inv.manifest()["effective"]
+    assert set(eff) == {"stride", "lr", "lambda_tv", "jitter", "jitter_steps"}
+    assert eff == effective(inv.config, eff["stride"])
+
+
 def test_embedded_model_reconstruction_is_recognisable(lite0):
     """A short run at a low resolution: the reconstruction from blocks.3 keeps the photo's structure
     and the model still sees a cat."""

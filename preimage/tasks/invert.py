@@ -15,9 +15,10 @@ Presets (``INVERT_PRESETS``; every field can be overridden):
   largest pixel norm), V = B / 6.5, a loss weight C on the reconstruction term, and SGD with momentum
   in two phases: jitter for the first three quarters, then no jitter and a 10× lower learning rate.
 - ``default``: the natural pre-image objective, tuned on the embedded model (docs/inversion.md):
-  Adam (lr 0.05, ×0.1 at step 480 of 600) on [0, 1] pixels kept in the box, C = 1, λ_α = 0.01,
-  λ_TV = 0.4·min(1, s/32) and jitter of min(4, s/8) pixels for the first 40% of the steps, where s
-  is the stride of the target layer: shallow layers pin the image down and need less of both.
+  Adam (lr 0.05·(16/s')², s' = s clamped to [16, 32]; ×0.1 at step 480 of 600) on [0, 1] pixels kept in the box, C = 1,
+  λ_α = 0.01, λ_TV = 0.4·min(1, s/32) and jitter of min(4, s/8) pixels for the first 40% of the
+  steps, where s is the stride of the target layer: shallow layers pin the image down and need less
+  TV and jitter; deep layers settle better with smaller steps.
 - ``fast``: the default objective without jitter, Adam at lr 0.02 (×0.1 at step 150), 200 steps:
   a quick look, and the fastest way to a low feature error (it can leave more noise at deep layers).
 - ``shallow``: HOG and dense SIFT (``--model hog`` / ``dsift``), after the CVPR 2015 paper: 800
@@ -65,7 +66,10 @@ class InvertConfig:
 
     steps: int = 600                 # optimization steps
     optimizer: str = "adam"          # sgd | adam | lbfgs
-    lr: float = 0.05                 # learning rate (units of the optimized space: [0, 1] pixels here)
+    lr: float = 0.05                 # learning rate (units of the optimized space: [0, 1] pixels here) ...
+    lr_stride: float | None = 16.0   # ... times (lr_stride / s')^lr_stride_power, s' = the stride s of the
+    lr_stride_power: float = 2.0     # shallowest target layer clamped to [lr_stride, lr_stride_max]
+    lr_stride_max: float = 32.0      # (deep layers settle better with smaller steps; 0: no scaling)
     momentum: float = 0.9            # SGD momentum
     decay_factor: float = 0.1        # multiply the lr by this ...
     decay_steps: tuple[int, ...] = (480,)  # ... at these steps
@@ -101,23 +105,23 @@ _ORIGINAL = InvertConfig(
     steps=200, optimizer="sgd", lr=100.0, momentum=0.9, decay_factor=0.1, decay_steps=(200,),
     space="input", bounds=None, alpha=6.0, beta=2.0, lambda_alpha=1e-5, lambda_tv=1e-5,
     reg_space="input", bound=None, tv_scale=None, rec_weight=1.0, tv_stride=None, jitter=0, jitter_until=0.0,
-    jitter_stride=None, init="noise", init_scale=1e-3, seed=2023,
+    jitter_stride=None, lr_stride=None, init="noise", init_scale=1e-3, seed=2023,
 )
 _NATURAL = InvertConfig(
     steps=300, optimizer="sgd", lr=0.05, momentum=0.9, decay_factor=0.1, decay_steps=(225,),
     space="pixel", bounds=(0.0, 1.0), lambda_alpha=1.0, lambda_tv=1.0, reg_space="pixel255",
-    rec_weight=100.0, tv_stride=None, jitter=4, jitter_until=0.75, jitter_stride=None, init="noise",
+    rec_weight=100.0, tv_stride=None, jitter=4, jitter_until=0.75, jitter_stride=None, lr_stride=None, init="noise",
     init_scale=0.05, seed=0,
 )
 _DEFAULT = InvertConfig()
 _SHALLOW = InvertConfig(
     steps=800, optimizer="adam", lr=0.05, decay_factor=0.1, decay_steps=(200, 400, 600),
     space="pixel", bounds=(0.0, 1.0), alpha=6.0, beta=2.0, lambda_alpha=1.0, lambda_tv=1.0,
-    reg_space="pixel255", rec_weight=2.0, tv_stride=None, jitter=0, jitter_until=0.0, jitter_stride=None,
+    reg_space="pixel255", rec_weight=2.0, tv_stride=None, jitter=0, jitter_until=0.0, jitter_stride=None, lr_stride=None,
     init="noise", init_scale=0.05, seed=0,
 )
 
-_FAST = InvertConfig(steps=200, lr=0.02, decay_steps=(150,), jitter=0)
+_FAST = InvertConfig(steps=200, lr=0.02, decay_steps=(150,), jitter=0, lr_stride=None)
 
 INVERT_PRESETS: dict[str, InvertConfig] = {"fast": _FAST, "default": _DEFAULT, "natural": _NATURAL, "original": _ORIGINAL,
                                            "shallow": _SHALLOW}
@@ -158,6 +162,7 @@ class Inversion:
     result: Result
     metrics: list[dict[str, Any]]  # one dict per image
     sources: list[str] = field(default_factory=list)
+    effective: dict[str, Any] = field(default_factory=dict)  # lr, λ_TV, jitter after the stride rules
 
     @property
     def status(self) -> str:
@@ -174,6 +179,7 @@ class Inversion:
             "layers": [{"name": n, "weight": w} for n, w in self.layers],
             "images": self.sources,
             "config": self.config.as_dict(),
+            "effective": self.effective,
             "status": self.result.status,
             "message": self.result.message,
             "steps_run": self.result.steps,
@@ -276,6 +282,22 @@ def layer_stride(model: Model, layers: Sequence[str]) -> float:
     return min(strides)
 
 
+def effective(cfg: InvertConfig, stride: float | None) -> dict[str, Any]:
+    """The settings a run actually uses once the stride rules are applied: learning rate, λ_TV and
+    jitter (pixels) for a target layer of stride ``s`` (input pixels per output position)."""
+    lr, lam, shift = cfg.lr, cfg.lambda_tv, cfg.jitter
+    if stride:
+        if cfg.lr_stride:
+            clamped = min(max(stride, cfg.lr_stride), max(cfg.lr_stride, cfg.lr_stride_max))
+            lr *= (cfg.lr_stride / clamped) ** cfg.lr_stride_power
+        if cfg.tv_stride:
+            lam *= min(1.0, stride / cfg.tv_stride) ** cfg.tv_stride_power
+        if cfg.jitter_stride:
+            shift = min(shift, int(stride // cfg.jitter_stride))
+    return {"stride": stride, "lr": lr, "lambda_tv": lam, "jitter": shift,
+            "jitter_steps": int(round(cfg.jitter_until * cfg.steps)) if shift else 0}
+
+
 def build_objective(cfg: InvertConfig, layers: list[tuple[str, float]], targets: dict[str, torch.Tensor],
                     stride: float | None = None) -> Objective:
     """``C Σ w_l rec_l + λ_α R_α + λ_TV R_TV`` with the config's normalizations."""
@@ -287,9 +309,7 @@ def build_objective(cfg: InvertConfig, layers: list[tuple[str, float]], targets:
     if cfg.lambda_alpha:
         obj = obj + cfg.lambda_alpha * alpha_norm(cfg.alpha, space=cfg.reg_space, bound=cfg.bound)
     if cfg.lambda_tv:
-        lam = cfg.lambda_tv
-        if cfg.tv_stride and stride:
-            lam *= min(1.0, stride / cfg.tv_stride) ** cfg.tv_stride_power
+        lam = effective(cfg, stride)["lambda_tv"]
         obj = obj + lam * total_variation(cfg.beta, space=cfg.reg_space, scale=cfg.tv_scale)
     return obj
 
@@ -338,19 +358,17 @@ def invert(
     extractor = FeatureExtractor(model, names_only)
     with torch.no_grad():
         targets = extractor(model.normalize(ref))
-    stride = layer_stride(model, names_only) if (cfg.tv_stride or cfg.jitter_stride) else None
+    stride = layer_stride(model, names_only) if (cfg.tv_stride or cfg.jitter_stride or cfg.lr_stride) else None
+    eff = effective(cfg, stride)
     objective = build_objective(cfg, layer_list, targets, stride)
     param = Pixels(_init(cfg, model, ref, gen), space=cfg.space, bounds=cfg.bounds)
-    shift = cfg.jitter
-    if cfg.jitter_stride and stride:
-        shift = min(shift, int(stride // cfg.jitter_stride))
-    jitter_steps = int(round(cfg.jitter_until * cfg.steps)) if shift else 0
-    transforms = [_phase_jitter(shift, jitter_steps)] if jitter_steps else []
+    jitter_steps = eff["jitter_steps"]
+    transforms = [_phase_jitter(eff["jitter"], jitter_steps)] if jitter_steps else []
     schedule = step_schedule([s for s in cfg.decay_steps if 0 < s], cfg.decay_factor) if cfg.decay_steps else None
     finish = min(max(0, cfg.finish_steps), cfg.steps)
     desc = f"invert {model.name}:{'+'.join(names_only)}"
     result = optimize(
-        param, objective, model, steps=cfg.steps - finish, optimizer=cfg.optimizer, lr=cfg.lr,
+        param, objective, model, steps=cfg.steps - finish, optimizer=cfg.optimizer, lr=eff["lr"],
         momentum=cfg.momentum, schedule=schedule, transforms=transforms, generator=gen, progress=progress,
         progress_desc=desc, frame_every=frame_every, callbacks=list(callbacks),
     )
@@ -366,7 +384,7 @@ def invert(
     image = result.image.clamp(0, 1)
     mets = evaluate(model, image, ref, targets, extractor)
     return Inversion(image=image.cpu(), reference=ref.cpu(), names=names, layers=layer_list, model=model.name,
-                     config=cfg, result=result, metrics=mets, sources=sources)
+                     config=cfg, result=result, metrics=mets, sources=sources, effective=eff)
 
 
 def _shift_steps(cb: Any, offset: int) -> Any:
