@@ -17,6 +17,7 @@ Measures, interleaving the contenders round by round so that background load hit
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import platform
 import statistics
@@ -52,11 +53,11 @@ def bare_step_times(model, ref, layer, steps, fast=False):
     path = resolve_layer(model, layer)
     top, idx = path.split(".")
     trunk = nn.Sequential(*list(getattr(model.net, top).children())[: int(idx) + 1])
-    x0 = model.normalize(ref)
+    x0 = model.net_input(model.normalize(ref))  # the engine's memory layout
     with torch.no_grad():
         target = trunk(x0)
     gen = torch.Generator().manual_seed(0)
-    x = nn.Parameter(1e-3 * torch.randn(x0.shape, generator=gen))
+    x = nn.Parameter(model.net_input(1e-3 * torch.randn(x0.shape, generator=gen)))
     opt = torch.optim.SGD([x], lr=100.0, momentum=0.9)
     times = []
     for _ in range(steps):
@@ -76,10 +77,17 @@ def bare_step_times(model, ref, layer, steps, fast=False):
     return times
 
 
+def script_net(model):
+    """The network as the original script had it: a plain copy in PyTorch's default memory layout
+    (load_model gives the engine channels-last weights)."""
+    return copy.deepcopy(model.net).to(memory_format=torch.contiguous_format)
+
+
 def per_step(model, ref, layer, rounds, steps):
     out = {"original": [], "engine": [], "bare": [], "bare_fast": []}
+    net = script_net(model)
     for _ in range(rounds):
-        _, t, _ = run_original(model.net, model.normalize(ref), resolve_layer(model, layer), epochs=steps)
+        _, t, _ = run_original(net, model.normalize(ref), resolve_layer(model, layer), epochs=steps)
         out["original"] += t[2:]
         t, _ = engine_step_times(model, ref, layer, steps)
         out["engine"] += t[2:]
@@ -99,7 +107,7 @@ def time_to_error(model, ref, layer, presets=("default", "fast"), snapshot_every
             return float(feature_error(fx(model.normalize(x_pixels.clamp(0, 1)))[layer], target)[0])
 
     t0 = time.perf_counter()
-    x, _, snaps_o = run_original(model.net, model.normalize(ref), resolve_layer(model, layer), epochs=200,
+    x, _, snaps_o = run_original(script_net(model), model.normalize(ref), resolve_layer(model, layer), epochs=200,
                                  snapshot_every=snapshot_every)
     t_orig = time.perf_counter() - t0
     final_orig = err(model.denormalize(x))

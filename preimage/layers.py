@@ -73,7 +73,7 @@ def _trace(model: Model, size: int | None = None) -> list[LayerInfo]:
             if name:
                 handles.append(module.register_forward_hook(hook(name)))
         with torch.no_grad():
-            model.net(model.normalize(x))
+            model.net(model.net_input(model.normalize(x)))
     finally:
         for h in handles:
             h.remove()
@@ -190,7 +190,7 @@ class FeatureExtractor:
             fast = fast_strided_convs(self._strided) if x.requires_grad and torch.is_grad_enabled() else nullcontext()
             try:
                 with fast:
-                    self.model.net(x)
+                    self.model.net(self.model.net_input(x))
             except _Stop:
                 pass
         finally:

@@ -67,7 +67,7 @@ def test_bad_settings_raise_one_line_errors() -> None:
 
 def test_embedded_model_sees_the_class_in_a_small_fourier_dream() -> None:
     model = load_model("efficientnet_lite0")
-    r = visualize_class(model, "tarantula", preset="fourier", size=96, steps=30, seed=0)
+    r = visualize_class(model, "tarantula", preset="fourier", size=96, steps=40, seed=0)
     assert r.top1 == [76] and r.prob[0] > 0.5
 
 

@@ -61,7 +61,8 @@ def add_parser(sub) -> None:
     t = p.add_argument_group("optimization (override the preset)")
     t.add_argument("--steps", "--epochs", dest="steps", type=positive_int, help="optimization steps")
     t.add_argument("--optimizer", choices=["sgd", "adam", "lbfgs"], help="optimizer")
-    t.add_argument("--lr", type=positive_float, help="learning rate")
+    t.add_argument("--lr", type=positive_float, help="learning rate (the default preset divides it by up to 4 at "
+                   "layers of stride above 16; the manifest records the rate used)")
     t.add_argument("--momentum", type=nonneg_float, help="SGD momentum")
     t.add_argument("--decay-factor", "--decay_factor", dest="decay_factor", type=positive_float,
                    help="lr multiplier at each decay")

@@ -72,6 +72,7 @@ class Model:
     aliases: dict[str, str] = field(default_factory=dict)
     weights: str = "none"
     normalization: str = ""
+    channels_last: bool = False  # weights (and inputs, see :meth:`net_input`) in channels-last memory layout
 
     def __post_init__(self) -> None:
         # a Model is frozen however it was built (load_model or by hand): eval mode, no weight
@@ -109,9 +110,15 @@ class Model:
         mean, std = self._stats(x)
         return x * std + mean
 
+    def net_input(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` in the memory layout the network runs fastest with (same values)."""
+        if self.channels_last and x.dim() == 4:
+            return x.contiguous(memory_format=torch.channels_last)
+        return x
+
     def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
         """Logits for a batch of [0, 1] RGB images."""
-        return self.net(self.normalize(pixels))
+        return self.net(self.net_input(self.normalize(pixels)))
 
     def class_index(self, query: str | int) -> int:
         """Class index from an index or a (fuzzy) class name; raises PreimageError with suggestions."""
@@ -207,13 +214,21 @@ def load_model(
         if input_size < 16:
             raise PreimageError(f"input size {input_size} is too small (at least 16 pixels)")
         model.input_size = int(input_size)
+    if not _is_shallow(name):
+        # CNNs: channels-last convolutions are 5-20% faster per step on CPU (oneDNN) and GPU alike
+        model.net.to(memory_format=torch.channels_last)
+        model.channels_last = True
     return _freeze(model).to(device)
+
+
+def _is_shallow(name: str) -> bool:
+    return name.split(":", 1)[0].strip().lower() in ("hog", "dsift")
 
 
 def _build(name: str, weights: str) -> Model:
     if name in efficientnet_lite.VARIANTS:
         return _load_embedded(name, weights)
-    if name.split(":", 1)[0].strip().lower() in ("hog", "dsift"):
+    if _is_shallow(name):
         return _load_shallow(name)
     if name.startswith("timm:"):
         return _load_timm(name[len("timm:"):], weights)
