@@ -7,9 +7,9 @@ forward pass. The same gradient is a stride-1 convolution in polyphase form: spl
 convolution with ``s·s`` times the output channels, and interleave the phases back into the input grid
 (a pixel shuffle). Same arithmetic, run by the fast stride-1 kernels: 3× faster on that layer.
 
-The engine applies it, inside :func:`fast_strided_convs`, to plain ``nn.Conv2d`` layers that are dense
-(``groups=1``), undilated, zero-padded, strided with overlapping windows (kernel larger than stride),
-and whose weights do not require gradients. Everything else runs as PyTorch runs it.
+The engine applies it on the CPU, inside :func:`fast_strided_convs`, to plain ``nn.Conv2d`` layers
+that are dense (``groups=1``), undilated, zero-padded, strided with overlapping windows (kernel larger
+than stride), and whose weights do not require gradients. Everything else runs as PyTorch runs it.
 """
 from __future__ import annotations
 

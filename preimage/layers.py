@@ -187,7 +187,9 @@ class FeatureExtractor:
         try:
             for path in set(self.paths.values()):
                 handles.append(self._modules[path].register_forward_hook(hook(path)))
-            fast = fast_strided_convs(self._strided) if x.requires_grad and torch.is_grad_enabled() else nullcontext()
+            # CPU only: that is where it was measured to help (GPU libraries have fast strided kernels)
+            wanted = x.requires_grad and torch.is_grad_enabled() and x.device.type == "cpu"
+            fast = fast_strided_convs(self._strided) if wanted else nullcontext()
             try:
                 with fast:
                     self.model.net(self.model.net_input(x))
