@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from ..errors import PreimageError
 from .common import (add_model_args, add_output_args, add_run_args, device_from_args, nonneg_float,
@@ -145,7 +146,9 @@ def run(args: argparse.Namespace) -> int:
         written += list(save_inversion_glyphs(res, model, args.out, force=args.force) or [])
     for name, m in zip(res.names, res.metrics):
         print(f"{name}: " + _format_metrics(m))
-    print(f"wrote {len(written)} files to {args.out}/ ({res.names[0]}.png, {res.names[0]}_compare.png, manifest.json)")
+    shown = [Path(p).name for p in written]
+    listed = ", ".join(shown[:6]) + (f", and {len(shown) - 6} more" if len(shown) > 6 else "")
+    print(f"wrote {len(written)} files to {args.out}/ ({listed})")
     if res.status == "diverged":
         fix = "lower --lr (e.g. 10x)" + ("" if preset == "default" else " or use --preset default")
         raise _Diverged(f"diverged: {res.result.message}; {fix}")
