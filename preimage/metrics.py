@@ -63,5 +63,6 @@ def tv(x: torch.Tensor) -> torch.Tensor:
 
 
 def tv_ratio(x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-    """``TV(x̂) / TV(x)`` on images clamped to [0, 1]."""
-    return tv(x.clamp(0, 1)) / tv(reference.clamp(0, 1)).clamp_min(1e-12)
+    """``TV(x̂) / TV(x)`` on images clamped to [0, 1]; 1 when both are flat (equally smooth)."""
+    num, den = tv(x.clamp(0, 1)), tv(reference.clamp(0, 1))
+    return torch.where((num == 0) & (den == 0), torch.ones_like(num), num / den.clamp_min(1e-12))

@@ -58,6 +58,12 @@ def test_tv_hand_value():
     assert tv(x).item() == pytest.approx(5.0)  # sqrt(3² + 4²) at the single interior pixel
 
 
+def test_tv_ratio_of_two_flat_images_is_one():
+    flat = torch.full((2, 3, 8, 8), 0.5)
+    assert tv_ratio(flat, flat).tolist() == [1.0, 1.0]
+    assert tv_ratio(flat, torch.rand(2, 3, 8, 8)).tolist() == [0.0, 0.0]
+
+
 def test_tv_ratio_of_an_image_to_itself_is_one():
     x = torch.rand(2, 3, 16, 16)
     assert tv_ratio(x, x).tolist() == pytest.approx([1.0, 1.0])
