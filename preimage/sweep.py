@@ -314,8 +314,10 @@ def _model(spec: RunSpec, device: str):
     return _MODELS[k]
 
 
-def compute_run(spec: RunSpec, device: str = "cpu", threads: int | None = None) -> dict[str, Any]:
-    """Run one inversion and return its files as bytes (``{"files": {name: bytes}, ...}``).
+def compute_run(spec: RunSpec, device: str = "cpu", threads: int | None = None,
+                on_step: Callable[[], None] | None = None) -> dict[str, Any]:
+    """Run one inversion and return its files as bytes (``{"files": {name: bytes}, ...}``);
+    ``on_step`` is called after every optimization step.
 
     Nothing is written to the sweep folder here, so a worker (a local process or a Ray task on
     another machine) never leaves a half-written run behind; :func:`store_run` writes them.
@@ -329,7 +331,8 @@ def compute_run(spec: RunSpec, device: str = "cpu", threads: int | None = None) 
         torch.set_num_threads(int(threads))
     t0 = time.perf_counter()
     model = _model(spec, device)
-    inv = invert(model, spec.image, layers=spec.layer, config=spec.config())
+    callbacks = [lambda _step: on_step()] if on_step is not None else []
+    inv = invert(model, spec.image, layers=spec.layer, config=spec.config(), callbacks=callbacks)
     if inv.status == "interrupted":
         raise KeyboardInterrupt
     with tempfile.TemporaryDirectory(prefix="preimage-run-") as tmp:
@@ -671,10 +674,11 @@ def _init_worker(threads: int) -> None:
         pass
 
 
-def _safe_compute(spec: RunSpec, device: str, threads: int | None) -> dict[str, Any]:
+def _safe_compute(spec: RunSpec, device: str, threads: int | None,
+                  on_step: Callable[[], None] | None = None) -> dict[str, Any]:
     """compute_run, with errors returned as data (one failed run does not stop the sweep)."""
     try:
-        return compute_run(spec, device, threads)
+        return compute_run(spec, device, threads, on_step)
     except KeyboardInterrupt:
         raise
     except PreimageError as exc:
@@ -726,7 +730,8 @@ def run_sweep(
         ray_address: run as Ray tasks instead: ``"local"`` starts a local Ray instance, ``"auto"``
             or ``"ray://host:10001"`` joins a cluster; an already initialized Ray is used as it is.
         device: where the networks run (``"cpu"``, ``"cuda"``).
-        progress: a tqdm bar over all the steps of the sweep, with the time left.
+        progress: a tqdm bar over all the steps of the sweep, with the time left (it moves at every
+            step when runs are in-process, at every finished run with worker processes or Ray).
         force: recompute runs even when cached.
         cache: folder of run results shared between sweeps (default ``out/runs``).
         validate: check images, models and layers before starting.
@@ -769,9 +774,16 @@ def run_sweep(
         bar = tqdm(total=sum(r.spec.config().steps for r in todo), unit="step", desc="sweep", dynamic_ncols=True)
         bar.set_postfix_str(f"runs 0/{len(todo)} (+{len(result.cached)} cached)")
     done = 0
+    stepped = 0  # steps of the current in-process run already shown on the bar
+
+    def step() -> None:
+        nonlocal stepped
+        stepped += 1
+        if bar is not None:
+            bar.update(1)
 
     def finish(run: Run, payload: Mapping[str, Any]) -> None:
-        nonlocal done
+        nonlocal done, stepped
         done += 1
         if "error" in payload:
             result.failed[run.key] = payload["error"]
@@ -782,8 +794,9 @@ def run_sweep(
             result.computed.append(run.key)
             status = "computed"
         if bar is not None:
-            bar.update(run.spec.config().steps)
+            bar.update(max(0, run.spec.config().steps - stepped))
             bar.set_postfix_str(f"runs {done}/{len(todo)} (+{len(result.cached)} cached)")
+        stepped = 0
         if on_result:
             on_result(run, status)
 
@@ -800,7 +813,8 @@ def run_sweep(
             before = torch.get_num_threads()
             try:
                 for run in todo:
-                    finish(run, _safe_compute(run.spec, device, min(threads, _cores()) if threads else None))
+                    n_threads = min(threads, _cores()) if threads else None
+                    finish(run, _safe_compute(run.spec, device, n_threads, step if bar is not None else None))
             finally:
                 torch.set_num_threads(before)
     finally:

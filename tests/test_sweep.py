@@ -424,3 +424,28 @@ def test_cli_ctrl_c_exits_130_and_says_how_to_resume(tmp_path, capsys, monkeypat
     err = capsys.readouterr().err
     assert rc == 130 and "1 run(s) finished" in err and "again" in err
     assert len(list((tmp_path / "s" / "runs").iterdir())) == 1
+
+
+def test_in_process_progress_bar_moves_at_every_step(tmp_path, monkeypatch):
+    updates: list[int] = []
+
+    class Bar:
+        def __init__(self, total, **_kw):
+            self.total = total
+
+        def update(self, n):
+            updates.append(n)
+
+        def set_postfix_str(self, _s):
+            pass
+
+        def close(self):
+            pass
+
+    import tqdm.auto
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", Bar)
+    run_sweep(small(layer=["blocks.1", "blocks.3"]), tmp_path / "s", progress=True)
+    steps = SMALL["steps"]
+    # each run: one update per step, then the remainder (0) when it finishes
+    assert updates == ([1] * steps + [0]) * 2
