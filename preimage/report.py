@@ -41,7 +41,7 @@ __all__ = ["write_report", "metrics_rows", "grid_image", "curves_png", "metrics_
 #: the fixed columns of metrics.csv (the swept axes come after ``run``)
 CSV_COLUMNS = [
     "run", "image", "model", "layers", "preset", "optimizer", "lr", "lambda_tv", "lambda_alpha", "steps", "seed",
-    "status", "feature_error", "feature_error_by_layer", "psnr_db", "ssim", "tv_ratio", "top1_agrees",
+    "lr_used", "lambda_tv_used", "status", "feature_error", "feature_error_by_layer", "psnr_db", "ssim", "tv_ratio", "top1_agrees",
     "top1_original", "top1_reconstruction", "p_original_class", "wall_time_s", "total_time_s", "key", "dir",
 ]
 
@@ -106,7 +106,9 @@ def metrics_rows(meta: dict[str, Any], runs: list[dict[str, Any]]) -> list[dict[
         if run["complete"]:
             m = next(iter(run["manifest"]["metrics"].values()))
             fe = m.get("feature_error", {})
+            used = run["manifest"].get("effective") or {}  # after the preset's stride rules
             row.update(
+                lr_used=used.get("lr"), lambda_tv_used=used.get("lambda_tv"),
                 status=run["manifest"].get("status"),
                 feature_error=_mean(list(fe.values())),
                 feature_error_by_layer=";".join(f"{k}={v:.4g}" for k, v in fe.items()),

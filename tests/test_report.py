@@ -68,6 +68,9 @@ def test_csv_has_one_row_per_run_with_the_manifest_metrics(sweep_dir, tmp_path):
     assert [(r["layer"], float(r["lambda_tv"])) for r in rows] == [
         ("blocks.1", 0.0), ("blocks.1", 1.0), ("blocks.3", 0.0), ("blocks.3", 1.0)]
     assert [r["run"] for r in rows] == ["blocks.1 · TV 0", "blocks.1 · TV 1", "blocks.3 · TV 0", "blocks.3 · TV 1"]
+    # the settings in effect: λ_TV scaled by the layer's stride (0 stays 0), lr as configured up to stride 16
+    assert [float(r["lambda_tv_used"]) <= float(r["lambda_tv"]) for r in rows] == [True] * 4
+    assert all(float(r["lr_used"]) == float(r["lr"]) for r in rows)
     for row, run in zip(rows, runs):
         m = run["manifest"]["metrics"]["chelsea"]
         assert float(row["psnr_db"]) == pytest.approx(m["psnr"], rel=1e-5)
