@@ -52,17 +52,20 @@ def polyphase_input_grad(grad_out: torch.Tensor, phases: torch.Tensor, input_hw:
     return y[..., ph:ph + h, pw:pw + wd]
 
 
-# Per module: (weight identity and version, stride) -> polyphase kernel, so the kernel is rebuilt
-# only when the weights change (in place or replaced).
+# Per module: (weight, its version, stride, polyphase kernel), so the kernel is rebuilt only when
+# the weights change, in place or replaced (the weight is held weakly and compared by identity).
 _PHASES: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()
 
 
 def _phases_of(m: nn.Conv2d) -> torch.Tensor:
-    key = (m.weight.data_ptr(), m.weight._version, m.stride)
     hit = _PHASES.get(m)
-    if hit is None or hit[0] != key:
-        hit = _PHASES[m] = (key, polyphase_kernel(m.weight, m.stride))
-    return hit[1]
+    if hit is not None:
+        weight_ref, version, stride, phases = hit
+        if weight_ref() is m.weight and version == m.weight._version and stride == m.stride:
+            return phases
+    phases = polyphase_kernel(m.weight, m.stride)
+    _PHASES[m] = (weakref.ref(m.weight), m.weight._version, m.stride, phases)
+    return phases
 
 
 class _StridedConv(torch.autograd.Function):
@@ -88,7 +91,7 @@ def eligible(m: nn.Module) -> bool:
 
 
 def _forward(self: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-    if not x.requires_grad:
+    if not x.requires_grad or x.dim() != 4:  # (unbatched inputs take the plain path)
         return F.conv2d(x, self.weight, self.bias, self.stride, self.padding)
     return _StridedConv.apply(x, self.weight, self.bias, self.stride, self.padding, _phases_of(self))
 

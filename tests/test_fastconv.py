@@ -67,6 +67,14 @@ def test_feature_extractor_gradients_unchanged(alexnet):
     assert "forward" not in alexnet.net.features[0].__dict__
 
 
+def test_unbatched_input_takes_the_plain_path():
+    conv = nn.Conv2d(2, 3, 5, stride=2).requires_grad_(False)
+    x = torch.randn(2, 17, 17, requires_grad=True)
+    with fast_strided_convs([conv]):
+        conv(x).sum().backward()
+    assert x.grad.shape == x.shape
+
+
 def test_kernel_follows_weight_changes():
     conv = nn.Conv2d(2, 3, 5, stride=2).requires_grad_(False)
     x = torch.randn(1, 2, 17, 17, requires_grad=True)
@@ -78,3 +86,9 @@ def test_kernel_follows_weight_changes():
         assert torch.allclose(x.grad, autograd_input_grad(x.detach(), conv.weight, torch.ones_like(y), 2, (0, 0)), atol=1e-5)
         with torch.no_grad():
             conv.weight.mul_(-2.0)  # in place: the cached kernel must not be reused
+    conv.weight = nn.Parameter(torch.randn_like(conv.weight), requires_grad=False)  # replaced
+    with fast_strided_convs([conv]):
+        y = conv(x)
+    x.grad = None
+    y.sum().backward()
+    assert torch.allclose(x.grad, autograd_input_grad(x.detach(), conv.weight, torch.ones_like(y), 2, (0, 0)), atol=1e-5)
