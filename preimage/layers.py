@@ -17,8 +17,8 @@ twice) is read at its last call, the one that produces the block's output.
 from __future__ import annotations
 
 import weakref
-from contextlib import nullcontext
 from collections.abc import Iterable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch

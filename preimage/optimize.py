@@ -168,12 +168,11 @@ def optimize(
 
             if is_lbfgs:
                 opt.step(closure)
-                finite = math.isfinite(float(box["loss"].detach())) and _grads_finite(params)  # type: ignore[arg-type]
             else:
                 closure()
-                finite = math.isfinite(float(box["loss"].detach())) and _grads_finite(params)  # type: ignore[arg-type]
-                if finite:
-                    opt.step()
+            finite = math.isfinite(float(box["loss"].detach())) and _grads_finite(params)  # type: ignore[arg-type]
+            if finite and not is_lbfgs:
+                opt.step()
             loss_value = float(box["loss"].detach())  # type: ignore[arg-type]
             if not finite or not _finite(params):
                 _restore(params, last_good)

@@ -41,8 +41,8 @@ __all__ = ["write_report", "metrics_rows", "grid_image", "curves_png", "metrics_
 #: the fixed columns of metrics.csv (the swept axes come after ``run``)
 CSV_COLUMNS = [
     "run", "image", "model", "layers", "preset", "optimizer", "lr", "lambda_tv", "lambda_alpha", "steps", "seed",
-    "lr_used", "lambda_tv_used", "status", "feature_error", "feature_error_by_layer", "psnr_db", "ssim", "tv_ratio", "top1_agrees",
-    "top1_original", "top1_reconstruction", "p_original_class", "wall_time_s", "total_time_s", "key", "dir",
+    "lr_used", "lambda_tv_used", "status", "feature_error", "feature_error_by_layer", "psnr_db", "ssim", "tv_ratio",
+    "top1_agrees", "top1_original", "top1_reconstruction", "p_original_class", "wall_time_s", "total_time_s", "key", "dir",
 ]
 
 

@@ -15,10 +15,10 @@ Presets (``INVERT_PRESETS``; every field can be overridden):
   largest pixel norm), V = B / 6.5, a loss weight C on the reconstruction term, and SGD with momentum
   in two phases: jitter for the first three quarters, then no jitter and a 10× lower learning rate.
 - ``default``: the natural pre-image objective, tuned on the embedded model (docs/inversion.md):
-  Adam (lr 0.05·(16/s')², s' = s clamped to [16, 32]; ×0.1 at step 480 of 600) on [0, 1] pixels kept in the box, C = 1,
-  λ_α = 0.01, λ_TV = 0.4·min(1, s/32) and jitter of min(4, s/8) pixels for the first 40% of the
-  steps, where s is the stride of the target layer: shallow layers pin the image down and need less
-  TV and jitter; deep layers settle better with smaller steps.
+  Adam (lr 0.05·(16/s')² with s' = s clamped to [16, 32], ×0.1 at step 480 of 600) on [0, 1]
+  pixels kept in the box, C = 1, λ_α = 0.01, λ_TV = 0.4·min(1, s/32) and jitter of min(4, s/8)
+  pixels for the first 40% of the steps, where s is the stride of the target layer: shallow layers
+  pin the image down and need less TV and jitter; deep layers settle better with smaller steps.
 - ``fast``: the default objective without jitter, Adam at lr 0.02 (×0.1 at step 150), 200 steps:
   a quick look, and the fastest way to a low feature error (it can leave more noise at deep layers).
 - ``shallow``: HOG and dense SIFT (``--model hog`` / ``dsift``), after the CVPR 2015 paper: 800
@@ -69,7 +69,7 @@ class InvertConfig:
     lr: float = 0.05                 # learning rate (units of the optimized space: [0, 1] pixels here) ...
     lr_stride: float | None = 16.0   # ... times (lr_stride / s')^lr_stride_power, s' = the stride s of the
     lr_stride_power: float = 2.0     # shallowest target layer clamped to [lr_stride, lr_stride_max]
-    lr_stride_max: float = 32.0      # (deep layers settle better with smaller steps; 0: no scaling)
+    lr_stride_max: float = 32.0      # (deep layers settle better with smaller steps; lr_stride 0: no scaling)
     momentum: float = 0.9            # SGD momentum
     decay_factor: float = 0.1        # multiply the lr by this ...
     decay_steps: tuple[int, ...] = (480,)  # ... at these steps
@@ -110,15 +110,15 @@ _ORIGINAL = InvertConfig(
 _NATURAL = InvertConfig(
     steps=300, optimizer="sgd", lr=0.05, momentum=0.9, decay_factor=0.1, decay_steps=(225,),
     space="pixel", bounds=(0.0, 1.0), lambda_alpha=1.0, lambda_tv=1.0, reg_space="pixel255",
-    rec_weight=100.0, tv_stride=None, jitter=4, jitter_until=0.75, jitter_stride=None, lr_stride=None, init="noise",
-    init_scale=0.05, seed=0,
+    rec_weight=100.0, tv_stride=None, jitter=4, jitter_until=0.75, jitter_stride=None, lr_stride=None,
+    init="noise", init_scale=0.05, seed=0,
 )
 _DEFAULT = InvertConfig()
 _SHALLOW = InvertConfig(
     steps=800, optimizer="adam", lr=0.05, decay_factor=0.1, decay_steps=(200, 400, 600),
     space="pixel", bounds=(0.0, 1.0), alpha=6.0, beta=2.0, lambda_alpha=1.0, lambda_tv=1.0,
-    reg_space="pixel255", rec_weight=2.0, tv_stride=None, jitter=0, jitter_until=0.0, jitter_stride=None, lr_stride=None,
-    init="noise", init_scale=0.05, seed=0,
+    reg_space="pixel255", rec_weight=2.0, tv_stride=None, jitter=0, jitter_until=0.0, jitter_stride=None,
+    lr_stride=None, init="noise", init_scale=0.05, seed=0,
 )
 
 _FAST = InvertConfig(steps=200, lr=0.02, decay_steps=(150,), jitter=0, lr_stride=None)
