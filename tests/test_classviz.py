@@ -65,9 +65,11 @@ def test_bad_settings_raise_one_line_errors() -> None:
         visualize_class(model, "cat", size=8)
 
 
-def test_embedded_model_sees_the_class_in_a_small_fourier_dream() -> None:
+def test_embedded_model_sees_the_class_in_a_small_fourier_dream(one_thread) -> None:
+    # one thread: the short run's path depends on float summation order (at 40 steps two threads
+    # ended on another class); 60 steps leave a margin (p = 0.87 here with one thread, 0.83 with two)
     model = load_model("efficientnet_lite0")
-    r = visualize_class(model, "tarantula", preset="fourier", size=96, steps=40, seed=0)
+    r = visualize_class(model, "tarantula", preset="fourier", size=96, steps=60, seed=0)
     assert r.top1 == [76] and r.prob[0] > 0.5
 
 
