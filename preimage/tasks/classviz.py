@@ -22,7 +22,7 @@ Example::
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -152,6 +152,7 @@ def visualize_class(
     size: int | None = None,
     seed: int = 0,
     progress: bool = False,
+    callbacks: Sequence[Callable[[Step], bool | None]] = (),
     **overrides: object,
 ) -> ClassVizResult:
     """Generate one image per target class (a batch; the images do not interact).
@@ -162,6 +163,8 @@ def visualize_class(
             replace fields of :class:`DreamConfig` (``steps=500``, ``lr=10``, ``blur_every=0``, ...).
         size: image side in pixels (default: the model's input size).
         seed: the starting noise and the random jitter; the same seed gives the same image.
+        callbacks: passed to the engine after the preset's own (return True to stop; the result then
+            has ``status == "stopped"``).
     """
     if model.classes is None:
         raise PreimageError(f"{model.name} is not a classifier; class visualization needs class scores")
@@ -191,7 +194,7 @@ def visualize_class(
         transforms.append(jitter(cfg.jitter))
     if cfg.scales:
         transforms.append(random_scale(cfg.scales))
-    callbacks = []
+    callbacks_in, callbacks = list(callbacks), []
     if cfg.blur_every and cfg.blur_sigma and cfg.param == "pixels":
         def blur(step: Step) -> bool:
             if step.step % cfg.blur_every == 0:
@@ -199,6 +202,7 @@ def visualize_class(
                     step.param.x.copy_(gaussian_blur(step.param.x, cfg.blur_sigma))
             return False
         callbacks.append(blur)
+    callbacks.extend(callbacks_in)
     grad_hook = None
     if cfg.normalize_grad:
         def grad_hook(p) -> None:

@@ -1,0 +1,344 @@
+"""The web app through an HTTP client: jobs and their event stream, the queue, limits and refusals,
+and the ``preimage serve`` command itself. Random-init ResNet-18 at 32-64 px keeps every job short."""
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+pytest.importorskip("fastapi")
+pytest.importorskip("httpx")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from preimage.serve import ServeConfig, create_app  # noqa: E402
+
+FAST = {"model": "resnet18", "weights": "none", "input_size": 32}
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_client(tmp_path: Path, **limits) -> TestClient:
+    config = ServeConfig(out=tmp_path / "serve", jobs=1, max_upload_bytes=100_000, max_upload_pixels=1_000_000,
+                         **limits)
+    return TestClient(create_app(config))
+
+
+@pytest.fixture
+def client(tmp_path, one_thread):
+    with make_client(tmp_path) as c:
+        yield c
+
+
+def events(client: TestClient, job_id: str) -> list[tuple[str, dict]]:
+    """Every event of a job's stream, read until the server closes it (after ``end``)."""
+    out, kind = [], None
+    with client.stream("GET", f"/api/jobs/{job_id}/events") as r:
+        assert r.headers["content-type"].startswith("text/event-stream")
+        for line in r.iter_lines():
+            if line.startswith("event: "):
+                kind = line[7:]
+            elif line.startswith("data: "):
+                out.append((kind, json.loads(line[6:])))
+    return out
+
+
+def submit(client: TestClient, **req) -> dict:
+    r = client.post("/api/jobs", json=req)
+    assert r.status_code == 202, r.text
+    return r.json()
+
+
+def wait_for(client: TestClient, job_id: str, states: tuple[str, ...], timeout: float = 30) -> dict:
+    end = time.time() + timeout
+    while time.time() < end:
+        j = client.get(f"/api/jobs/{job_id}").json()
+        if j["state"] in states:
+            return j
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} stayed {j['state']}")
+
+
+def png(size=(48, 40), mode="RGB") -> bytes:
+    buf = io.BytesIO()
+    Image.new(mode, size, 128).save(buf, "PNG")
+    return buf.getvalue()
+
+
+# -- jobs and the event stream -------------------------------------------------------------------
+
+def test_invert_job_streams_status_live_frames_and_end_then_serves_its_files(client):
+    job = submit(client, kind="invert", image="sample:chelsea", layer="layer1", steps=12, preview_every=3, **FAST)
+    assert job["state"] in ("queued", "running") and job["title"] == "invert resnet18:layer1"
+    evs = events(client, job["id"])
+    kinds = [k for k, _ in evs]
+    assert kinds[0] == "status" and kinds[-1] == "end"
+    frames = [d for k, d in evs if k == "frame"]
+    assert [f["step"] for f in frames] == [1, 3, 6, 9, 12, 12]  # every 3 steps, step 1, and the final image
+    for f in frames:
+        img = Image.open(io.BytesIO(base64.b64decode(f["png"])))
+        assert img.format == "PNG" and img.size == (32, 32)
+    steps_seen = [d["step"] for k, d in evs if k == "status"]
+    assert steps_seen == sorted(steps_seen) and steps_seen[-1] == 12
+    end = evs[-1][1]
+    assert end["state"] == "done" and end["step"] == end["total"] == 12
+    assert set(end["terms"]) >= {"loss", "rec[layer1]", "tv"}
+    result = end["result"]
+    assert 0 < result["metrics"]["psnr"] < 100 and "layer1" in result["metrics"]["feature_error"]
+    assert set(end["files"]) == {"chelsea.png", "chelsea_compare.png", "manifest.json", "history.json"}
+    r = client.get(f"/api/jobs/{job['id']}/files/chelsea_compare.png")
+    assert r.status_code == 200 and Image.open(io.BytesIO(r.content)).size[0] > 64
+    manifest = client.get(f"/api/jobs/{job['id']}/files/manifest.json").json()
+    assert manifest["task"] == "invert" and manifest["steps_run"] == 12 and manifest["model"] == "resnet18"
+    assert client.get(f"/api/jobs/{job['id']}/frame.png").headers["content-type"] == "image/png"
+    # a stream opened after the end still says how it ended
+    assert events(client, job["id"])[-1][0] == "end"
+
+
+def test_depth_strip_inverts_every_stage_into_one_strip(client):
+    job = submit(client, kind="depth", image="sample:coffee", steps=2, **FAST)
+    end = events(client, job["id"])[-1][1]
+    assert end["state"] == "done", end["message"]
+    assert [s["layer"] for s in end["result"]["stages"]] == ["conv1", "layer1", "layer2", "layer3", "layer4"]
+    assert end["total"] == 10 and "depth_strip.png" in end["files"]
+    strip = Image.open(io.BytesIO(client.get(f"/api/jobs/{job['id']}/files/depth_strip.png").content))
+    assert strip.width > 6 * 32  # the original and five stages side by side
+
+
+def test_visualize_saliency_and_style_jobs_run_the_tasks(client):
+    dream = submit(client, kind="dream", classes=["3"], steps=4, preview_every=2, **FAST)
+    sal = submit(client, kind="saliency", image="sample:chelsea", method="vanilla", **FAST)
+    style = submit(client, kind="style", image="sample:chelsea", style_image="sample:brick", layer="layer2",
+                   steps=3, **FAST)
+    d = events(client, dream["id"])
+    assert d[-1][1]["state"] == "done" and d[-1][1]["result"]["classes"][0]["class"] == 3
+    assert sum(k == "frame" for k, _ in d) >= 2
+    s = wait_for(client, sal["id"], ("done", "failed"))
+    assert s["state"] == "done" and {"chelsea_vanilla.png", "saliency_grid.png"} <= set(s["files"])
+    st = events(client, style["id"])[-1][1]
+    assert st["state"] == "done", st["message"]
+    manifest = client.get(f"/api/jobs/{style['id']}/files/{st['result']['manifest']}").json()
+    assert manifest["config"]["content_layer"] == "layer2"
+    assert manifest["config"]["style_layers"] == ["conv1", "layer1", "layer2"]
+
+
+def test_unknown_layer_fails_in_the_job_with_a_suggestion(client):
+    job = submit(client, kind="invert", image="sample:chelsea", layer="layer9", steps=2, **FAST)
+    end = events(client, job["id"])[-1][1]
+    assert end["state"] == "failed"
+    assert "unknown layer 'layer9'" in end["message"] and "did you mean" in end["message"]
+
+
+# -- the queue ---------------------------------------------------------------------------------
+
+def test_waiting_jobs_show_their_position_and_cancel_stops_a_running_job_at_its_next_step(client):
+    long = dict(kind="invert", image="sample:chelsea", layer="conv1", steps=5000, **FAST)
+    a = submit(client, **long)
+    b = submit(client, **long)
+    c = submit(client, **long)
+    wait_for(client, a["id"], ("running",))
+    assert client.get(f"/api/jobs/{b['id']}").json()["position"] == 1
+    assert client.get(f"/api/jobs/{c['id']}").json()["position"] == 2
+    r = client.post(f"/api/jobs/{b['id']}/cancel").json()
+    assert r["state"] == "cancelled" and r["message"] == "cancelled before it started"
+    assert client.get(f"/api/jobs/{c['id']}").json()["position"] == 1
+    while client.get(f"/api/jobs/{a['id']}").json()["step"] < 2:
+        time.sleep(0.02)
+    client.post(f"/api/jobs/{a['id']}/cancel")
+    done = wait_for(client, a["id"], ("cancelled", "done"), timeout=10)
+    assert done["state"] == "cancelled" and 2 <= done["step"] < 5000
+    assert "chelsea.png" in done["files"]  # the image so far is kept
+    wait_for(client, c["id"], ("running",))
+    client.post(f"/api/jobs/{c['id']}/cancel")
+    wait_for(client, c["id"], ("cancelled",))
+
+
+def test_a_flood_of_requests_runs_at_most_jobs_at_once_and_the_rest_is_refused_as_busy(tmp_path, one_thread):
+    with make_client(tmp_path, max_queued=3) as client:
+        req = dict(kind="invert", image="sample:chelsea", layer="conv1", steps=5000, **FAST)
+        codes = [client.post("/api/jobs", json=req).status_code for _ in range(8)]
+        assert codes[:4] == [202] * 4 and set(codes[4:]) == {503}
+        r = client.post("/api/jobs", json=req)
+        assert "server busy" in r.json()["error"]
+        queue = client.app.state.queue
+        for _ in range(20):
+            assert queue.running() <= 1
+            time.sleep(0.01)
+        for j in client.get("/api/jobs").json():
+            client.post(f"/api/jobs/{j['id']}/cancel")
+
+
+def test_a_diverged_run_is_reported_as_diverged_with_its_message(client):
+    queue = client.app.state.queue
+    job = queue.submit("invert", "diverges", {}, lambda ctx: {"status": "diverged", "message": "the loss became nan"})
+    end = wait_for(client, job.id, ("diverged", "done", "failed"))
+    assert end["state"] == "diverged" and end["message"] == "the loss became nan"
+
+
+# -- catalog -----------------------------------------------------------------------------------
+
+def test_models_come_from_the_zoo_and_layers_carry_their_shapes(client):
+    from preimage.models import list_models
+
+    names = [m["name"] for m in client.get("/api/models").json()]
+    assert names == [m.name for m in list_models()]
+    d = client.get("/api/models/resnet18/layers", params={"input_size": 64}).json()
+    shapes = {l["name"]: l["shape"] for l in d["layers"]}
+    assert shapes["layer1"] == [64, 16, 16] and shapes["layer4"] == [512, 2, 2]
+    assert d["stages"] == ["conv1", "layer1", "layer2", "layer3", "layer4"]
+    assert len(d["classes"]) == 1000 and d["input_size"] == 64
+    r = client.get("/api/models/resnet181/layers")
+    assert r.status_code == 400 and "did you mean 'resnet18'" in r.json()["error"]
+    assert client.get("/api/samples/chelsea.png").headers["content-type"] == "image/png"
+    assert client.get("/api/samples/passwd.png").status_code == 404
+
+
+# -- limits and refusals -------------------------------------------------------------------------
+
+def test_an_upload_is_checked_stored_under_out_and_used_by_id(client, tmp_path):
+    r = client.post("/api/uploads", params={"name": "../../my photo.png"}, content=png(),
+                    headers={"content-type": "image/png"})
+    assert r.status_code == 201, r.text
+    up = r.json()
+    assert up["name"] == "my_photo" and (up["width"], up["height"]) == (48, 40)
+    stored = list((tmp_path / "serve" / "uploads").rglob("*.png"))
+    assert [p.name for p in stored] == ["my_photo.png"]
+    job = submit(client, kind="invert", image=up["source"], layer="conv1", steps=2, **FAST)
+    assert events(client, job["id"])[-1][1]["files"][0] == "my_photo.png"
+
+
+@pytest.mark.parametrize("body, content_type, status, words", [
+    (b"x" * 100_001, "image/png", 413, "too large"),
+    (b"hello, not an image", "text/plain", 415, "only images"),
+    (b"hello, not an image", "image/png", 415, "not an image"),
+    (b"", "image/png", 415, "empty"),
+    ("bomb", "image/png", 413, "decompression bomb"),
+    ("ppm", "application/octet-stream", 415, "PPM files are not accepted"),
+    ("truncated", "image/png", 415, "damaged or truncated"),
+])
+def test_uploads_that_are_too_large_or_not_images_are_refused_with_one_line(client, tmp_path, body, content_type,
+                                                                              status, words):
+    if body == "bomb":  # 4000 x 4000 pixels (over the 1,000,000 limit) in a few kilobytes
+        buf = io.BytesIO()
+        Image.new("1", (4000, 4000)).save(buf, "PNG")
+        body = buf.getvalue()
+        assert len(body) < 100_000
+    elif body == "ppm":  # Pillow reads it, the server does not take it
+        buf = io.BytesIO()
+        Image.new("RGB", (20, 20)).save(buf, "PPM")
+        body = buf.getvalue()
+    elif body == "truncated":
+        body = png((200, 100), "RGB")[:-40]
+    r = client.post("/api/uploads", params={"name": "x.png"}, content=body, headers={"content-type": content_type})
+    assert r.status_code == status
+    assert words in r.json()["error"] and "\n" not in r.json()["error"]
+    assert not list((tmp_path / "serve" / "uploads").rglob("*.*"))  # nothing kept
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"image": "/etc/passwd"}, "must be sample:NAME or upload:ID"),
+    ({"image": "upload:../../etc/passwd"}, "no upload"),
+    ({"image": "sample:chelsee"}, "did you mean 'chelsea'"),
+    ({"weights": "/tmp/net.pth"}, "weights must be 'default' or 'none'"),
+    ({"model": "gan:/tmp/ckpt.pt"}, "unknown model"),
+    ({"steps": 0}, "steps must be between 1 and 5000"),
+    ({"steps": 5001}, "steps must be between 1 and 5000"),
+    ({"input_size": 8}, "input size must be between 16 and 512"),
+    ({"kind": "train"}, "unknown job kind"),
+    ({"preset": "fastest"}, "did you mean 'fast'"),
+    ({"layer": "layer1+"}, "empty layer name"),
+    ({"seed": -1}, "seed"),
+    ({"surprise": 1}, "surprise"),
+])
+def test_bad_requests_are_refused_before_queueing_and_no_path_comes_from_the_client(client, change, words):
+    req = dict(kind="invert", image="sample:chelsea", layer="layer1", steps=2, **FAST)
+    req.update(change)
+    r = client.post("/api/jobs", json=req)
+    assert r.status_code == 400 and words in r.json()["error"], r.text
+    assert client.get("/api/jobs").json() == []
+
+
+def test_only_the_files_a_job_lists_can_be_downloaded(client, tmp_path):
+    job = submit(client, kind="invert", image="sample:chelsea", layer="conv1", steps=1, **FAST)
+    events(client, job["id"])
+    (tmp_path / "secret.txt").write_text("no")
+    for name in ("../../secret.txt", "%2e%2e/%2e%2e/secret.txt", "chelsea.gif", "/etc/passwd"):
+        assert client.get(f"/api/jobs/{job['id']}/files/{name}").status_code == 404
+    assert client.get("/api/jobs/nope/events").status_code == 404
+    assert client.post("/api/jobs/nope/cancel").status_code == 404
+
+
+def test_the_page_and_its_static_files_are_served_without_external_resources(client):
+    page = client.get("/").text
+    assert "<title>preimage</title>" in page
+    for path in ("/static/app.js", "/static/style.css"):
+        r = client.get(path)
+        assert r.status_code == 200
+        assert "http://" not in r.text and "https://" not in r.text
+    assert "https://" not in page and "http://" not in page
+
+
+# -- the command -------------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_serve_refuses_bad_arguments_before_starting(tmp_path, capsys):
+    from preimage.cli import main
+
+    assert main(["serve", "--port", "70000"]) == 2
+    assert "not a port" in capsys.readouterr().err
+    (tmp_path / "file").write_text("x")
+    assert main(["serve", "--out", str(tmp_path / "file"), "--port", str(free_port())]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        assert main(["serve", "--out", str(tmp_path / "o"), "--port", str(busy.getsockname()[1])]) == 2
+    err = capsys.readouterr().err
+    assert "cannot listen on 127.0.0.1" in err and len(err.strip().splitlines()) == 1
+
+
+def test_serve_prints_its_url_warns_beyond_localhost_and_stops_cleanly_on_sigterm_and_ctrl_c(tmp_path):
+    import httpx
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    servers = []  # (process, port, host, signal, expected exit code); started together, checked in turn
+    for host, sig, code in (("0.0.0.0", signal.SIGTERM, 0), ("127.0.0.1", signal.SIGINT, 130)):
+        port = free_port()
+        proc = subprocess.Popen([sys.executable, "-m", "preimage", "serve", "--host", host, "--port", str(port),
+                                 "--out", str(tmp_path / f"o{port}")], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=env)
+        servers.append((proc, port, host, sig, code))
+    try:
+        for proc, port, host, sig, code in servers:
+            assert f"open http://127.0.0.1:{port}" in proc.stdout.readline()
+            for _ in range(100):
+                try:
+                    assert httpx.get(f"http://127.0.0.1:{port}/api/info", timeout=2).json()["workers"] == 1
+                    break
+                except httpx.HTTPError:
+                    time.sleep(0.1)
+            else:
+                raise AssertionError("the server did not answer")
+            proc.send_signal(sig)
+            _, err = proc.communicate(timeout=20)
+            assert proc.returncode == code, err
+            assert ("warning: listening on 0.0.0.0" in err) == (host == "0.0.0.0")
+            assert "preimage serve: stopped" in err and "Traceback" not in err
+    finally:
+        for proc, *_ in servers:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
