@@ -310,6 +310,13 @@ def test_serve_refuses_bad_arguments_before_starting(tmp_path, capsys):
     assert "cannot listen on 127.0.0.1" in err and len(err.strip().splitlines()) == 1
 
 
+STREAM = """import sys, httpx
+with httpx.stream("GET", sys.argv[1], timeout=30) as r:
+    for line in r.iter_lines():
+        print(line, flush=True)
+"""
+
+
 def test_serve_prints_its_url_warns_beyond_localhost_and_stops_cleanly_on_sigterm_and_ctrl_c(tmp_path):
     import httpx
 
@@ -332,9 +339,24 @@ def test_serve_prints_its_url_warns_beyond_localhost_and_stops_cleanly_on_sigter
                     time.sleep(0.1)
             else:
                 raise AssertionError("the server did not answer")
+            job = None
+            if sig == signal.SIGINT:  # Ctrl-C while a job runs and its event stream is open
+                url = f"http://127.0.0.1:{port}/api/jobs"
+                job = httpx.post(url, json=dict(kind="invert", image="sample:chelsea", layer="conv1",
+                                                steps=5000, **FAST), timeout=10).json()
+                stream = subprocess.Popen([sys.executable, "-c", STREAM, f"{url}/{job['id']}/events"],
+                                          stdout=subprocess.PIPE, text=True)
+                assert stream.stdout.readline().startswith("event: status")
+                while httpx.get(f"{url}/{job['id']}", timeout=10).json()["step"] < 1:
+                    time.sleep(0.05)
+            start = time.time()
             proc.send_signal(sig)
             _, err = proc.communicate(timeout=20)
             assert proc.returncode == code, err
+            assert time.time() - start < 8
+            if job is not None:  # the job stopped at its next step and kept its image; the stream ended
+                assert (tmp_path / f"o{port}" / "jobs" / job["id"] / "chelsea.png").is_file()
+                assert "event: end" in stream.communicate(timeout=10)[0]
             assert ("warning: listening on 0.0.0.0" in err) == (host == "0.0.0.0")
             assert "preimage serve: stopped" in err and "Traceback" not in err
     finally:

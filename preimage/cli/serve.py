@@ -35,7 +35,8 @@ def add_parser(sub) -> None:
                    help="address to listen on (default: 127.0.0.1, this machine only; anything else "
                         "lets other machines run jobs on this one)")
     p.add_argument("--port", type=_port, default=8000, help="TCP port, 1-65535 (default: 8000)")
-    p.add_argument("--jobs", type=positive_int, default=1, help="optimizations that run at once (default: 1)")
+    p.add_argument("--jobs", type=positive_int, default=1,
+                   help="optimizations that run at once; on the CPU they share its cores (default: 1)")
     p.add_argument("--queue", type=positive_int, default=32,
                    help="jobs that may wait beyond those; more are refused as 'server busy' (default: 32)")
     p.add_argument("--out", "-o", default="out/serve",
@@ -123,9 +124,19 @@ def run(args: argparse.Namespace) -> int:
               f"port {args.port} can upload images and run jobs here", file=sys.stderr)
     config = ServeConfig(out=out, jobs=args.jobs, max_queued=args.queue, device=device,
                          max_upload_bytes=int(args.max_upload_mb * 1_000_000), max_steps=args.max_steps)
+    if args.jobs > 1 and device == "cpu":  # N jobs share the cores instead of each taking all of them
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // args.jobs))
     app = create_app(config)
-    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning",
-                                           timeout_graceful_shutdown=3, lifespan="on"))
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame) -> None:  # type: ignore[override]
+            app.state.queue.stop()  # running jobs end at their next step, so their event streams close
+            super().handle_exit(sig, frame)
+
+    server = Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning",
+                                   timeout_graceful_shutdown=3, lifespan="on"))
     received: list[int] = []
     previous = {sig: signal.signal(sig, lambda s, _f: received.append(s)) for sig in (signal.SIGINT, signal.SIGTERM)}
     print(f"preimage serve: open {_url(args.host, args.port)}  ({args.jobs} job(s) at once, writing to {out}/; "

@@ -221,17 +221,22 @@ class JobQueue:
                 self._finish(job, "cancelled", "cancelled before it started")
             return job
 
-    def close(self, timeout: float = 5.0) -> None:
-        """Refuse new jobs, cancel the waiting and running ones, and wait up to ``timeout`` seconds."""
+    def stop(self) -> None:
+        """Refuse new jobs and cancel the waiting and running ones (returns at once: running jobs end
+        at their next step; safe to call from a signal handler's thread)."""
         with self.lock:
             self._closed = True
             for job in list(self._waiting):
                 job.cancel.set()
-                self._finish(job, "cancelled", "the server stopped")
+                self._finish(job, "cancelled", "the server stopped before it started")
             self._waiting.clear()
             for job in self._jobs.values():
                 job.cancel.set()
             self._wake.notify_all()
+
+    def close(self, timeout: float = 5.0) -> None:
+        """:meth:`stop`, then wait up to ``timeout`` seconds for the running jobs to end."""
+        self.stop()
         end = time.time() + timeout
         for t in self._threads:
             t.join(max(0.0, end - time.time()))

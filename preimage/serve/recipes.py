@@ -142,13 +142,13 @@ def _depth(req: Any, config: Any, uploads: Any, params: dict[str, Any]):
             reference = res.reference[0]
             images.append(res.image[0])
             m = res.metrics[0]
-            labels.append(f"{layer}  PSNR {m['psnr']:.1f}")
+            labels.append(layer)
             rows.append({"layer": layer, "status": res.status, "steps_run": res.result.steps, **m})
             paths.append(save_image(res.image[0], ctx.folder / f"{i:02d}_{layer}.png"))
             ctx.frame(res.image[0], (i + 1) * cfg.steps)
             if res.status != "done":
                 break
-        strip = grid([reference, *images], labels=["original", *labels], ncols=min(8, len(images) + 1))
+        strip = grid([reference, *images], labels=["original", *labels], ncols=len(images) + 1)
         paths.append(save_image(strip, ctx.folder / "depth_strip.png"))
         paths.append(write_json(ctx.folder / "manifest.json", {
             "task": "depth", "model": req.model, "weights": req.weights, "image": req.image, "preset": preset,

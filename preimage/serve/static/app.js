@@ -67,7 +67,10 @@ async function init() {
   setInterval(refreshJobs, 1000);
 }
 
+let layersAsked = 0;
+
 async function loadLayers() {
+  const ticket = ++layersAsked;  // a slower, older answer must not overwrite a newer one
   const name = $("model").value;
   const m = state.models.find((x) => x.name === name);
   $("model-note").textContent = m ? `${m.source}, input ${m.input_size} px${m.offline ? ", works offline" : ""}${m.note ? " · " + m.note : ""}` : "";
@@ -76,17 +79,21 @@ async function loadLayers() {
   option($("layer"), "", "loading layers…").disabled = true;
   try {
     const d = await api(`/api/models/${encodeURIComponent(name)}/layers` + (size ? `?input_size=${size}` : ""));
+    if (ticket !== layersAsked) return;
+    const previous = state.layers.some((l) => l.name === $("layer").dataset.chosen) ? $("layer").dataset.chosen : null;
     state.layers = d.layers;
     state.stages = d.stages;
     state.classes = d.classes;
     $("input-size").placeholder = d.input_size;
-    showLayers(d.default_layer);
+    showLayers(d.layers.some((l) => l.name === previous) && name === state.layersOf ? previous : d.default_layer);
+    state.layersOf = name;
     $("stages").textContent = d.stages.length ? "stages: " + d.stages.join(", ") : "";
     const list = $("classes");
     list.innerHTML = "";
     (d.classes || []).forEach((c, i) => option(list, c, String(i)));
     notice("");
   } catch (e) {
+    if (ticket !== layersAsked) return;
     $("layer").innerHTML = "";
     notice(e.message);
   }
@@ -236,7 +243,7 @@ function showJob(j) {
   }
   const r = j.result || {};
   if (r.image) {
-    $("final-image").src = `/api/jobs/${j.id}/files/${encodeURIComponent(r.image)}`;
+    $("final-image").src = `/api/jobs/${j.id}/files/${encodeURIComponent(r.compare || r.image)}`;
     $("final-figure").hidden = false;
   }
   const metrics = $("metrics");
@@ -303,6 +310,7 @@ document.querySelectorAll(".tabs button").forEach((b) => b.addEventListener("cli
 $("model").addEventListener("change", loadLayers);
 $("input-size").addEventListener("change", loadLayers);
 $("layer-search").addEventListener("input", () => showLayers());
+$("layer").addEventListener("change", () => { $("layer").dataset.chosen = $("layer").value; });
 $("sample").addEventListener("change", pickSample);
 $("style-sample").addEventListener("change", pickStyleSample);
 $("upload").addEventListener("change", () => upload($("upload"), $("source-preview"), (s) => { state.source = s; }));
@@ -312,5 +320,11 @@ $("run-depth").addEventListener("click", () => runInvert("depth"));
 $("run-dream").addEventListener("click", runDream);
 $("run-saliency").addEventListener("click", runSaliency);
 $("run-style").addEventListener("click", runStyle);
+$("final-image").addEventListener("load", () => {
+  // small results are shown enlarged by a whole factor (crisp pixels), up to 256 px high
+  const img = $("final-image");
+  const scale = Math.max(1, Math.floor(256 / Math.max(1, img.naturalHeight)));
+  img.style.width = img.naturalWidth * scale + "px";
+});
 $("cancel-current").addEventListener("click", () => state.current && cancel(state.current));
 init();
