@@ -248,6 +248,7 @@ def test_uploads_that_are_too_large_or_not_images_are_refused_with_one_line(clie
     ({"image": "upload:../../etc/passwd"}, "no upload"),
     ({"image": "sample:chelsee"}, "did you mean 'chelsea'"),
     ({"weights": "/tmp/net.pth"}, "weights must be 'default' or 'none'"),
+    ({"model": "timm:resnet18", "weights": "default"}, "the server does not download"),
     ({"model": "gan:/tmp/ckpt.pt"}, "unknown model"),
     ({"steps": 0}, "steps must be between 1 and 5000"),
     ({"steps": 5001}, "steps must be between 1 and 5000"),
@@ -264,6 +265,19 @@ def test_bad_requests_are_refused_before_queueing_and_no_path_comes_from_the_cli
     r = client.post("/api/jobs", json=req)
     assert r.status_code == 400 and words in r.json()["error"], r.text
     assert client.get("/api/jobs").json() == []
+
+
+def test_pretrained_weights_that_are_not_on_this_machine_are_refused_rather_than_downloaded(client):
+    from preimage.models import list_models
+
+    missing = [m.name for m in list_models() if m.source == "torchvision" and not m.offline]
+    if not missing:
+        pytest.skip("every torchvision model's weights are cached here")
+    req = dict(kind="invert", image="sample:chelsea", layer="layer1", steps=2, model=missing[0], weights="default")
+    r = client.post("/api/jobs", json=req)
+    assert r.status_code == 400 and "are not on this machine" in r.json()["error"]
+    embedded = dict(req, model="efficientnet_lite0", layer="blocks.1", input_size=32)
+    assert client.post("/api/jobs", json=embedded).status_code == 202  # the embedded weights are here
 
 
 def test_only_the_files_a_job_lists_can_be_downloaded(client, tmp_path):

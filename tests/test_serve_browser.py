@@ -119,18 +119,51 @@ def test_an_inversion_shows_live_frames_then_the_final_image_and_its_downloads(p
     page.screenshot(path=str(shots / "ui_invert.png"), full_page=True)
 
 
-def test_a_running_job_can_be_cancelled_from_the_page(page, shots):
+def test_a_waiting_job_shows_its_position_and_a_running_job_can_be_cancelled(page, shots):
     choose_model(page, "resnet18", "none", 32, "layer1")
+    page.fill("#layer-search", "layer4.1.conv")  # the search narrows the list
+    assert page.eval_on_selector_all("#layer option", "os => os.map(o => o.value)") == [
+        "layer4.1.conv1", "layer4.1.conv2"]
+    page.fill("#layer-search", "")
+    page.dispatch_event("#layer-search", "input")
+    page.select_option("#layer", "layer1")
     page.fill("#steps", "5000")
     page.click("#run-invert")
     page.wait_for_function("document.getElementById('state').textContent == 'running'")
+    first = page.text_content("#job-title")
+    page.click("#run-invert")  # one worker: the second waits
+    page.wait_for_function("document.getElementById('state').textContent == 'queued, position 1'")
+    page.wait_for_selector("#jobs tbody tr[data-state='queued']")
+    assert "queued, position 1" in page.text_content("#jobs tbody tr[data-state='queued']")
+    page.click("#cancel-current")  # the waiting one leaves the line
+    page.wait_for_function("document.getElementById('state').textContent == 'cancelled'")
+    assert page.text_content("#job-message") == "cancelled before it started"
+    page.click("#jobs tbody tr[data-state='running'] a")  # back to the running one
+    page.wait_for_function(f"document.getElementById('job-title').textContent == {first!r}")
     page.wait_for_function("Number(document.getElementById('frame-count').dataset.count) >= 1")
     page.click("#cancel-current")
     page.wait_for_function("document.getElementById('state').textContent == 'cancelled'")
     assert "cancelled at step" in page.text_content("#job-message")
-    row = page.locator("#jobs tbody tr").first
-    assert row.get_attribute("data-state") in ("cancelled", "running")  # the list refreshes once a second
+    page.wait_for_function("document.getElementById('final-image').naturalWidth > 0")  # the image so far
     page.screenshot(path=str(shots / "ui_cancelled.png"), full_page=True)
+
+
+def test_an_uploaded_photo_feeds_the_saliency_tab(page, tmp_path):
+    from PIL import Image
+
+    photo = tmp_path / "my photo.jpg"
+    Image.new("RGB", (80, 60), (200, 40, 40)).save(photo, "JPEG")
+    choose_model(page, "resnet18", "none", 32, "layer1")
+    page.set_input_files("#upload", str(photo))
+    page.wait_for_function("document.getElementById('source-preview').src.startsWith('blob:')")
+    assert page.is_hidden("#notice")
+    page.click(".tabs button[data-tab='saliency']")
+    page.select_option("#method", "vanilla")
+    page.click("#run-saliency")
+    page.wait_for_function("document.getElementById('state').textContent == 'done'")
+    links = page.eval_on_selector_all("#downloads a", "els => els.map(e => e.textContent)")
+    assert {"my_photo_vanilla.png", "my_photo_vanilla_overlay.png", "saliency_grid.png"} <= set(links)
+    assert "explained class" in page.text_content("#metrics")
 
 
 def test_an_oversized_upload_is_refused_with_a_message_in_the_page(page, shots):

@@ -12,7 +12,7 @@ from typing import Any
 
 from ..errors import PreimageError, did_you_mean
 
-__all__ = ["models", "check_model", "Layers", "stages"]
+__all__ = ["models", "check_model", "check_weights", "Layers", "stages"]
 
 _TIMM = re.compile(r"^timm:[A-Za-z0-9_.\-]{1,80}$")
 
@@ -33,6 +33,22 @@ def check_model(name: str) -> str:
     if name in names or _TIMM.match(name):
         return name
     raise PreimageError(f"unknown model {name!r}" + did_you_mean(name, names) + "; the page lists the zoo")
+
+
+def check_weights(name: str, weights: str) -> None:
+    """Refuse weights that would have to be downloaded: the server writes nowhere but its own folder
+    (a download would go to torchvision's or timm's cache). ``none`` (random init) always works."""
+    from ..models import list_models
+
+    if weights == "none":
+        return
+    if weights != "default":
+        raise PreimageError("weights must be 'default' or 'none' (files are not taken from the page)")
+    if not any(m.name == name and m.offline for m in list_models()):  # looked up afresh: a CLI run may fetch them
+        raise PreimageError(
+            f"the pretrained weights of {name} are not on this machine, and the server does not download "
+            f"(it writes only under its output folder): choose weights none (random init), or fetch them "
+            f"once with `preimage classify sample:chelsea --model {name}`")
 
 
 def stages(model: Any) -> list[str]:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import PreimageError, did_you_mean
-from .catalog import check_model
+from .catalog import check_model, check_weights
 from .jobs import JobContext
 
 __all__ = ["KINDS", "prepare", "frame_every"]
@@ -63,8 +63,7 @@ def prepare(req: Any, config: Any, uploads: Any) -> tuple[str, dict[str, Any], C
     if req.kind not in KINDS:
         raise PreimageError(f"unknown job kind {req.kind!r}" + did_you_mean(req.kind, KINDS))
     check_model(req.model)
-    if req.weights not in ("default", "none"):
-        raise PreimageError("weights must be 'default' or 'none' (files are not taken from the page)")
+    check_weights(req.model, req.weights)
     _check_range("steps", req.steps, 1, config.max_steps)
     _check_range("input size", req.input_size, 16, config.max_input_size)
     _check_range("preview interval", req.preview_every, 1, config.max_steps)

@@ -49,7 +49,7 @@ async function init() {
   $("steps").max = $("dream-steps").max = $("style-steps").max = info.max_steps;
   $("input-size").max = info.max_input_size;
   for (const m of state.models) {
-    option($("model"), m.name, m.name + (m.offline ? "" : "  (weights need a download; use random init offline)"));
+    option($("model"), m.name, m.name + (m.offline ? "" : "  (no pretrained weights here: random init)"));
   }
   $("model").value = state.models.some((m) => m.name === "efficientnet_lite0") ? "efficientnet_lite0" : state.models[0].name;
   for (const s of info.samples) { option($("sample"), "sample:" + s, s); option($("style-sample"), "sample:" + s, s); }
@@ -73,6 +73,7 @@ async function loadLayers() {
   const ticket = ++layersAsked;  // a slower, older answer must not overwrite a newer one
   const name = $("model").value;
   const m = state.models.find((x) => x.name === name);
+  if (m && !m.offline) $("weights").value = "none";  // the server does not download weights
   $("model-note").textContent = m ? `${m.source}, input ${m.input_size} px${m.offline ? ", works offline" : ""}${m.note ? " · " + m.note : ""}` : "";
   const size = $("input-size").value;
   $("layer").innerHTML = "";
