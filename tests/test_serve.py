@@ -201,6 +201,28 @@ def test_models_come_from_the_zoo_and_layers_carry_their_shapes(client):
     assert client.get("/api/samples/passwd.png").status_code == 404
 
 
+def test_stages_skip_normalizations_activations_and_pools_and_shallow_models_have_none(alexnet, client):
+    from preimage.serve.catalog import stages
+
+    assert [alexnet.aliases.get(a, a) for a in ("conv1", "conv2", "conv3", "conv4", "conv5")] == stages(alexnet)
+    assert client.get("/api/models/hog/layers").json()["stages"] == []
+    job = submit(client, kind="depth", image="sample:chelsea", model="hog", weights="none", steps=2)
+    end = events(client, job["id"])[-1][1]
+    assert end["state"] == "failed" and "a depth strip needs a deep network" in end["message"]
+
+
+def test_an_unexpected_error_reaches_the_client_as_one_json_line(tmp_path, monkeypatch):
+    from preimage.serve import catalog
+
+    def broken():
+        raise RuntimeError("zoo exploded\nsecond line")
+
+    monkeypatch.setattr(catalog, "models", broken)
+    with TestClient(create_app(ServeConfig(out=tmp_path)), raise_server_exceptions=False) as c:
+        r = c.get("/api/models")
+    assert r.status_code == 500 and r.json() == {"error": "internal error: RuntimeError: zoo exploded"}
+
+
 # -- limits and refusals -------------------------------------------------------------------------
 
 def test_an_upload_is_checked_stored_under_out_and_used_by_id(client, tmp_path):
@@ -254,6 +276,7 @@ def test_uploads_that_are_too_large_or_not_images_are_refused_with_one_line(clie
     ({"steps": 5001}, "steps must be between 1 and 5000"),
     ({"input_size": 8}, "input size must be between 16 and 512"),
     ({"kind": "train"}, "unknown job kind"),
+    ({"kind": "dream", "classes": [str(i) for i in range(9)]}, "at most 8 classes"),
     ({"preset": "fastest"}, "did you mean 'fast'"),
     ({"layer": "layer1+"}, "empty layer name"),
     ({"seed": -1}, "seed"),

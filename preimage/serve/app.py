@@ -93,6 +93,11 @@ def create_app(config: ServeConfig | None = None) -> FastAPI:
             503 if isinstance(exc, Busy) else 400
         return _error(status, str(exc))
 
+    @app.exception_handler(Exception)
+    async def _internal_error(_req: Request, exc: Exception) -> JSONResponse:  # a bug: one line, not a page
+        text = str(exc).strip().splitlines()
+        return _error(500, f"internal error: {type(exc).__name__}: {text[0] if text else ''}")
+
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_req: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {}

@@ -54,13 +54,16 @@ def check_weights(name: str, weights: str) -> None:
 def stages(model: Any) -> list[str]:
     """The stages of a network, shallow to deep, for a depth strip (at most 8).
 
-    The children of its longest top-level sequence of spatial blocks (``blocks.0``..``blocks.6``,
-    ``features.0``..), or else its top-level children with a spatial output that are not a
+    The children of its longest top-level sequence of spatial blocks that are not a normalization,
+    activation or pooling (``blocks.0``..``blocks.6``; AlexNet's five convolutions), or else its top-level children with a spatial output that are not a
     normalization, activation or pooling (ResNet: ``conv1``, ``layer1`` .. ``layer4``); more than 8
     are thinned evenly, keeping the shallowest and the deepest.
     """
     from ..layers import list_layers
+    from ..models.shallow import is_shallow_name
 
+    if is_shallow_name(model.name):
+        return []  # HOG and dense SIFT are one stage
     skip = ("BatchNorm", "ReLU", "Pool", "Identity", "Dropout", "SiLU", "GELU", "Hardswish", "ReLU6")
     spatial = [i.name for i in list_layers(model) if len(i.shape) == 3]
     kinds = {i.name: i.kind for i in list_layers(model)}
@@ -68,7 +71,7 @@ def stages(model: Any) -> list[str]:
     groups: dict[str, list[str]] = {}
     for n in spatial:
         parts = n.split(".")
-        if len(parts) == 2 and parts[1].isdigit():
+        if len(parts) == 2 and parts[1].isdigit() and not any(k in kinds[n] for k in skip):
             groups.setdefault(parts[0], []).append(n)
     longest = max(groups.values(), key=len, default=[])
     picked = longest if len(longest) >= 3 else top
@@ -92,9 +95,17 @@ class Layers:
 
         check_model(name)
         with self._lock:  # one trace at a time: a model's hooks belong to one forward pass
-            model = self._cache.get(name, "none", input_size)
-            infos = list_layers(model)
-            picked = stages(model)
+            try:
+                model = self._cache.get(name, "none", input_size)
+                infos = list_layers(model)
+                picked = stages(model)
+            except PreimageError:
+                raise
+            except Exception as exc:  # e.g. a transformer that takes one input size only
+                text = str(exc).strip().splitlines()
+                size = f"an input of {input_size} pixels" if input_size else "its input size"
+                raise PreimageError(f"{name} does not run at {size}: {type(exc).__name__}: "
+                                    f"{text[0] if text else ''}") from None
         layers = [{"name": i.name, "kind": i.kind, "shape": list(i.shape), "aliases": list(i.aliases)}
                   for i in infos]
         default = _default_layer(name, picked, infos)

@@ -128,7 +128,7 @@ def _depth(req: Any, config: Any, uploads: Any, params: dict[str, Any]):
         model = ctx.models.get(req.model, req.weights, req.input_size)
         layers = stages(model)
         if not layers:
-            raise PreimageError(f"{req.model} has no stages with a spatial output to invert")
+            raise PreimageError(f"a depth strip needs a deep network; {req.model} has no stages to invert")
         every = frame_every(cfg.steps, req.preview_every)
         ctx.progress(total=cfg.steps * len(layers))
         images, labels, rows, paths = [], [], [], []
@@ -171,7 +171,9 @@ def _dream(req: Any, config: Any, uploads: Any, params: dict[str, Any]):
     targets = [t.strip() for t in (req.classes or []) if t.strip()]
     if not targets:
         raise PreimageError("no class given: type a class name or index")
-    targets = [int(t) if t.isdigit() else t for t in targets][:8]
+    if len(targets) > 8:
+        raise PreimageError(f"at most 8 classes at once, not {len(targets)}")
+    targets = [int(t) if t.isdigit() else t for t in targets]
 
     def run(ctx: JobContext) -> dict[str, Any]:
         from ..tasks.classviz import visualize_class

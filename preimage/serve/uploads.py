@@ -98,7 +98,9 @@ class UploadStore:
         fmt, w, h = self.check_header(data)
         with self._lock:
             if len(self._items) >= self.max_count:
-                raise TooLarge(f"the server holds {self.max_count} uploads already; restart it to clear them")
+                from .jobs import Busy
+
+                raise Busy(f"server busy: it holds {self.max_count} uploads already; restart it to clear them")
             upload_id = secrets.token_hex(8)
         name = safe_stem(filename)
         path = self.folder / upload_id / f"{name}.{FORMATS[fmt]}"

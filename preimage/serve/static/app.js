@@ -88,7 +88,8 @@ async function loadLayers() {
     $("input-size").placeholder = d.input_size;
     showLayers(d.layers.some((l) => l.name === previous) && name === state.layersOf ? previous : d.default_layer);
     state.layersOf = name;
-    $("stages").textContent = d.stages.length ? "stages: " + d.stages.join(", ") : "";
+    $("stages").textContent = d.stages.length ? "stages: " + d.stages.join(", ") : "no stages: a depth strip needs a deep network";
+    $("run-depth").disabled = !d.stages.length;
     const list = $("classes");
     list.innerHTML = "";
     (d.classes || []).forEach((c, i) => option(list, c, String(i)));
