@@ -135,6 +135,7 @@ def test_unknown_layer_fails_in_the_job_with_a_suggestion(client):
     end = events(client, job["id"])[-1][1]
     assert end["state"] == "failed"
     assert "unknown layer 'layer9'" in end["message"] and "did you mean" in end["message"]
+    assert not (client.app.state.config.out / "jobs" / job["id"]).exists()  # no empty folder left
 
 
 # -- the queue ---------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ Finished jobs (and their files) stay listed until the server stops.
 from __future__ import annotations
 
 import collections
+import contextlib
 import itertools
 import secrets
 import threading
@@ -245,6 +246,9 @@ class JobQueue:
 
     def _finish(self, job: Job, state: str, message: str = "") -> None:
         job.state, job.message, job.finished = state, message, time.time()
+        if not job.files:  # a job that wrote nothing leaves no empty folder behind
+            with contextlib.suppress(OSError):
+                job.folder.rmdir()
         self._finished.append(job)
         # finished jobs keep their frames only while they are among the last few
         while len(self._finished) > self.config.frames_kept_jobs:
