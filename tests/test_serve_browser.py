@@ -148,7 +148,7 @@ def test_a_waiting_job_shows_its_position_and_a_running_job_can_be_cancelled(pag
     page.screenshot(path=str(shots / "ui_cancelled.png"), full_page=True)
 
 
-def test_an_uploaded_photo_feeds_the_saliency_tab(page, tmp_path):
+def test_an_uploaded_photo_feeds_the_saliency_and_style_tabs(page, tmp_path):
     from PIL import Image
 
     photo = tmp_path / "my photo.jpg"
@@ -164,6 +164,15 @@ def test_an_uploaded_photo_feeds_the_saliency_tab(page, tmp_path):
     links = page.eval_on_selector_all("#downloads a", "els => els.map(e => e.textContent)")
     assert {"my_photo_vanilla.png", "my_photo_vanilla_overlay.png", "saliency_grid.png"} <= set(links)
     assert "explained class" in page.text_content("#metrics")
+
+    page.click(".tabs button[data-tab='style']")
+    page.select_option("#style-sample", "sample:brick")
+    page.fill("#style-steps", "3")
+    page.click("#run-style")
+    page.wait_for_function("document.getElementById('job-title').textContent == 'style resnet18'")
+    page.wait_for_function("document.getElementById('state').textContent == 'done'")
+    page.wait_for_function("document.getElementById('final-image').naturalWidth > 0")
+    assert "my_photo_brick_triptych.png" in page.get_attribute("#final-image", "src")
 
 
 def test_an_oversized_upload_is_refused_with_a_message_in_the_page(page, shots):
