@@ -136,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
             super().handle_exit(sig, frame)
 
     server = Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning",
-                                   timeout_graceful_shutdown=3, lifespan="on"))
+                                   timeout_graceful_shutdown=10, lifespan="on"))
     received: list[int] = []
     previous = {sig: signal.signal(sig, lambda s, _f: received.append(s)) for sig in (signal.SIGINT, signal.SIGTERM)}
     print(f"preimage serve: open {_url(args.host, args.port)}  ({args.jobs} job(s) at once, writing to {out}/; "
