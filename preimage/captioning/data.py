@@ -38,7 +38,7 @@ from .features import FeaturePipeline, FeatureSpec, PCA, image_tensor
 from .vocab import MAX_TOKENS, Vocab
 
 __all__ = ["Split", "CaptionData", "load_coco_h5", "load_coco_json", "load_shapes", "default_cache_dir",
-           "SPLITS", "COCO_H5_FILES"]
+           "load_source", "SPLITS", "COCO_H5_FILES"]
 
 SPLITS = ("train", "val", "test")
 #: bump when the scene generator or the feature code changes what a cached file would hold
@@ -392,3 +392,25 @@ def load_coco_json(path: str | os.PathLike, *, images_dir: str | os.PathLike | N
     if splits["train"].captions.shape[0] == 0:
         raise PreimageError(f"{p}: no training caption is left (all longer than {MAX_TOKENS - 2} words?)")
     return CaptionData(vocab, splits, description, pipeline, load_image)
+
+
+def load_source(source: dict[str, object], *, spec: FeatureSpec | None = None, model=None,
+                cache_dir: str | os.PathLike | None = None,
+                progress: Callable[[int], None] | None = None) -> CaptionData:
+    """Rebuild the data a run was trained on from its stored description (``config["data"]``)."""
+    kind = source.get("kind")
+    if kind == "coco-h5":
+        return load_coco_h5(str(source["path"]), max_train=source.get("max_train"))  # type: ignore[arg-type]
+    if kind == "shapes":
+        return load_shapes(counts=dict(source["counts"]), seed=int(source["scene_seed"]),  # type: ignore[arg-type]
+                           captions_per_image=int(source["captions_per_image"]),  # type: ignore[arg-type]
+                           spec=spec or FeatureSpec(), model=model, cache_dir=cache_dir, progress=progress)
+    if kind == "coco-json":
+        return load_coco_json(str(source["path"]), images_dir=str(source["images"]),
+                              seed=int(source["split_seed"]),  # type: ignore[arg-type]
+                              val_fraction=float(source["val_fraction"]),  # type: ignore[arg-type]
+                              test_fraction=float(source["test_fraction"]),  # type: ignore[arg-type]
+                              min_count=int(source["min_count"]),  # type: ignore[arg-type]
+                              long_captions=str(source["long_captions"]), spec=spec or FeatureSpec(),
+                              model=model, cache_dir=cache_dir, progress=progress)
+    raise PreimageError(f"unknown data source {kind!r} in the checkpoint")

@@ -96,10 +96,13 @@ class FeaturePipeline(nn.Module):
         if self._extractor is None:
             self._extractor = FeatureExtractor(self.model, [self.spec.layer])
         x = pixels if network_input else self.model.normalize(pixels)
-        a = self._extractor(x)[self.spec.layer]
-        if a.dim() == 2:
-            return a
-        return F.adaptive_avg_pool2d(a, self.spec.grid).flatten(1)
+        return self.pool(self._extractor(x)[self.spec.layer])
+
+    def pool(self, activations: torch.Tensor) -> torch.Tensor:
+        """``N x C x h x w`` activations -> ``N x (C·grid²)`` (2-D activations pass through)."""
+        if activations.dim() == 2:
+            return activations
+        return F.adaptive_avg_pool2d(activations, self.spec.grid).flatten(1)
 
     def forward(self, pixels: torch.Tensor, *, network_input: bool = False) -> torch.Tensor:
         if self.pca is None:

@@ -1,0 +1,121 @@
+"""`preimage caption train | eval | IMAGE...`: end to end on tiny data, and one-line failures."""
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+from PIL import Image
+
+from preimage.cli import main
+from test_caption_data import write_coco_h5, write_coco_json
+
+
+def test_module_imports_nothing_heavy_at_module_level():
+    import ast
+
+    import preimage.cli.caption as mod
+
+    tree = ast.parse(open(mod.__file__).read())
+    top = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+    names = [a.name for n in top if isinstance(n, ast.Import) for a in n.names]
+    names += [n.module or "" for n in top if isinstance(n, ast.ImportFrom)]
+    assert set(names) <= {"__future__", "argparse", "os", "sys", "pathlib"}, names
+
+
+def test_train_eval_on_the_assignment_files_and_refusals(tmp_path, capsys, one_thread):
+    write_coco_h5(tmp_path / "coco")
+    run = tmp_path / "run"
+    def args(cell="rnn", epochs="2"):
+        return ["caption", "train", "--cell", cell, "--data", "coco-h5", str(tmp_path / "coco"), "--out", str(run),
+                "--epochs", epochs, "--hidden", "16", "--wordvec", "8", "--batch-size", "4", "--eval-images", "3", "-q"]
+
+    assert main(args()) == 0
+    for name in ("checkpoint.pt", "history.json", "losses.png", "manifest.json"):
+        assert (run / name).is_file()
+    assert main(args(epochs="3")) == 0  # resumes after epoch 2
+    hist = json.loads((run / "history.json").read_text())
+    assert [e["epoch"] for e in hist["epochs"]] == [1, 2, 3]
+    capsys.readouterr()
+    assert main(["caption", "eval", str(run), "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "rnn (greedy)" in out and "most frequent caption" in out and "nearest neighbour" in out
+    report = json.loads((run / "eval_test.json").read_text())
+    assert set(report["scores"]["nearest neighbour"]) == {"bleu1", "bleu2", "bleu3", "bleu4", "cider"}
+    # another cell in the same folder: refused, naming the difference
+    assert main(args(cell="lstm", epochs="4")) == 2
+    assert "other settings" in capsys.readouterr().err
+    # a model trained on precomputed features cannot caption image files
+    img = tmp_path / "a.png"
+    Image.new("RGB", (32, 32), (200, 10, 10)).save(img)
+    assert main(["caption", str(img), "--model", str(run), "--out", str(tmp_path / "o")]) == 2
+    assert "cannot caption image files" in capsys.readouterr().err
+    # the vocabulary of the data changed under the run: eval refuses it
+    (tmp_path / "coco" / "coco2014_vocab.json").write_text(json.dumps({"idx_to_word": ["<NULL>", "<START>", "<END>", "<UNK>", "a", "red", "circle", "cat"]}))
+    assert main(["caption", "eval", str(run), "-q"]) == 2
+    assert "is not the checkpoint's" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["caption", "train", "--data", "coco-h5"], "needs one path"),
+    (["caption", "train", "--data", "imagenet"], "unknown --data 'imagenet'"),
+    (["caption", "train", "--data", "coco-json", "/nonexistent.json"], "no such file"),
+    (["caption", "train", "--data", "shapes", "--max-train", "5"], "--max-train is for --data coco-h5"),
+    (["caption", "train", "--explain"], "--explain is an option of `preimage caption IMAGE...`"),
+    (["caption", "eval"], "usage: preimage caption eval DIR"),
+    (["caption", "eval", "/nonexistent"], "holds no checkpoint.pt"),
+    (["caption", "some.png"], "--model DIR"),
+    (["caption", "some.png", "--model", "/nonexistent"], "holds no checkpoint.pt"),
+])
+def test_bad_arguments_fail_in_one_line(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+
+
+def test_bad_numbers_are_refused_by_the_parser(capsys):
+    assert main(["caption", "train", "--epochs", "0"]) == 2
+    assert main(["caption", "train", "--lr-decay", "1.5"]) == 2
+    assert "must be" in capsys.readouterr().err
+
+
+def test_out_folder_with_other_files_is_refused_before_any_work(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("mine")
+    write_coco_h5(tmp_path / "coco")
+    assert main(["caption", "train", "--data", "coco-h5", str(tmp_path / "coco"), "--out", str(tmp_path)]) == 2
+    assert "not empty" in capsys.readouterr().err
+
+
+def test_coco_json_with_a_broken_image_fails_in_one_line(tmp_path, capsys):
+    path = write_coco_json(tmp_path)
+    (tmp_path / "imgs" / "1.png").write_bytes(b"\x89PNG broken")
+    assert main(["caption", "train", "--data", "coco-json", str(path), "--out", str(tmp_path / "run"),
+                 "--cache", str(tmp_path / "cache"), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "1.png" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_shapes_train_then_caption_and_explain_images(tmp_path, capsys, one_thread):
+    run = tmp_path / "run"
+    assert main(["caption", "train", "--data", "shapes", "--scenes", "12", "--epochs", "1", "--hidden", "16",
+                 "--wordvec", "8", "--input-size", "64", "--out", str(run), "--cache", str(tmp_path / "cache"),
+                 "--eval-images", "2", "-q"]) == 0
+    img = tmp_path / "photo.png"
+    Image.new("RGB", (80, 60), (20, 200, 20)).save(img)
+    out = tmp_path / "captions"
+    capsys.readouterr()
+    assert main(["caption", "scene:5", str(img), "--model", str(run), "--explain", "--out", str(out), "-q"]) == 0
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert printed[0].startswith("scene:5: ") and printed[1].startswith(f"{img}: ")
+    record = json.loads((out / "captions.json").read_text())
+    for rec in record["images"]:
+        assert (out / rec["file"]).is_file() and (out / rec["explain"]).is_file()
+        assert len(rec["words"]) == len(rec["caption"].split())
+    # outputs exist: refused without --force, written with it
+    assert main(["caption", "scene:5", "--model", str(run), "--out", str(out), "-q"]) == 2
+    assert main(["caption", "scene:5", "--model", str(run), "--out", str(out), "--force", "-q"]) == 0
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not an image")
+    assert main(["caption", str(broken), "--model", str(run), "--out", str(tmp_path / "x"), "-q"]) == 2
+    assert "broken.jpg" in capsys.readouterr().err
