@@ -345,6 +345,21 @@ def _read_coco_json(path: Path) -> tuple[list[tuple[str, str]], dict[str, list[s
     return images, caps
 
 
+def _check_image_header(path: Path, listed_in: str) -> None:
+    """A cheap check (the header only) that ``path`` is an image Pillow can open."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not path.is_file():
+        raise PreimageError(f"image {path} (listed in {listed_in}) does not exist")
+    try:
+        with Image.open(path):
+            pass
+    except UnidentifiedImageError:
+        raise PreimageError(f"{path} is not an image Pillow can read") from None
+    except OSError as exc:
+        raise PreimageError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
 def load_coco_json(path: str | os.PathLike, *, images_dir: str | os.PathLike | None = None, seed: int = 0,
                    val_fraction: float = 0.1, test_fraction: float = 0.1, spec: FeatureSpec = FeatureSpec(),
                    min_count: int = 1, long_captions: str = "error", model=None,
@@ -366,9 +381,8 @@ def load_coco_json(path: str | os.PathLike, *, images_dir: str | os.PathLike | N
     root = Path(images_dir) if images_dir is not None else p.parent
     if not root.is_dir():
         raise PreimageError(f"image folder {root} does not exist")
-    for _, f in images:  # every image must exist before minutes go into the others
-        if not (root / f).is_file():
-            raise PreimageError(f"image {root / f} (listed in {p.name}) does not exist")
+    for _, f in images:  # every image must exist and look like one before minutes go into the others
+        _check_image_header(root / f, p.name)
     g = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(images), generator=g).tolist()
     n_val = max(1, round(val_fraction * len(images)))

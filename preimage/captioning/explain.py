@@ -37,17 +37,30 @@ class WordSaliency:
     def caption(self) -> str:
         return " ".join(self.words)
 
-    def picture(self, *, cmap: str = "inferno", percentile: float = 99.0, ncols: int = 6):
-        """A Pillow grid: the image with its caption, then one overlay per word labelled with it."""
-        from ..viz import grid, normalize_map, overlay
+    def picture(self, *, cmap: str = "inferno", percentile: float = 99.0, ncols: int = 6, size: int = 192):
+        """A Pillow image: the caption on top, then the image and one overlay per word (labelled
+        with the word and its log-probability), each shown at ``size`` pixels."""
+        import torch.nn.functional as F
+        from PIL import Image, ImageDraw
 
-        cells = [self.image]
-        labels = [self.caption]
+        from ..viz import _font, grid, normalize_map, overlay
+
+        def up(t: torch.Tensor) -> torch.Tensor:
+            return F.interpolate(t[None].float(), size=(size, size), mode="bilinear", align_corners=False)[0]
+
+        image = up(self.image).clamp(0, 1)
+        cells = [image]
+        labels = ["image"]
         for t, w in enumerate(self.words):
-            m = normalize_map(self.maps[t].float(), percentile=percentile)
-            cells.append(overlay(self.image, m, cmap=cmap))
+            m = normalize_map(up(self.maps[t][None])[0], percentile=percentile)
+            cells.append(overlay(image, m, cmap=cmap))
             labels.append(f"{w} ({self.logprobs[t]:.2f})")
-        return grid(cells, ncols=min(ncols, len(cells)), labels=labels)
+        body = grid(cells, ncols=min(ncols, len(cells)), labels=labels, font_size=13)
+        font = _font(15)
+        canvas = Image.new("RGB", (body.width, body.height + 26), (255, 255, 255))
+        ImageDraw.Draw(canvas).text((6, 5), self.caption or "(empty caption)", fill=(0, 0, 0), font=font)
+        canvas.paste(body, (0, 26))
+        return canvas
 
 
 def explain_caption(loaded, pixels: torch.Tensor, *, beam_size: int = 1) -> WordSaliency:

@@ -153,6 +153,12 @@ def _data_source(args: argparse.Namespace) -> tuple[str, str | None]:
     kind = data[0]
     if kind not in kinds:
         raise PreimageError(f"unknown --data {kind!r}" + did_you_mean(kind, kinds) + "; use shapes, coco-h5 DIR or coco-json FILE")
+    if kind != "coco-json":
+        for flag, dest in (("--images", "images_dir"), ("--min-count", "min_count"), ("--long-captions", "long_captions")):
+            if getattr(args, dest) is not None:
+                raise PreimageError(f"{flag} is for --data coco-json")
+    if kind != "coco-h5" and args.max_train is not None:
+        raise PreimageError("--max-train is for --data coco-h5")
     if kind == "shapes":
         if len(data) != 1:
             raise PreimageError("--data shapes takes no path")
@@ -176,12 +182,6 @@ def _data_source(args: argparse.Namespace) -> tuple[str, str | None]:
             raise PreimageError(f"--data coco-json: cannot read {path}")
         if args.images_dir is not None and not Path(args.images_dir).is_dir():
             raise PreimageError(f"--images: {args.images_dir} is not a folder")
-    if kind != "coco-json":
-        for flag, dest in (("--images", "images_dir"), ("--min-count", "min_count"), ("--long-captions", "long_captions")):
-            if getattr(args, dest) is not None:
-                raise PreimageError(f"{flag} is for --data coco-json")
-    if kind != "coco-h5" and args.max_train is not None:
-        raise PreimageError("--max-train is for --data coco-h5")
     return kind, str(path)
 
 
@@ -380,6 +380,10 @@ def _caption(args: argparse.Namespace, sources: list[str]) -> int:
         raise PreimageError(f"{run} was trained on precomputed features ({loaded.config['data'].get('kind')}); "
                             "it cannot caption image files")
     size = loaded.pipeline.spec.input_size
+    from ..captioning.scenes import make_scene, render
+
+    # a scene is drawn at the size the captioner was trained on, as its training scenes were
+    images = [render(make_scene(img), size) if isinstance(img, int) else img for img in images]
     pixels = torch.stack([image_tensor(img, size) for img in images])
     captions = loaded.caption_pixels(pixels, beam_size=args.beam)
     records = []
@@ -400,7 +404,7 @@ def _caption(args: argparse.Namespace, sources: list[str]) -> int:
 
 
 def _load_source(source: str):
-    """An image file, ``sample:NAME``, or ``scene:SEED`` (a built-in scene, drawn at 512 pixels)."""
+    """An image file or ``sample:NAME`` (a Pillow image), or ``scene:SEED`` (the seed; drawn later)."""
     from ..errors import PreimageError
     from ..images import load_image
 
@@ -411,7 +415,5 @@ def _load_source(source: str):
             raise PreimageError(f"{source}: a scene is scene:SEED with an integer seed") from None
         if seed < 0:
             raise PreimageError(f"{source}: the seed must be >= 0")
-        from ..captioning.scenes import make_scene, render
-
-        return render(make_scene(seed), 512)
+        return seed
     return load_image(source)
