@@ -119,3 +119,21 @@ def test_shapes_train_then_caption_and_explain_images(tmp_path, capsys, one_thre
     broken.write_bytes(b"not an image")
     assert main(["caption", str(broken), "--model", str(run), "--out", str(tmp_path / "x"), "-q"]) == 2
     assert "broken.jpg" in capsys.readouterr().err
+
+
+def test_coco_json_train_eval_and_caption_end_to_end(tmp_path, capsys, one_thread):
+    path = write_coco_json(tmp_path, n=8)
+    run = tmp_path / "run"
+    assert main(["caption", "train", "--data", "coco-json", str(path), "--out", str(run), "--epochs", "1",
+                 "--hidden", "8", "--wordvec", "4", "--input-size", "32", "--pca", "4", "--cache",
+                 str(tmp_path / "cache"), "--eval-images", "1", "-q"]) == 0
+    assert main(["caption", "eval", str(run), "--split", "val", "--cache", str(tmp_path / "cache"), "-q"]) == 0
+    assert (run / "eval_val.json").is_file()
+    capsys.readouterr()
+    assert main(["caption", str(tmp_path / "imgs" / "0.png"), "--model", str(run), "--out", str(tmp_path / "o"),
+                 "-q"]) == 0
+    assert capsys.readouterr().out.startswith(f"{tmp_path / 'imgs' / '0.png'}: ")
+    # a model trained on the JSON refuses a folder that now holds a different vocabulary
+    write_coco_json(tmp_path, n=8, caption=lambda i: f"entirely new words {i}")
+    assert main(["caption", "eval", str(run), "--cache", str(tmp_path / "cache"), "-q"]) == 2
+    assert "is not the checkpoint's" in capsys.readouterr().err
