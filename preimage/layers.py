@@ -13,13 +13,19 @@ forward raises.
 
 A module that runs several times in one forward (torchvision's ResNet blocks call their ``relu``
 twice) is read at its last call, the one that produces the block's output.
+
+Vision Transformers (:mod:`preimage.models.vit`): a layer that outputs tokens (``blocks.5``,
+``blocks.5.mlp.act``, ``norm``, ...) is read as its patch tokens on their grid, ``B x C x h x w``;
+its class, distillation and register tokens are the layers ``blocks.5.cls``, ``blocks.5.dist`` and
+``blocks.5.reg``, and ``blocks.5.tokens`` is the sequence as the module returns it.
 """
 from __future__ import annotations
 
 import weakref
 from collections.abc import Iterable, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -27,6 +33,7 @@ from torch import nn
 from .errors import PreimageError, did_you_mean
 from .fastconv import fast_strided_convs
 from .models import Model
+from .models import vit
 
 #: the layer name of a network's final output (class scores for a classifier)
 LOGITS = "logits"
@@ -42,6 +49,8 @@ class LayerInfo:
     order: int  # execution order of the (last) call
     calls: int  # how many times the module runs per forward
     aliases: tuple[str, ...] = ()
+    tokens: str = ""  # ViT token layers: "prefix" (prefix tokens then patches), "patches" (patches only),
+                      # "nhwc" (patches as B x h x w x C)
 
 
 class _Stop(Exception):
@@ -84,7 +93,38 @@ def _trace(model: Model, size: int | None = None) -> list[LayerInfo]:
         LayerInfo(name, type(modules[name]).__name__, shape, order, calls[name], tuple(by_target.get(name, ())))
         for name, (order, shape) in last.items()
     ]
-    return sorted(infos, key=lambda i: i.order)
+    infos = sorted(infos, key=lambda i: i.order)
+    layout = vit.token_layout(model.net)
+    return _token_infos(infos, layout, vit.grid_size(model.net, size, size)) if layout is not None else infos
+
+
+#: ViT layers listed with their prefix tokens as separate rows (any token layer can be read that way)
+_VIEW_ROWS = re.compile(r"^(blocks\.\d+|norm)$")
+_VIEW_KIND = {"cls": "ClassToken", "dist": "DistillationToken", "reg": "RegisterTokens"}
+
+
+def _token_infos(infos: list[LayerInfo], layout: vit.TokenLayout, grid: tuple[int, int]) -> list[LayerInfo]:
+    """ViT token layers (``T x C`` outputs with ``T = prefix + h·w`` or ``h·w``) as ``C x h x w`` grids,
+    followed, for blocks and the final norm, by rows for their prefix tokens."""
+    out: list[LayerInfo] = []
+    patches = grid[0] * grid[1]
+    for info in infos:
+        if len(info.shape) == 3 and info.shape[:2] == grid and info.shape[2] != grid[0]:
+            # patch embedding of a ViT that takes any input size: B x h x w x C
+            out.append(replace(info, shape=(info.shape[2], *grid), tokens="nhwc"))
+            continue
+        if len(info.shape) != 2 or info.shape[0] not in (layout.prefix + patches, patches):
+            out.append(info)
+            continue
+        kind = "prefix" if info.shape[0] == layout.prefix + patches and layout.prefix else "patches"
+        c = info.shape[1]
+        out.append(replace(info, shape=(c, *grid), tokens=kind))
+        if kind == "prefix" and _VIEW_ROWS.match(info.name):
+            for view in dict.fromkeys(layout.names):
+                n = len(layout.index(view))
+                out.append(LayerInfo(f"{info.name}.{view}", _VIEW_KIND[view], (c,) if view != "reg" else (n, c),
+                                     info.order, info.calls))
+    return out
 
 
 _CACHE: "weakref.WeakKeyDictionary[nn.Module, dict[int, list[LayerInfo]]]" = weakref.WeakKeyDictionary()
@@ -113,6 +153,9 @@ def resolve_layer(model: Model, name: str) -> str:
         return underscored[0]
     if len(underscored) > 1:
         raise PreimageError(f"layer name {name!r} is ambiguous in {model.name}: " + ", ".join(sorted(underscored)))
+    base, view = vit.split_view(name)
+    if view is not None and vit.is_vit(model.net):
+        return f"{resolve_layer(model, base)}.{view}"  # a ViT layer's prefix tokens: blocks.5.cls
     raise PreimageError(
         f"unknown layer {name!r} for {model.name}" + did_you_mean(name, [*model.aliases, *sorted(modules)])
         + f"; `preimage layers {model.name}` lists them"
@@ -156,15 +199,31 @@ class FeatureExtractor:
             raise PreimageError("no layer given")
         self.model = model
         self.names = list(dict.fromkeys(layers))
-        self.paths = {n: resolve_layer(model, n) for n in self.names}
+        resolved = {n: resolve_layer(model, n) for n in self.names}
         info = {i.name: i for i in list_layers(model)}
         info[""] = LayerInfo("", type(model.net).__name__, (), order=1 << 62, calls=1)
-        for n, p in self.paths.items():
-            if p not in info:
+        self._layout = vit.token_layout(model.net)
+        modules = {n for n, _ in model.net.named_modules()}  # "" is the network itself (logits)
+        self.paths: dict[str, str] = {}  # name -> module path
+        self.views: dict[str, str] = {}  # name -> ViT token view ("grid", "cls", "reg", "dist", "tokens")
+        self._has_prefix: dict[str, bool] = {}
+        for n, p in resolved.items():
+            path, view = (p, None) if p in modules or self._layout is None else vit.split_view(p)
+            if path not in info:
                 raise PreimageError(f"layer {n!r} ({p}) does not produce a tensor output in {model.name}")
+            tokens = info[path].tokens
+            if view is not None and (not tokens or (view != "tokens" and view not in self._layout.names)
+                                     or (tokens != "prefix" and view != "tokens")):
+                what = "tokens" if not tokens else f"a {view} token"
+                raise PreimageError(f"layer {path!r} of {model.name} has no {what}; "
+                                    f"`preimage layers {model.name}` lists what each layer holds")
+            self.paths[n] = path
+            if tokens:
+                self.views[n] = view or ("nhwc" if tokens == "nhwc" else "grid")
+                self._has_prefix[n] = tokens == "prefix"
         self._calls = {p: info[p].calls for p in self.paths.values()}
         self.last = max(self.paths.values(), key=lambda p: info[p].order)
-        self.shapes = {n: info[p].shape for n, p in self.paths.items()}
+        self.shapes = {n: self._shape(info[p], self.views.get(n)) for n, p in self.paths.items()}
         self._modules = dict(model.net.named_modules())
         self._strided = [m for m in self._modules.values() if isinstance(m, nn.Conv2d) and m.stride != (1, 1)]
 
@@ -198,7 +257,23 @@ class FeatureExtractor:
         finally:
             for h in handles:
                 h.remove()
-        return {n: captured[p] for n, p in self.paths.items()}
+        if not self.views:
+            return {n: captured[p] for n, p in self.paths.items()}
+        grid = vit.grid_size(self.model.net, *x.shape[-2:])
+        return {n: vit.token_view(captured[p], self.views[n], self._layout, grid, self._has_prefix[n])  # type: ignore[arg-type]
+                if n in self.views else captured[p] for n, p in self.paths.items()}
+
+    def _shape(self, info: LayerInfo, view: str | None) -> tuple[int, ...]:
+        if view is None or view == "grid":
+            return info.shape
+        c = info.shape[0]
+        if view == "nhwc":
+            return info.shape
+        if view == "tokens":
+            if info.tokens == "nhwc":
+                return (info.shape[1], info.shape[2], c)
+            return (info.shape[1] * info.shape[2] + (self._layout.prefix if info.tokens == "prefix" else 0), c)  # type: ignore[union-attr]
+        return (c,) if view != "reg" else (len(self._layout.index("reg")), c)  # type: ignore[union-attr]
 
     def __repr__(self) -> str:
         return f"FeatureExtractor({self.model.name}, {self.names})"

@@ -5,6 +5,11 @@ layers it asked for) to one loss per image, shape ``(B,)``, so that images in a 
 Objectives compose: ``a + b``, ``a - b``, ``3.0 * a``, ``-a``; the result keeps every named term, so
 the loop can log each one (``rec``, ``alpha``, ``tv`` ...).
 
+Augmentation ensembling (:func:`preimage.transforms.repeat`): when the network saw ``n`` copies of each
+of the ``B`` images (``n·B`` rows, copy-major), a term that reads features returns ``n·B`` values and
+:meth:`Objective.terms` averages them back to one per image; per-image targets and classes are
+repeated to match.
+
 Terms (``x`` is the image in the space a term is asked to read, see :class:`State`):
 
 - :func:`feature_loss`: ``||Φ(x) - Φ0||² / ||Φ0||²`` (Mahendran & Vedaldi 2015, eq. 2), or unnormalized.
@@ -121,7 +126,8 @@ class Objective:
             key, k = name, 2
             while key in out:
                 key, k = f"{name}#{k}", k + 1
-            out[key] = w * fn(state) if w != 1.0 else fn(state)
+            value = _fold_copies(fn(state), state.input.shape[0])
+            out[key] = w * value if w != 1.0 else value
         return out
 
     def __call__(self, state: State) -> torch.Tensor:
@@ -133,6 +139,20 @@ class Objective:
 
 def _per_image(t: torch.Tensor) -> torch.Tensor:
     return t.reshape(t.shape[0], -1)
+
+
+def _fold_copies(value: torch.Tensor, batch: int) -> torch.Tensor:
+    """``n·B`` per-row values (n augmented copies of B images, copy-major) -> the mean per image."""
+    if value.dim() == 0 or value.shape[0] == batch or batch == 0 or value.shape[0] % batch:
+        return value
+    return value.reshape(value.shape[0] // batch, batch, *value.shape[1:]).mean(0)
+
+
+def _match_rows(t: torch.Tensor, rows: int) -> torch.Tensor:
+    """A per-image tensor (``B`` rows, or 1) repeated copy-major to ``rows = n·B`` rows."""
+    if t.shape[0] in (1, rows) or rows % t.shape[0]:
+        return t
+    return t.repeat(rows // t.shape[0], *([1] * (t.dim() - 1)))
 
 
 # -- feature terms ---------------------------------------------------------------------------
@@ -147,8 +167,9 @@ def feature_loss(layer: str, target: torch.Tensor, *, normalize: bool = True, na
     denom = _per_image(target).pow(2).sum(1).clamp_min(1e-12) if normalize else None
 
     def fn(s: State) -> torch.Tensor:
-        diff = _per_image(s.features[layer] - target).pow(2).sum(1)
-        return diff / denom if denom is not None else diff
+        f = s.features[layer]
+        diff = _per_image(f - _match_rows(target, f.shape[0])).pow(2).sum(1)
+        return diff / _match_rows(denom, f.shape[0]) if denom is not None else diff
 
     return Objective(fn, name or f"rec[{layer}]", [layer])
 
@@ -173,7 +194,8 @@ def gram_loss(layer: str, target_gram: torch.Tensor, *, normalize: str = "chw", 
     target_gram = target_gram.detach()
 
     def fn(s: State) -> torch.Tensor:
-        return _per_image(gram_matrix(s.features[layer], normalize) - target_gram).pow(2).sum(1)
+        g = gram_matrix(s.features[layer], normalize)
+        return _per_image(g - _match_rows(target_gram, g.shape[0])).pow(2).sum(1)
 
     return Objective(fn, name or f"style[{layer}]", [layer])
 
@@ -185,7 +207,7 @@ def class_score(index: int | Sequence[int], *, layer: str = "logits", name: str 
     def fn(s: State) -> torch.Tensor:
         logits = s.features[layer].reshape(s.features[layer].shape[0], -1)
         idx = torch.as_tensor(index, device=logits.device).reshape(-1)
-        idx = idx.expand(logits.shape[0]) if idx.numel() == 1 else idx
+        idx = idx.expand(logits.shape[0]) if idx.numel() == 1 else _match_rows(idx, logits.shape[0])
         return -logits.gather(1, idx[:, None]).squeeze(1)
 
     return Objective(fn, name, [layer])

@@ -2,6 +2,13 @@
 natural pre-images of Mahendran & Vedaldi 2016). Each takes a seeded ``torch.Generator`` and
 follows the input's device and dtype. Spatial transforms commute with per-channel normalization,
 so they act on the normalized input directly.
+
+Augmentation ensembling (Ghiasi et al. 2022, "What do Vision Transformers Learn? A Visual
+Exploration", for ViTs): :func:`repeat` makes ``n`` copies of every image at each step, the
+per-image transforms that follow (``jitter(..., per_image=True)``, :func:`color_shift`,
+:func:`gaussian_noise`) draw a different augmentation for each copy, and the loss of each image is the
+mean over its copies (:class:`~preimage.objectives.Objective` folds a batch of ``n·B`` values back to
+``B``). Copies are laid out copy-major: row ``r`` is a copy of image ``r mod B``.
 """
 from __future__ import annotations
 
@@ -10,7 +17,8 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-__all__ = ["Transform", "jitter", "random_scale", "compose", "gaussian_blur"]
+__all__ = ["Transform", "jitter", "random_scale", "compose", "gaussian_blur", "repeat", "color_shift",
+           "gaussian_noise", "ensemble"]
 
 Transform = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
@@ -19,16 +27,73 @@ def _randint(lo: int, hi: int, g: torch.Generator) -> int:
     return int(torch.randint(lo, hi + 1, (1,), generator=g).item())
 
 
-def jitter(pixels: int) -> Transform:
-    """Roll the image by a random offset in ``[-pixels, pixels]`` on each axis (wrapping around)."""
+def jitter(pixels: int, *, per_image: bool = False) -> Transform:
+    """Roll the image by a random offset in ``[-pixels, pixels]`` on each axis (wrapping around): one
+    offset for the whole batch, or with ``per_image`` one for each image (each copy, after
+    :func:`repeat`)."""
 
     def fn(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         if pixels <= 0:
             return x
-        dy, dx = _randint(-pixels, pixels, g), _randint(-pixels, pixels, g)
-        return torch.roll(x, shifts=(dy, dx), dims=(-2, -1))
+        if not per_image:
+            dy, dx = _randint(-pixels, pixels, g), _randint(-pixels, pixels, g)
+            return torch.roll(x, shifts=(dy, dx), dims=(-2, -1))
+        shifts = torch.randint(-pixels, pixels + 1, (x.shape[0], 2), generator=g).tolist()
+        return torch.cat([torch.roll(x[i:i + 1], shifts=(dy, dx), dims=(-2, -1)) for i, (dy, dx) in enumerate(shifts)])
 
     return fn
+
+
+def repeat(copies: int) -> Transform:
+    """``n`` copies of the batch, ``[x; x; ...]`` (``n·B`` rows): put it first, then per-image
+    transforms augment each copy differently and the objective averages each image's copies."""
+    if copies < 1:
+        raise ValueError("copies must be at least 1")
+
+    def fn(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        return x if copies == 1 else x.repeat(copies, *([1] * (x.dim() - 1)))
+
+    return fn
+
+
+def color_shift(shift: float = 1.0, scale: float = 1.0) -> Transform:
+    """Per image and channel, ``x ← σ x + μ`` with ``μ ~ U(-shift, shift)`` and ``σ = exp(u)``,
+    ``u ~ U(-scale, scale)``, in the normalized input's units (the ColorShift of Ghiasi et al. 2022)."""
+
+    def fn(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        b, c = x.shape[:2]
+        mu = (torch.rand(b, c, 1, 1, generator=g) * 2 - 1) * shift
+        sigma = torch.exp((torch.rand(b, c, 1, 1, generator=g) * 2 - 1) * scale)
+        return x * sigma.to(x) + mu.to(x)
+
+    return fn
+
+
+def gaussian_noise(std: float) -> Transform:
+    """``x + ε``, ``ε ~ N(0, std²)`` per element, in the normalized input's units."""
+
+    def fn(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        if std <= 0:
+            return x
+        return x + (torch.randn(x.shape, generator=g) * std).to(x)
+
+    return fn
+
+
+def ensemble(copies: int, *, jitter_pixels: int = 0, shift: float = 0.0, noise: float = 0.0) -> list[Transform]:
+    """Augmentation ensembling (Ghiasi et al. 2022): ``copies`` copies per image, each jittered by up to
+    ``jitter_pixels``, colour-shifted (``shift`` = μ range = log σ range) and noised (std ``noise``)
+    independently. The list goes first in a step's transforms; empty when it would do nothing."""
+    if copies <= 1 and not (jitter_pixels or shift or noise):
+        return []
+    out: list[Transform] = [repeat(max(1, copies))]
+    if jitter_pixels:
+        out.append(jitter(jitter_pixels, per_image=True))
+    if shift:
+        out.append(color_shift(shift, shift))
+    if noise:
+        out.append(gaussian_noise(noise))
+    return out
 
 
 def random_scale(scales: Sequence[float]) -> Transform:

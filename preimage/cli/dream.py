@@ -3,7 +3,18 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_model_args, add_output_args, add_run_args, model_from_args, positive_float, positive_int, say
+from .common import (add_model_args, add_output_args, add_run_args, model_from_args, nonneg_float, positive_float,
+                     positive_int, say)
+
+
+def nonneg_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be >= 0")
+    return v
 
 
 def add_parser(sub) -> None:
@@ -22,6 +33,15 @@ def add_parser(sub) -> None:
     p.add_argument("--steps", type=positive_int, default=None, help="gradient steps (default: the preset's)")
     p.add_argument("--lr", type=positive_float, default=None, help="step size (default: the preset's)")
     p.add_argument("--size", type=positive_int, default=None, help="image side (default: the model's input size)")
+    a = p.add_argument_group("augmentation (override the preset)")
+    a.add_argument("--jitter", type=nonneg_int, default=None, help="random roll of up to this many pixels per step")
+    a.add_argument("--copies", type=positive_int, default=None,
+                   help="augmentation ensembling (Ghiasi et al. 2022, for ViTs): copies of each image per step, "
+                        "each jittered, colour-shifted and noised on its own; the loss is their mean (default: 1)")
+    a.add_argument("--color-shift", dest="color_shift", type=nonneg_float, default=None,
+                   help="per-copy colour shift x*exp(U(-s,s)) + U(-s,s), normalized input units (default: 0, off)")
+    a.add_argument("--noise", type=nonneg_float, default=None,
+                   help="per-copy Gaussian noise std, normalized input units (default: 0, off)")
     add_model_args(p)
     add_output_args(p, "out/dream")
     add_run_args(p)
@@ -32,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
     from ..io import check_outputs
     from ..tasks.classviz import make_config, output_paths, stems, visualize_class
 
-    make_config(args.preset, steps=args.steps, lr=args.lr)  # bad settings fail before the model loads
+    augment = dict(jitter=args.jitter, copies=args.copies, color_shift=args.color_shift, noise=args.noise)
+    make_config(args.preset, steps=args.steps, lr=args.lr, **augment)  # bad settings fail before the model loads
     if args.size is not None and args.size < 16:
         from ..errors import PreimageError
 
@@ -45,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     names = stems(model, args.target)  # unknown classes fail here, with a suggestion
     check_outputs(output_paths(args.out, names), args.force)
     result = visualize_class(model, args.target, preset=args.preset, size=args.size, seed=args.seed,
-                             progress=not args.quiet, steps=args.steps, lr=args.lr)
+                             progress=not args.quiet, steps=args.steps, lr=args.lr, **augment)
     result.save(args.out, force=args.force)
     ok = True
     for c, cn, p, t in zip(result.classes, result.class_names, result.prob, result.top1):

@@ -20,7 +20,7 @@ from .common import (add_model_args, add_output_args, add_run_args, device_from_
 ORIGINAL_ONLY = {"--image_path", "--layer_name", "--lambda_alpha", "--lambda_tv", "--epochs",
                  "--stdout_epoches", "--decay_factor", "--decay_epochs", "--input_size"}
 NEW_ONLY = {"--layer", "-l", "--preset", "--steps", "--optimizer", "--init", "--init-scale", "--jitter",
-            "--rec-weight", "--decay-steps", "--gif", "--frames"}
+            "--rec-weight", "--decay-steps", "--gif", "--frames", "--copies", "--color-shift", "--noise"}
 
 #: the layer inverted when none is given
 DEFAULT_LAYERS = {"efficientnet_lite0": "blocks.3", "efficientnet_lite1": "blocks.3",
@@ -57,6 +57,12 @@ def add_parser(sub) -> None:
     o.add_argument("--lambda-tv", "--lambda_tv", dest="lambda_tv", type=nonneg_float, help="TV weight")
     o.add_argument("--rec-weight", dest="rec_weight", type=nonneg_float, help="weight C of the reconstruction term")
     o.add_argument("--jitter", type=int, help="random roll in pixels during the jitter phase (0: off)")
+    o.add_argument("--copies", type=positive_int, help="augmentation ensembling (Ghiasi et al. 2022, for ViTs): "
+                   "copies of each image per step in the jitter phase, each jittered, colour-shifted and "
+                   "noised on its own (1: off)")
+    o.add_argument("--color-shift", dest="color_shift", type=nonneg_float,
+                   help="per-copy colour shift in the jitter phase: x*exp(U(-s,s)) + U(-s,s), input units (0: off)")
+    o.add_argument("--noise", type=nonneg_float, help="per-copy Gaussian noise std in the jitter phase, input units (0: off)")
     o.add_argument("--init", help="start from noise, zeros, or an image (path or sample:NAME)")
     o.add_argument("--init-scale", dest="init_scale", type=nonneg_float, help="std of the starting noise")
     t = p.add_argument_group("optimization (override the preset)")
@@ -125,7 +131,8 @@ def run(args: argparse.Namespace) -> int:
         preset, steps=args.steps, optimizer=args.optimizer, lr=args.lr, momentum=args.momentum,
         decay_factor=args.decay_factor, decay_steps=decay_steps, alpha=args.alpha, beta=args.beta,
         lambda_alpha=args.lambda_alpha, lambda_tv=args.lambda_tv, rec_weight=args.rec_weight,
-        jitter=args.jitter, init=args.init, init_scale=args.init_scale, seed=seed,
+        jitter=args.jitter, init=args.init, init_scale=args.init_scale, seed=seed, copies=args.copies,
+        color_shift=args.color_shift, noise=args.noise,
     )
     device = device_from_args(args) if not (original and args.device == "auto") else device_from_args(
         argparse.Namespace(device="cpu"))

@@ -27,6 +27,14 @@ def run(args: argparse.Namespace) -> int:
         rows = [r for r in rows if args.filter in r.name or any(args.filter in a for a in r.aliases)]
     print(f"{model.name}: {len(rows)} layers at {model.input_size}x{model.input_size} "
           f"(weights: {model.weights}; input: {model.normalization})")
+    from ..models import vit
+
+    layout = vit.token_layout(model.net)
+    if layout is not None:
+        gh, gw = vit.grid_size(model.net, model.input_size, model.input_size)
+        prefix = ", ".join(f"{layout.names.count(k)} {k}" for k in dict.fromkeys(layout.names)) or "none"
+        print(f"Vision Transformer: token layers shown as their {gh}x{gw} grid of patch tokens (channels x h x w); "
+              f"prefix tokens ({prefix}) read as LAYER.cls / .dist / .reg, the raw sequence as LAYER.tokens")
     width = max([len(r.name) for r in rows] + [5])
     awidth = max([len(",".join(r.aliases)) for r in rows] + [5])
     print(f"{'layer':<{width}}  {'alias':<{awidth}}  {'type':<22}  shape")

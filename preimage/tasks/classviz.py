@@ -34,7 +34,7 @@ from ..models import Model
 from ..objectives import class_score, l2
 from ..optimize import Step, optimize
 from ..params import Fourier, Pixels
-from ..transforms import gaussian_blur, jitter, random_scale
+from ..transforms import ensemble, gaussian_blur, jitter, random_scale
 from .classify import predict
 
 __all__ = ["PRESETS", "DreamConfig", "visualize_class", "ClassVizResult", "output_paths"]
@@ -53,6 +53,10 @@ class DreamConfig:
     scales: tuple[float, ...] = ()  # random rescaling factors per step (empty: none)
     init_std: float = 1.0  # pixels: std of the starting noise in input space; fourier: spectrum std
     normalize_grad: bool = True  # step along g / ||g||_2 per image (CS231n's update), not the raw gradient
+    copies: int = 1  # augmentation ensembling (Ghiasi et al. 2022, for ViTs): copies of each image per
+                     # step, each jittered (per copy), colour-shifted and noised on its own (1: off)
+    color_shift: float = 0.0  # per-copy x*exp(U(-s, s)) + U(-s, s), normalized input units (0: off)
+    noise: float = 0.0  # per-copy Gaussian noise std, normalized input units (0: off)
 
 
 PRESETS: dict[str, DreamConfig] = {
@@ -135,6 +139,10 @@ def make_config(preset: str = "fourier", **overrides: object) -> DreamConfig:
         raise PreimageError("lr must be > 0")
     if cfg.l2 < 0 or cfg.jitter < 0 or cfg.blur_every < 0 or cfg.blur_sigma < 0 or cfg.init_std < 0:
         raise PreimageError("l2, jitter, blur-every, blur-sigma and init-std must be >= 0")
+    if cfg.copies < 1:
+        raise PreimageError("copies must be at least 1")
+    if cfg.color_shift < 0 or cfg.noise < 0:
+        raise PreimageError("color-shift and noise must be >= 0")
     if cfg.param not in ("pixels", "fourier"):
         raise PreimageError(f"unknown parameterization {cfg.param!r} (pixels, fourier)")
     if cfg.optimizer not in ("sgd", "adam"):
@@ -189,8 +197,8 @@ def visualize_class(
     objective = class_score(classes)
     if cfg.l2:
         objective = objective + cfg.l2 * l2(space="input")
-    transforms = []
-    if cfg.jitter:
+    transforms = ensemble(cfg.copies, jitter_pixels=cfg.jitter, shift=cfg.color_shift, noise=cfg.noise)
+    if cfg.jitter and not transforms:
         transforms.append(jitter(cfg.jitter))
     if cfg.scales:
         transforms.append(random_scale(cfg.scales))

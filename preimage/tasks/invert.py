@@ -53,7 +53,7 @@ from ..models import Model
 from ..objectives import Objective, alpha_norm, feature_loss, total_variation
 from ..optimize import Result, optimize, step_schedule
 from ..params import Pixels
-from ..transforms import jitter
+from ..transforms import Transform, compose, ensemble, jitter
 from .classify import predict
 
 __all__ = ["InvertConfig", "INVERT_PRESETS", "invert", "Inversion", "config_for", "output_paths", "evaluate"]
@@ -90,6 +90,10 @@ class InvertConfig:
     jitter_until: float = 0.4        # fraction of the steps that use jitter
     jitter_stride: float | None = 8.0  # cap the jitter at s / jitter_stride pixels (s: layer stride);
                                      # a shift finer than the layer's grid only blurs shallow layers
+    copies: int = 1                  # augmentation ensembling during the jitter phase (Ghiasi et al.
+                                     # 2022): copies of each image per step, each jittered on its own
+    color_shift: float = 0.0         # ... and colour-shifted per copy: x*exp(U(-s, s)) + U(-s, s) (0: off)
+    noise: float = 0.0               # ... and given Gaussian noise of this std, input units (0: off)
     finish_steps: int = 0            # the last steps of the run, without jitter, by a second optimizer ...
     finish_optimizer: str = "lbfgs"  # ... this one ...
     finish_lr: float = 1.0           # ... at this learning rate (a two-phase schedule)
@@ -142,7 +146,9 @@ def _validate(cfg: InvertConfig) -> None:
     for opt in (cfg.optimizer, cfg.finish_optimizer):
         if opt not in ("sgd", "adam", "lbfgs"):
             raise PreimageError(f"unknown optimizer {opt!r} (sgd, adam, lbfgs)")
-    for name in ("lambda_alpha", "lambda_tv", "rec_weight", "init_scale"):
+    if cfg.copies < 1:
+        raise PreimageError("copies must be at least 1")
+    for name in ("lambda_alpha", "lambda_tv", "rec_weight", "init_scale", "color_shift", "noise"):
         if getattr(cfg, name) < 0:
             raise PreimageError(f"{name} must be >= 0")
     if cfg.space not in ("pixel", "input"):
@@ -364,6 +370,9 @@ def invert(
     param = Pixels(_init(cfg, model, ref, gen), space=cfg.space, bounds=cfg.bounds)
     jitter_steps = eff["jitter_steps"]
     transforms = [_phase_jitter(eff["jitter"], jitter_steps)] if jitter_steps else []
+    if cfg.copies > 1 or cfg.color_shift or cfg.noise:  # augmentation ensembling, in the same phase
+        aug = ensemble(cfg.copies, jitter_pixels=eff["jitter"], shift=cfg.color_shift, noise=cfg.noise)
+        transforms = [_phase(compose(aug), int(round(cfg.jitter_until * cfg.steps)))]
     schedule = step_schedule([s for s in cfg.decay_steps if 0 < s], cfg.decay_factor) if cfg.decay_steps else None
     finish = min(max(0, cfg.finish_steps), cfg.steps)
     desc = f"invert {model.name}:{'+'.join(names_only)}"
@@ -397,6 +406,17 @@ def _concat(a: Result, b: Result) -> Result:
     return Result(image=b.image, history=history, steps=a.steps + b.steps, status=b.status,
                   message=b.message, seconds=a.seconds + b.seconds, frames=a.frames + b.frames,
                   per_image_loss=b.per_image_loss or a.per_image_loss)
+
+
+class _phase:
+    """A transform during the first ``until`` steps only (the loop's step count is tracked here)."""
+
+    def __init__(self, inner: Transform, until: int):
+        self.inner, self.until, self.calls = inner, until, 0
+
+    def __call__(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        self.calls += 1
+        return self.inner(x, g) if self.calls <= self.until else x
 
 
 class _phase_jitter:

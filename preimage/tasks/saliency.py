@@ -12,6 +12,11 @@ Methods, for an image ``x`` in [0, 1] RGB and the unnormalized score ``S_c`` of 
   image, so a map does not depend on which other images share the batch.
 - ``gradxinput`` (Shrikumar et al. 2016): ``M(i, j) = |Σ_k x(k, i, j) · ∂S_c/∂x(k, i, j)|`` — the
   first-order contribution of each pixel relative to a black image.
+- ``rollout`` (Abnar & Zuidema 2020; Vision Transformers only): attention rollout, the product over
+  blocks of the head-averaged attention with the residual added, ``Â_l = 0.5 A_l + 0.5 I``; the class
+  token's row over the patch grid, upsampled bilinearly to the image (:mod:`preimage.models.vit`).
+  It does not use gradients and does not depend on the class. ``all`` means the three gradient
+  methods; ask for ``rollout`` by name.
 
 The default class is the one the network predicts. Example::
 
@@ -34,9 +39,10 @@ from ..objectives import class_score
 from ..optimize import forward_state
 from ..params import Pixels
 
-__all__ = ["METHODS", "saliency", "gradients", "SaliencyResult", "output_paths", "parse_methods", "unique_names"]
+__all__ = ["METHODS", "GRADIENT_METHODS", "saliency", "gradients", "SaliencyResult", "output_paths", "parse_methods", "unique_names"]
 
-METHODS = ("vanilla", "smoothgrad", "gradxinput")
+METHODS = ("vanilla", "smoothgrad", "gradxinput", "rollout")
+GRADIENT_METHODS = ("vanilla", "smoothgrad", "gradxinput")  # what "all" means
 
 def gradients(model: Model, pixels: torch.Tensor, classes: Sequence[int] | int | None = None
               ) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
@@ -129,11 +135,11 @@ def parse_methods(method: str | Sequence[str]) -> list[str]:
     """``"all"``, one name, or a list -> the list of methods (unknown names raise PreimageError)."""
     from ..errors import did_you_mean
 
-    methods = list(METHODS) if method == "all" else ([method] if isinstance(method, str) else list(method))
+    methods = list(GRADIENT_METHODS) if method == "all" else ([method] if isinstance(method, str) else list(method))
     for m in methods:
         if m not in METHODS:
             raise PreimageError(f"unknown saliency method {m!r}" + did_you_mean(m, METHODS)
-                                + f"; choose from {', '.join(METHODS)} or all")
+                                + f"; choose from {', '.join(METHODS)} or all ({', '.join(GRADIENT_METHODS)})")
     if not methods:
         raise PreimageError("no saliency method given")
     return list(dict.fromkeys(methods))
@@ -161,7 +167,8 @@ def saliency(
     Args:
         target: the class to explain — an index or (fuzzy) name for all images, one per image, or
             ``None`` for each image's predicted class.
-        method: ``"vanilla"``, ``"smoothgrad"``, ``"gradxinput"``, a list of them, or ``"all"``.
+        method: ``"vanilla"``, ``"smoothgrad"``, ``"gradxinput"``, ``"rollout"`` (ViTs), a list of
+            them, or ``"all"`` (the three gradient methods).
         samples, noise: SmoothGrad's number of noisy copies and their standard deviation (pixel units).
         seed: the SmoothGrad noise.
         batch_size: at most this many images (noisy copies included) per forward/backward pass;
@@ -177,6 +184,11 @@ def saliency(
         raise PreimageError("noise must be >= 0")
     if batch_size < 1:
         raise PreimageError("batch size must be at least 1")
+    if "rollout" in methods:
+        from ..models import vit
+
+        if vit.token_layout(model.net) is None:
+            raise PreimageError(f"attention rollout needs a Vision Transformer (timm vit_*, deit_*); {model.name} is not one")
     pixels, default_names = _load(model, images)
     b = pixels.shape[0]
     names = unique_names(list(names) if names is not None else default_names)
@@ -206,6 +218,11 @@ def saliency(
             maps[m] = grad.abs().amax(1)
         elif m == "gradxinput":
             maps[m] = (grad * pixels).sum(1).abs()
+        elif m == "rollout":
+            from ..models.vit import rollout_map
+
+            maps[m] = torch.cat([rollout_map(model, pixels[s:s + batch_size].to(model.device)).cpu()
+                                 for s in range(0, b, batch_size)])
         else:
             maps[m] = _smoothgrad(model, pixels, classes, samples=samples, noise=noise, seed=seed,
                                   batch_size=batch_size)
