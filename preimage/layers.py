@@ -21,10 +21,10 @@ its class, distillation and register tokens are the layers ``blocks.5.cls``, ``b
 """
 from __future__ import annotations
 
+import re
 import weakref
 from collections.abc import Iterable, Sequence
 from contextlib import nullcontext
-import re
 from dataclasses import dataclass, replace
 
 import torch
@@ -32,8 +32,7 @@ from torch import nn
 
 from .errors import PreimageError, did_you_mean
 from .fastconv import fast_strided_convs
-from .models import Model
-from .models import vit
+from .models import Model, vit
 
 #: the layer name of a network's final output (class scores for a classifier)
 LOGITS = "logits"
@@ -214,7 +213,7 @@ class FeatureExtractor:
             tokens = info[path].tokens
             if view is not None and (not tokens or (view != "tokens" and view not in self._layout.names)
                                      or (tokens != "prefix" and view != "tokens")):
-                what = "tokens" if not tokens else f"a {view} token"
+                what = "tokens" if not tokens else f"{view} token"
                 raise PreimageError(f"layer {path!r} of {model.name} has no {what}; "
                                     f"`preimage layers {model.name}` lists what each layer holds")
             self.paths[n] = path

@@ -553,7 +553,14 @@ def _depth_layers(model: str) -> list[tuple[str, str]]:
     from .layers import list_layers
     from .models import load_model
 
-    infos = [i for i in list_layers(load_model(model, weights="none")) if len(i.shape) == 3 and i.name.count(".") <= 1]
+    from .models import vit
+
+    net = load_model(model, weights="none")
+    if vit.token_layout(net.net) is not None:  # a Vision Transformer: an early, a middle and the last block
+        n = len(net.net.blocks)
+        pick = [f"blocks.{round(f * (n - 1))}" for f in (0.15, 0.5, 1.0)]
+        return [(pick[0], "shallow"), (pick[1], "middle"), (pick[2], "deep"), (f"{pick[1]}+{pick[2]}", "middle+deep")]
+    infos = [i for i in list_layers(net) if len(i.shape) == 3 and i.name.count(".") <= 1]
     if len(infos) < 3:
         raise PreimageError(f"cannot pick shallow/middle/deep layers of {model}; give --layers")
     pick = [infos[round(f * (len(infos) - 1))].name for f in (0.15, 0.5, 0.95)]
