@@ -11,7 +11,8 @@ MLP ratio 4 (256 hidden units per block), 10 classes — in preimage's model syn
 The grey images enter as 3 identical channels, normalized with timm's ViT statistics (mean = std =
 0.5), so the model is used like any RGB timm model. Training: AdamW (lr 2e-3, weight decay 0.05),
 linear warm-up over 200 steps then cosine decay, batch 128, label smoothing 0.1, random shifts of up
-to 2 pixels and horizontal flips; one torch thread. Data: Debian's ``dataset-fashion-mnist``
+to 2 pixels and horizontal flips; one torch thread; run by :func:`preimage.train.fit` (checkpoints in
+``--run``; rerunning the same command resumes). Data: Debian's ``dataset-fashion-mnist``
 (/usr/share/datasets/fashion-mnist/, IDX files, gzip), read by the small reader below.
 
 Writes benchmarks/results/vit_fmnist.pth (float16 state_dict, loadable with ``--weights``),
@@ -21,12 +22,11 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import json
+import io
 import math
 import platform
 import struct
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -89,61 +89,88 @@ def accuracy(model, x: torch.Tensor, y: torch.Tensor, batch: int = 500) -> float
     return correct / x.shape[0]
 
 
+class ViTTask:
+    """The classification task for :func:`preimage.train.fit` (the one training loop): AdamW with a
+    warm-up + cosine learning rate computed from the global step (so a resumed run keeps it)."""
+
+    kind = "vit-fmnist"
+
+    def __init__(self, model, data: dict[str, torch.Tensor], *, epochs: int, batch: int, lr: float,
+                 warmup: int = 200) -> None:
+        self.model, self.data = model, data
+        self.epochs, self.batch, self.lr, self.warmup = epochs, batch, lr, warmup
+        for p in model.net.parameters():
+            p.requires_grad_(True)
+        self.opt = torch.optim.AdamW(model.net.parameters(), lr=lr, weight_decay=0.05)
+
+    def modules(self) -> dict:
+        return {"vit": self.model.net}
+
+    def optimizers(self) -> dict:
+        return {"adamw": self.opt}
+
+    def config(self) -> dict:
+        return {"model": MODEL, "epochs": self.epochs, "batch": self.batch, "lr": self.lr, "warmup": self.warmup,
+                "weight_decay": 0.05, "label_smoothing": 0.1, "shift": 2, "flip": True}
+
+    def num_batches(self) -> int:
+        return math.ceil(self.data["x_train"].shape[0] / self.batch)
+
+    def batches(self, epoch: int, generator: torch.Generator):
+        order = torch.randperm(self.data["x_train"].shape[0], generator=generator)
+        for i in range(self.num_batches()):
+            yield (epoch - 1) * self.num_batches() + i, order[i * self.batch:(i + 1) * self.batch]
+
+    def _lr(self, step: int) -> float:
+        total = self.epochs * self.num_batches()
+        if step < self.warmup:
+            return self.lr * (step + 1) / self.warmup
+        return self.lr * 0.5 * (1 + math.cos(math.pi * (step - self.warmup) / max(1, total - self.warmup)))
+
+    def train_step(self, batch, generator: torch.Generator) -> dict[str, float]:
+        step, idx = batch
+        for group in self.opt.param_groups:
+            group["lr"] = self._lr(step)
+        xb = augment(self.data["x_train"][idx], generator)
+        loss = F.cross_entropy(self.model(xb), self.data["y_train"][idx], label_smoothing=0.1)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        return {"loss": float(loss.detach())}
+
+    def end_epoch(self, epoch: int, out: Path) -> dict[str, float]:
+        self.model.net.eval()
+        return {"test_accuracy": accuracy(self.model, self.data["x_test"], self.data["y_test"])}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--run", default="out/train-vit-fmnist", help="checkpoints and logs (rerun to resume)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results"))
     args = ap.parse_args()
     torch.set_num_threads(1)
 
     import preimage
+    from preimage.io import atomic_write, write_json
+    from preimage.train import fit
 
     model = preimage.load_model(MODEL, weights="none")  # the exact network the weights will be used with
-    net = model.net
-    net.train()
-    for p in net.parameters():
-        p.requires_grad_(True)
-    torch.manual_seed(args.seed)
-    g = torch.Generator().manual_seed(args.seed)
     x_train, y_train = load_split("train")
     x_test, y_test = load_split("test")
-    steps_per_epoch = math.ceil(x_train.shape[0] / args.batch)
-    total, warmup = args.epochs * steps_per_epoch, 200
-    opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=0.05)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: (s + 1) / warmup if s < warmup else 0.5 * (1 + math.cos(math.pi * (s - warmup) / (total - warmup))))
-    start = time.perf_counter()
-    log = []
-    for epoch in range(1, args.epochs + 1):
-        order = torch.randperm(x_train.shape[0], generator=g)
-        running = 0.0
-        for i in range(steps_per_epoch):
-            idx = order[i * args.batch:(i + 1) * args.batch]
-            xb = augment(x_train[idx], g)
-            loss = F.cross_entropy(model(xb), y_train[idx], label_smoothing=0.1)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            running += float(loss)
-            if (i + 1) % 100 == 0:
-                print(f"epoch {epoch} step {i + 1}/{steps_per_epoch} loss {running / 100:.3f} "
-                      f"({time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True)
-                log.append({"epoch": epoch, "step": i + 1, "loss": running / 100})
-                running = 0.0
-    train_seconds = time.perf_counter() - start
-    net.eval()
-    acc = accuracy(model, x_test, y_test)
-    state = {k: v.detach().half() for k, v in net.state_dict().items()}
+    data = {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
+    task = ViTTask(model, data, epochs=args.epochs, batch=args.batch, lr=args.lr)
+    res = fit(task, args.run, epochs=args.epochs, seed=args.seed, log_every=100)
+    if res.status != "done":
+        raise SystemExit(f"training {res.status}: {res.message}")
+    model.net.eval()
+    acc = res.history["epochs"][-1]["test_accuracy"]
+    train_seconds = sum(e.get("seconds", 0.0) for e in res.history["epochs"])
+    state = {k: v.detach().half() for k, v in model.net.state_dict().items()}
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    from preimage.io import atomic_write, write_json
-
-    import io
-
     buf = io.BytesIO()
     torch.save(state, buf)
     atomic_write(out / "vit_fmnist.pth", buf.getvalue())
@@ -152,16 +179,16 @@ def main() -> None:
     acc16 = accuracy(reloaded, x_test, y_test)
     result = {
         "model": MODEL, "classes": CLASSES, "epochs": args.epochs, "batch": args.batch, "lr": args.lr,
-        "seed": args.seed, "parameters": sum(p.numel() for p in net.parameters()),
+        "seed": args.seed, "parameters": sum(p.numel() for p in model.net.parameters()),
         "train_seconds": round(train_seconds, 1), "test_accuracy": acc, "test_accuracy_float16_file": acc16,
         "test_images": int(x_test.shape[0]), "threads": 1, "machine": platform.processor() or platform.machine(),
-        "torch": torch.__version__, "log": log,
+        "torch": torch.__version__, "epochs_log": res.history["epochs"],
     }
     write_json(out / "vit_fmnist.json", result)
     md = (
         "# Tiny ViT on Fashion-MNIST\n\n"
         f"`nice -n 10 .venv/bin/python benchmarks/train_vit_fmnist.py --epochs {args.epochs} --seed {args.seed}`\n\n"
-        "| model | parameters | epochs | training time (1 thread) | test accuracy | float16 file |\n"
+        "| model | parameters | epochs | training time (1 thread, shared machine) | test accuracy | float16 file |\n"
         "|---|---|---|---|---|---|\n"
         f"| `{MODEL}` | {result['parameters']:,} | {args.epochs} | {train_seconds:.0f} s | {acc:.2%} | {acc16:.2%} |\n"
     )
