@@ -32,7 +32,7 @@ from preimage.viz import grid  # noqa: E402
 
 WEIGHTS = "benchmarks/results/vit_fmnist.pth"
 SHOWN = (0, 1, 3, 7, 8, 9)  # T-shirt/top, Trouser, Dress, Sneaker, Bag, Ankle boot
-LAYERS = ("blocks.0", "blocks.1", "blocks.2", "blocks.3", "blocks.3.cls")
+LAYERS = ("blocks.0", "blocks.1", "blocks.3", "blocks.3.cls")
 OUT = Path("out/vit-pictures")
 ENSEMBLE = ["--copies", "8", "--color-shift", "0.5", "--noise", "0.2", "--jitter", "2"]
 
@@ -53,8 +53,17 @@ def big(t: torch.Tensor, k: int = 4) -> torch.Tensor:
 
 
 def main_() -> None:
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--weights", default=WEIGHTS)
+    ap.add_argument("--steps", type=int, default=None, help="steps of every run (default: each command's own)")
+    ap.add_argument("--docs", default=str(ROOT / "docs/images"), help="where the assembled pictures go")
+    ap.add_argument("--results", default=str(ROOT / "benchmarks/results/vit_pictures.json"))
+    args = ap.parse_args()
     torch.set_num_threads(1)
-    model = ["--model", MODEL, "--weights", WEIGHTS, "--quiet", "--force"]
+    model = ["--model", MODEL, "--weights", args.weights, "--quiet", "--force"]
+    steps = ["--steps", str(args.steps)] if args.steps else []
     x, y = load_split("test")
     data = ROOT / "benchmarks/results/fmnist"
     files = []
@@ -66,12 +75,13 @@ def main_() -> None:
         files.append(str(path.relative_to(ROOT)))
     log: list[dict] = []
     for layer in LAYERS:
-        run(["invert", *files, "--layer", layer, "-o", str(OUT / f"invert_{layer}"), *model], log)
+        run(["invert", *files, "--layer", layer, "--preset", "fast", "-o", str(OUT / f"invert_{layer}"), *model, *steps],
+            log)
     run(["saliency", *files, "--method", "rollout,vanilla", "-o", str(OUT / "saliency"), *model], log)
     classes = [str(c) for c in range(10)]
     dream_cls = [a for c in classes for a in ("--class", c)]
-    run(["dream", *dream_cls, "--jitter", "2", "-o", str(OUT / "dream_plain"), *model], log)
-    run(["dream", *dream_cls, *ENSEMBLE, "-o", str(OUT / "dream_ensemble"), *model], log)
+    run(["dream", *dream_cls, "--jitter", "2", "-o", str(OUT / "dream_plain"), *model, *steps], log)
+    run(["dream", *dream_cls, *ENSEMBLE, "-o", str(OUT / "dream_ensemble"), *model, *steps], log)
 
     names = [Path(f).stem for f in files]
     # inversions: one row per image, original then one column per layer
@@ -85,7 +95,8 @@ def main_() -> None:
             m = json.loads((OUT / f"invert_{layer}" / "manifest.json").read_text())["metrics"][n]
             errors.setdefault(layer, {})[n] = m["feature_error"][layer]
             labels.append(f"{layer} {m['feature_error'][layer]:.2f}")
-    docs = ROOT / "docs/images"
+    docs = Path(args.docs)
+    docs.mkdir(parents=True, exist_ok=True)
     grid(cells, ncols=len(LAYERS) + 1, labels=labels).save(docs / "vit_fmnist_invert.png")
     # rollout and vanilla gradient overlays
     cells, labels = [], []
@@ -107,9 +118,9 @@ def main_() -> None:
         probs[kind] = dict(zip(CLASSES, p))
         labels += [f"{CLASSES[c]} {p[c]:.0%}" for c in range(10)]
     grid(cells, ncols=10, labels=labels, row_labels=["fourier", "+ ensembling"]).save(docs / "vit_fmnist_dream.png")
-    units = unit_pictures(docs / "vit_fmnist_units.png", x[:2000])
-    write_json(ROOT / "benchmarks/results/vit_pictures.json",
-               {"model": MODEL, "weights": WEIGHTS, "images": files, "commands": log,
+    units = unit_pictures(docs / "vit_fmnist_units.png", x[:2000], args.weights, steps=args.steps or 256)
+    write_json(Path(args.results),
+               {"model": MODEL, "weights": args.weights, "images": files, "commands": log,
                 "feature_error": errors, "dream_prob": probs,
                 "rollout_classes": [CLASSES[m["class"]] for m in sal["images"]], "units": units})
     print("wrote docs/images/vit_fmnist_invert.png, vit_fmnist_rollout.png, vit_fmnist_dream.png", file=sys.stderr)
@@ -118,7 +129,8 @@ def main_() -> None:
 UNIT_LAYER = "blocks.2.mlp.act"
 
 
-def unit_pictures(path: Path, pool: torch.Tensor, count: int = 8, steps: int = 256, seed: int = 0) -> dict:
+def unit_pictures(path: Path, pool: torch.Tensor, weights: str, count: int = 8, steps: int = 256, seed: int = 0
+                  ) -> dict:
     """Feature visualization of MLP hidden units (Ghiasi et al. 2022) through the Python API: for the
     ``count`` units of UNIT_LAYER with the largest mean activation over ``pool``, maximize the unit's
     spatial mean from a Fourier-parameterized image with augmentation ensembling; beside each, the
@@ -130,7 +142,7 @@ def unit_pictures(path: Path, pool: torch.Tensor, count: int = 8, steps: int = 2
     from preimage.params import Fourier
     from preimage.transforms import ensemble
 
-    model = preimage.load_model(MODEL, weights=WEIGHTS)
+    model = preimage.load_model(MODEL, weights=weights)
     with torch.no_grad():
         acts = FeatureExtractor(model, [UNIT_LAYER])(model.normalize(pool))[UNIT_LAYER].mean((2, 3))
     units = acts.mean(0).topk(count).indices
