@@ -303,6 +303,19 @@ def test_model_name_gives_its_size_and_indexed_classes(tiny_vit):
     assert m.input_size == 28 and m.classes is not None and len(m.classes) == 1000
 
 
+def test_outputs_equal_timms_own_fixed_size_model_with_the_same_weights(tiny_vit):
+    """preimage builds ViTs that take any input size; at the model's own size nothing changes, so
+    timm's pretrained weights behave as in timm."""
+    import timm
+
+    plain = timm.create_model("vit_tiny_patch16_224", patch_size=8, embed_dim=32, depth=2, num_heads=2,
+                              num_classes=10, img_size=32).eval()
+    plain.load_state_dict(tiny_vit.net.state_dict())
+    x = tiny_vit.normalize(_images())
+    with torch.no_grad():
+        assert torch.allclose(plain(x), tiny_vit.net(x), atol=1e-6)
+
+
 def test_a_weights_file_for_another_grid_is_resampled(tiny_vit, tmp_path):
     path = tmp_path / "vit.pth"
     torch.save({k: v.clone() for k, v in tiny_vit.net.state_dict().items()}, path)
@@ -348,3 +361,13 @@ def test_depth_sweep_picks_blocks_of_a_vit():
 
     picks = _depth_layers("timm:vit_tiny_patch16_224,patch_size=8,embed_dim=32,depth=4,num_heads=2,img_size=32")
     assert [p for p, _ in picks] == ["blocks.0", "blocks.2", "blocks.3", "blocks.2+blocks.3"]
+
+
+def test_cli_fool_and_style_run_on_a_vit(tmp_path):
+    common = ["--model", TINY, "--weights", "none", "--input-size", "32", "--quiet"]
+    code = main(["fool", "sample:chelsea", "--target", "5", "--max-steps", "3", "-o", str(tmp_path / "f"), *common])
+    assert code in (0, 1)  # 1: three steps were not enough to reach the target
+    assert main(["style", "sample:chelsea", "sample:brick", "--content-layer", "blocks.1",
+                 "--style-layers", "blocks.0+blocks.1", "--steps", "3", "--image-size", "32", "--style-size", "32",
+                 "-o", str(tmp_path / "s"), *common]) == 0
+    assert any((tmp_path / "s").glob("*.png"))
