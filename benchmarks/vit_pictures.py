@@ -34,7 +34,7 @@ WEIGHTS = "benchmarks/results/vit_fmnist.pth"
 SHOWN = (0, 1, 3, 7, 8, 9)  # T-shirt/top, Trouser, Dress, Sneaker, Bag, Ankle boot
 LAYERS = ("blocks.0", "blocks.1", "blocks.3", "blocks.3.cls")
 OUT = Path("out/vit-pictures")
-ENSEMBLE = ["--copies", "8", "--color-shift", "0.5", "--noise", "0.2", "--jitter", "2"]
+ENSEMBLE = ["--copies", "4", "--color-shift", "0.5", "--noise", "0.2", "--jitter", "2"]
 
 
 def run(argv: list[str], log: list[dict]) -> int:
@@ -156,7 +156,7 @@ def unit_pictures(path: Path, pool: torch.Tensor, weights: str, count: int = 8, 
     g = torch.Generator().manual_seed(seed)
     param = Fourier((count, 3, model.input_size, model.input_size), sd=0.01, generator=g)
     res = optimize(param, Objective(unit_mean, "unit", [UNIT_LAYER]), model, steps=steps, optimizer="adam",
-                   lr=0.05, transforms=ensemble(8, jitter_pixels=2, shift=0.5, noise=0.2), generator=g)
+                   lr=0.05, transforms=ensemble(4, jitter_pixels=2, shift=0.5, noise=0.2), generator=g)
     best = acts[:, units].argmax(0)
     cells, labels = [], []
     for k, u in enumerate(units.tolist()):

@@ -15,8 +15,9 @@ Methods, for an image ``x`` in [0, 1] RGB and the unnormalized score ``S_c`` of 
 - ``rollout`` (Abnar & Zuidema 2020; Vision Transformers only): attention rollout, the product over
   blocks of the head-averaged attention with the residual added, ``Â_l = 0.5 A_l + 0.5 I``; the class
   token's row over the patch grid, upsampled bilinearly to the image (:mod:`preimage.models.vit`).
-  It does not use gradients and does not depend on the class. ``all`` means the three gradient
-  methods; ask for ``rollout`` by name.
+  It does not use gradients and does not depend on the class; the pictures show it with its minimum
+  subtracted (every patch keeps a floor of flow through the residual). ``all`` means the three
+  gradient methods; ask for ``rollout`` by name.
 
 The default class is the one the network predicts. Example::
 
@@ -97,7 +98,10 @@ class SaliencyResult:
             shown = "smoothgrad" if "smoothgrad" in methods else methods[0]
             shown_overlay = None
             for method in methods:
-                m = normalize_map(self.maps[method][i].cpu(), percentile=percentile)
+                raw = self.maps[method][i].cpu()
+                if method == "rollout":  # every patch keeps a floor of flow (the residual): show what is above it
+                    raw = raw - raw.min()
+                m = normalize_map(raw, percentile=percentile)
                 written.append(save_image(heatmap(m, cmap=cmap), out / f"{name}_{method}.png"))
                 ov = overlay(self.images[i].cpu(), m, cmap=cmap)
                 written.append(save_image(ov, out / f"{name}_{method}_overlay.png"))
