@@ -214,7 +214,6 @@ def test_per_image_jitter_draws_a_shift_per_copy():
 
 
 def test_color_shift_is_an_affine_map_per_image_and_channel():
-    g = torch.Generator().manual_seed(0)
     zeros, ones = torch.zeros(4, 3, 2, 2), torch.ones(4, 3, 2, 2)
     mu = color_shift(0.5, 0.3)(zeros, torch.Generator().manual_seed(0))
     both = color_shift(0.5, 0.3)(ones, torch.Generator().manual_seed(0))
@@ -222,7 +221,6 @@ def test_color_shift_is_an_affine_map_per_image_and_channel():
     assert (mu.abs() <= 0.5).all() and (sigma >= np.exp(-0.3) - 1e-6).all() and (sigma <= np.exp(0.3) + 1e-6).all()
     assert torch.equal(mu, mu[..., :1, :1].expand_as(mu))  # constant over space
     assert len(set(mu[:, :, 0, 0].flatten().tolist())) == 12  # one draw per image and channel
-    del g
 
 
 def test_gaussian_noise_has_the_asked_std_and_is_seeded():
