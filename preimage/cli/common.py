@@ -52,7 +52,8 @@ def nonneg_float(text: str) -> float:
 def add_model_args(p: argparse.ArgumentParser, default: str | None = DEFAULT_MODEL) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--model", "-m", default=default,
-                   help=f"zoo name (`preimage models`), or timm:NAME[,key=value,...] (options for timm.create_model; default: {default})")
+                   help=f"zoo name (`preimage models`), or timm:NAME[,key=value,...] (options for "
+                        f"timm.create_model; default: {default})")
     g.add_argument("--weights", default="default",
                    help="'default' (embedded, or download to the torchvision/timm cache), 'none' (random init), "
                         "or a local state_dict PATH (default: default)")
