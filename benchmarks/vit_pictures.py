@@ -75,8 +75,8 @@ def main_() -> None:
         files.append(str(path.relative_to(ROOT)))
     log: list[dict] = []
     for layer in LAYERS:
-        run(["invert", *files, "--layer", layer, "--preset", "fast", "-o", str(OUT / f"invert_{layer}"), *model, *steps],
-            log)
+        run(["invert", *files, "--layer", layer, "--preset", "fast", "-o", str(OUT / f"invert_{layer}"),
+             *model, *steps], log)
     run(["saliency", *files, "--method", "rollout,vanilla", "-o", str(OUT / "saliency"), *model], log)
     classes = [str(c) for c in range(10)]
     dream_cls = [a for c in classes for a in ("--class", c)]

@@ -259,20 +259,22 @@ class FeatureExtractor:
         if not self.views:
             return {n: captured[p] for n, p in self.paths.items()}
         grid = vit.grid_size(self.model.net, *x.shape[-2:])
-        return {n: vit.token_view(captured[p], self.views[n], self._layout, grid, self._has_prefix[n])  # type: ignore[arg-type]
+        layout = self._layout
+        assert layout is not None
+        return {n: vit.token_view(captured[p], self.views[n], layout, grid, self._has_prefix[n])
                 if n in self.views else captured[p] for n, p in self.paths.items()}
 
     def _shape(self, info: LayerInfo, view: str | None) -> tuple[int, ...]:
         if view is None or view == "grid":
             return info.shape
-        c = info.shape[0]
+        layout = self._layout
+        assert layout is not None
+        c, h, w = info.shape
         if view == "nhwc":
             return info.shape
         if view == "tokens":
-            if info.tokens == "nhwc":
-                return (info.shape[1], info.shape[2], c)
-            return (info.shape[1] * info.shape[2] + (self._layout.prefix if info.tokens == "prefix" else 0), c)  # type: ignore[union-attr]
-        return (c,) if view != "reg" else (len(self._layout.index("reg")), c)  # type: ignore[union-attr]
+            return (h, w, c) if info.tokens == "nhwc" else (h * w + (layout.prefix if info.tokens == "prefix" else 0), c)
+        return (c,) if view != "reg" else (len(layout.index("reg")), c)
 
     def __repr__(self) -> str:
         return f"FeatureExtractor({self.model.name}, {self.names})"

@@ -40,7 +40,8 @@ from ..objectives import class_score
 from ..optimize import forward_state
 from ..params import Pixels
 
-__all__ = ["METHODS", "GRADIENT_METHODS", "saliency", "gradients", "SaliencyResult", "output_paths", "parse_methods", "unique_names"]
+__all__ = ["METHODS", "GRADIENT_METHODS", "saliency", "gradients", "SaliencyResult", "output_paths", "parse_methods",
+           "unique_names"]
 
 METHODS = ("vanilla", "smoothgrad", "gradxinput", "rollout")
 GRADIENT_METHODS = ("vanilla", "smoothgrad", "gradxinput")  # what "all" means
@@ -192,7 +193,8 @@ def saliency(
         from ..models import vit
 
         if vit.token_layout(model.net) is None:
-            raise PreimageError(f"attention rollout needs a Vision Transformer (timm vit_*, deit_*); {model.name} is not one")
+            raise PreimageError(f"attention rollout needs a Vision Transformer (timm vit_*, deit_*); "
+                                f"{model.name} is not one")
     pixels, default_names = _load(model, images)
     b = pixels.shape[0]
     names = unique_names(list(names) if names is not None else default_names)
