@@ -1,6 +1,6 @@
 """Train a tiny Vision Transformer on Fashion-MNIST, to have a ViT with real (local) weights offline.
 
-    nice -n 10 .venv/bin/python benchmarks/train_vit_fmnist.py [--epochs 1] [--seed 0]
+    nice -n 10 .venv/bin/python benchmarks/train_vit_fmnist.py [--epochs 2] [--seed 0]
 
 The network is timm's ``VisionTransformer`` at a small size (Dosovitskiy et al. 2021): 28 x 28 input,
 4 x 4 patches (a 7 x 7 grid of patch tokens plus one class token), width 64, 4 blocks of 4 heads,
@@ -145,7 +145,7 @@ class ViTTask:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--seed", type=int, default=0)
