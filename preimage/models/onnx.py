@@ -7,14 +7,16 @@ repaired where files from other exporters trip the converter:
 - initializers listed as graph inputs (IR version 3) are no longer inputs;
 - old opsets (below :data:`MIN_OPSET`) are upgraded with ``onnx.version_converter`` to
   :data:`TARGET_OPSET`;
-- weights made by ``ConstantOfShape`` nodes (from a constant shape) become initializers;
+- weights made by ``ConstantOfShape`` nodes (from a constant shape) become initializers, and so do
+  ``Constant`` nodes (onnx2torch reads Clip bounds, pads and shapes only from initializers);
 - ``Dropout`` (inference: the identity) becomes ``Identity`` when its mask output is unused, which
   also covers the old opsets onnx2torch has no Dropout converter for;
 - ``AveragePool`` with asymmetric padding becomes ``Pad`` + ``AveragePool`` divided by the count of
   real (not padded) pixels in each window, which is the same function;
 - a ``Reshape`` to a constant shape that starts with the batch size 1 copies the batch size instead
   (``0``), so batches of several images run;
-- a final ``Softmax`` is removed: class scores are the logits, as for every other model.
+- a final ``Softmax`` is removed: class scores are the logits, as for every other model; scores
+  shaped ``N x K x 1 x 1`` (1x1-convolution classifiers such as SqueezeNet) are flattened to ``N x K``.
 
 Any operator onnx2torch cannot convert ends in one line naming it, its node and opset.
 
@@ -50,6 +52,8 @@ __all__ = ["load_onnx", "is_onnx", "read_sidecar", "prepare", "convert", "MIN_OP
 MIN_OPSET = 11
 #: the opset old graphs are upgraded to
 TARGET_OPSET = 13
+#: the newest opset onnx2torch 1.5 converts in full (it lacks Constant v19, ReduceMean v18, ...)
+MAX_OPSET = 17
 SIDECAR_KEYS = ("mean", "std", "input_size", "channels", "classes")
 
 
@@ -144,6 +148,15 @@ def prepare(proto) -> tuple[Any, list[str]]:
         del g.input[:]
         g.input.extend(kept)
         proto.ir_version = max(proto.ir_version, 4)  # IR >= 4: initializers need not be inputs
+    # a final Softmax gives probabilities; preimage works on logits (removed before an opset upgrade,
+    # which would wrap an old 4-D Softmax in reshapes)
+    producer = [n for n in g.node if len(g.output) == 1 and g.output[0].name in n.output]
+    if producer and producer[0].op_type == "Softmax":
+        soft = producer[0]
+        g.node.remove(soft)
+        del g.output[:]
+        g.output.append(helper.make_empty_tensor_value_info(soft.input[0]))
+        notes.append("the final Softmax is removed (class scores are logits)")
     opset = _opset(proto)
     renamed = opset < MIN_OPSET and not any(n.name for n in g.node)  # the converter names nodes n0, n1, ...
     if opset < MIN_OPSET:
@@ -154,6 +167,17 @@ def prepare(proto) -> tuple[Any, list[str]]:
                                 f"{_first_line(exc)}") from None
         notes.append(f"opset {opset} upgraded to {TARGET_OPSET}")
         g = proto.graph
+    elif opset > TARGET_OPSET and _unsupported(proto) is not None:
+        # newer opsets than onnx2torch knows for some operator (Constant v19 in torch's opset-20
+        # exports): the same graph written in an older opset, when onnx can convert it down
+        op = _unsupported(proto)
+        try:
+            down = onnx.version_converter.convert_version(proto, TARGET_OPSET)
+        except Exception:
+            down = None
+        if down is not None and _unsupported(down) is None:
+            proto, g = down, down.graph
+            notes.append(f"opset {opset} converted down to {TARGET_OPSET} (onnx2torch has no {op[0]} v{op[1]})")
     for i, node in enumerate(g.node):  # unnamed nodes take their first output's name
         if not node.name or (renamed and node.name == f"n{i}"):
             node.name = node.output[0] if node.output and node.output[0] else f"{node.op_type}_{i}"
@@ -167,7 +191,7 @@ def prepare(proto) -> tuple[Any, list[str]]:
     arrays = {i.name: i for i in g.initializer}
     used = {x for n in g.node for x in n.input} | {o.name for o in g.output}
     batch = [d.dim_value if d.HasField("dim_value") else None for d in image.type.tensor_type.shape.dim][:1]
-    counts = {"ConstantOfShape": 0, "Dropout": 0, "Reshape": 0, "AveragePool": 0}
+    counts = {"ConstantOfShape": 0, "Constant": 0, "Dropout": 0, "Reshape": 0, "AveragePool": 0}
     nodes = []
     for node in g.node:
         op = node.op_type
@@ -196,13 +220,13 @@ def prepare(proto) -> tuple[Any, list[str]]:
                 counts[op] += 1
                 continue
         nodes.append(node)
-    # a final Softmax gives probabilities; preimage works on logits
-    if len(g.output) == 1 and nodes and nodes[-1].op_type == "Softmax" and nodes[-1].output[0] == g.output[0].name:
-        soft = nodes.pop()
-        out = helper.make_empty_tensor_value_info(soft.input[0])
+    final = shapes.get(g.output[0].name) if len(g.output) == 1 else None
+    if final and len(final) == 4 and final[2:] == [1, 1]:  # N x K x 1 x 1 scores (1x1-conv classifiers)
+        name = g.output[0].name
+        nodes.append(helper.make_node("Flatten", [name], [f"{name}__flat"], name=f"{name}__flat", axis=1))
         del g.output[:]
-        g.output.append(out)
-        notes.append("the final Softmax is removed (class scores are logits)")
+        g.output.append(helper.make_empty_tensor_value_info(f"{name}__flat"))
+        notes.append("N x K x 1 x 1 scores flattened to N x K")
     del g.node[:]
     g.node.extend(nodes)
     try:  # shapes of the rewritten graph, while its weights are still small (onnx2torch needs them)
@@ -214,7 +238,15 @@ def prepare(proto) -> tuple[Any, list[str]]:
     arrays = {i.name: i for i in g.initializer}
     nodes = []
     for node in g.node:
-        if node.op_type == "ConstantOfShape" and node.input and node.input[0] in arrays:
+        while node.input and node.input[-1] == "":  # trailing empty optional inputs (Clip max) trip onnx2torch
+            node.input.pop()
+        value = _attr(node, "value") if node.op_type == "Constant" else None
+        if value is not None and len(node.attribute) == 1:  # onnx2torch wants Clip bounds etc. as initializers
+            tensor = numpy_helper.from_array(numpy_helper.to_array(value), node.output[0])
+            g.initializer.append(tensor)
+            arrays[node.output[0]] = tensor
+            counts["Constant"] += 1
+        elif node.op_type == "ConstantOfShape" and node.input and node.input[0] in arrays:
             shape = tuple(int(s) for s in numpy_helper.to_array(arrays[node.input[0]]).reshape(-1))
             value = _attr(node, "value")
             fill = numpy_helper.to_array(value).reshape(-1) if value is not None else np.zeros(1, np.float32)
@@ -225,6 +257,7 @@ def prepare(proto) -> tuple[Any, list[str]]:
     del g.node[:]
     g.node.extend(nodes)
     labels = {"ConstantOfShape": "ConstantOfShape weights folded into initializers",
+              "Constant": "Constant nodes made initializers",
               "Dropout": "Dropout nodes made Identity", "Reshape": "batch-1 Reshapes made batch-free",
               "AveragePool": "asymmetric AveragePool paddings made explicit"}
     notes += [f"{n} {labels[k]}" for k, n in counts.items() if n]
@@ -262,8 +295,17 @@ def _asymmetric_average_pool(node, pads: list[int], arrays: dict, g) -> list:
     return out
 
 
-def _check_supported(proto) -> None:
-    import onnx2torch
+def _o2t_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("onnx2torch")
+    except PackageNotFoundError:
+        return "?"
+
+
+def _unsupported(proto) -> tuple[str, int, str] | None:
+    """The first node onnx2torch has no converter for: (operator, opset, node name), or None."""
     from onnx2torch.node_converters.registry import get_converter
 
     versions = {o.domain or "": int(o.version) for o in proto.opset_import}
@@ -272,11 +314,20 @@ def _check_supported(proto) -> None:
         try:
             get_converter(operation_type=node.op_type, version=versions.get(domain, 1), domain=domain)
         except NotImplementedError:
-            where = f"{domain}." if domain else ""
-            raise PreimageError(
-                f"unsupported ONNX operator {where}{node.op_type} (opset {versions.get(domain, 1)}) in node "
-                f"{node.name!r}: onnx2torch {getattr(onnx2torch, '__version__', '')} cannot convert it".replace("  ", " ")
-            ) from None
+            return (f"{domain}." if domain else "") + node.op_type, versions.get(domain, 1), node.name
+    return None
+
+
+def _check_supported(proto) -> None:
+    bad = _unsupported(proto)
+    if bad is not None:
+        op, opset, node = bad
+        hint = ""
+        if _opset(proto) > MAX_OPSET:
+            hint = (f"; graphs of opset <= {MAX_OPSET} import (from PyTorch: torch.onnx.export(..., dynamo=False, "
+                    f"opset_version={MAX_OPSET}))")
+        raise PreimageError(f"unsupported ONNX operator {op} (opset {opset}) in node {node!r}: "
+                            f"onnx2torch {_o2t_version()} cannot convert it{hint}")
 
 
 def convert(proto) -> tuple[torch.nn.Module, dict[str, str]]:
