@@ -3,6 +3,7 @@ layer inverted, one class visualization per class.
 
     python benchmarks/fashion_mnist.py train     # ~3 epochs on 1 CPU thread; weights + ONNX export
     python benchmarks/fashion_mnist.py pictures  # inversions per layer, class visualizations
+    python benchmarks/fashion_mnist.py samples   # one test image per class as PNG, for the CLI
 
 ``train`` writes benchmarks/results/fashion_cnn.pt (state_dict), fashion_cnn.onnx with its sidecar
 fashion_cnn.json (mean, std, input size, channels, class file fashion_classes.txt) and the test
@@ -169,9 +170,20 @@ def pictures(steps: int, per_class: int) -> None:
     print(json.dumps(data["pictures"], indent=1))
 
 
+def samples() -> None:
+    """The first test image of each class as a 28 x 28 grey PNG (for the CLI examples)."""
+    import preimage
+
+    xte, yte = load_split("test")
+    folder = RESULTS / "fashion_samples"
+    for c, name in enumerate(CLASSES):
+        i = int((yte == c).nonzero()[0])
+        preimage.save_image(xte[i], folder / f"{name.lower().replace('/', '_').replace(' ', '_')}.png")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("what", choices=["train", "pictures"])
+    p.add_argument("what", choices=["train", "pictures", "samples"])
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, default=200, help="inversion steps per layer")
@@ -181,6 +193,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     if args.what == "train":
         train(args.epochs, args.seed)
+    elif args.what == "samples":
+        samples()
     else:
         pictures(args.steps, args.dream_steps)
 

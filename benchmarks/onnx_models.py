@@ -77,7 +77,7 @@ def wheel() -> None:
             continue
         row["import_seconds"] = round(time.perf_counter() - t0, 2)
         row["layers"] = len(list_layers(model))
-        row["parameters_m"] = round(sum(b.numel() for b in model.net.buffers()) / 1e6, 1)
+        row["parameters_m"] = round(sum(t.numel() for t in [*model.net.parameters(), *model.net.buffers()]) / 1e6, 1)
         row["repairs"] = model.normalization.split("; ")[1:]
         x = torch.rand(1, 3, 224, 224, generator=torch.Generator().manual_seed(0), requires_grad=True)
         logits = model.net(x)
