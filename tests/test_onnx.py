@@ -95,8 +95,10 @@ def test_onnx_wheel_architecture_imports_differentiates_and_matches_onnxruntime(
 
 
 def test_batch_one_reshapes_take_batches(light_models) -> None:
-    """The wheel's ZFNet reshapes to a constant [1, 9216]; after import two images run at once."""
-    model = _light(light_models, "zfnet512")
+    """The wheel's ShuffleNet reshapes to constant shapes that begin with 1 (channel shuffles, the
+    flatten before its classifier); after import two images run at once."""
+    model = _light(light_models, "shufflenet")
+    assert "batch-1 Reshapes made batch-free" in model.normalization
     x = torch.rand(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         both = model.net(x)
