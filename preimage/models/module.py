@@ -107,8 +107,9 @@ def _output_classes(net: nn.Module, channels: int, size: int) -> int | None:
     try:
         out = net(torch.zeros(1, channels, size, size, device=_device(net)))
     except Exception as exc:  # a module that cannot take this input: say which
+        lines = str(exc).strip().splitlines()
         raise PreimageError(
-            f"the model fails on a 1 x {channels} x {size} x {size} input ({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}); "
+            f"the model fails on a 1 x {channels} x {size} x {size} input ({lines[0] if lines else type(exc).__name__}); "
             "give its input size and channels (input_size=, channels=; --input-size, --channels)"
         ) from None
     if isinstance(out, (tuple, list)):

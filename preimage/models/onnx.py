@@ -44,7 +44,7 @@ import torch
 
 from ..errors import PreimageError, did_you_mean
 
-__all__ = ["load_onnx", "is_onnx", "read_sidecar", "prepare", "convert", "MIN_OPSET", "TARGET_OPSET",
+__all__ = ["load_onnx", "read_sidecar", "prepare", "convert", "MIN_OPSET", "TARGET_OPSET",
            "SIDECAR_KEYS"]
 
 #: graphs with an older default-domain opset are upgraded (onnx2torch lacks converters for some
@@ -55,10 +55,6 @@ TARGET_OPSET = 13
 #: the newest opset onnx2torch 1.5 converts in full (it lacks Constant v19, ReduceMean v18, ...)
 MAX_OPSET = 17
 SIDECAR_KEYS = ("mean", "std", "input_size", "channels", "classes")
-
-
-def is_onnx(name: Any) -> bool:
-    return isinstance(name, (str, os.PathLike)) and str(name).lower().endswith(".onnx")
 
 
 def _first_line(exc: BaseException) -> str:
@@ -275,7 +271,8 @@ def _asymmetric_average_pool(node, pads: list[int], arrays: dict, g) -> list:
     full = [0, 0, *pads[:n], 0, 0, *pads[n:]]
     pname, base = f"{node.name}__pads", node.name
     g.initializer.append(numpy_helper.from_array(np.asarray(full, np.int64), pname))
-    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute if a.name not in ("pads", "count_include_pad")}
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute
+             if a.name not in ("pads", "count_include_pad")}
     out = [helper.make_node("Pad", [x, pname], [f"{base}__padded"], name=f"{base}__pad", mode="constant")]
     if _attr(node, "count_include_pad", 0):
         out.append(helper.make_node("AveragePool", [f"{base}__padded"], [y], name=base, **attrs))
