@@ -14,7 +14,8 @@ Loading rules (``load_image``):
   ``MAX_PIXELS`` pixels) or an image smaller than ``MIN_SIDE`` pixels on a side raises
   :class:`~preimage.errors.PreimageError` with one line.
 
-Tensors are ``B x 3 x H x W`` RGB in [0, 1]; models normalize them (see ``Model.normalize``).
+Tensors are ``B x 3 x H x W`` RGB in [0, 1] (``B x 1 x H x W`` grey for 1-channel models: see
+:func:`to_channels`); models normalize them (see ``Model.normalize``).
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ from .errors import PreimageError, did_you_mean
 
 __all__ = [
     "load_image", "to_tensor", "load_tensor", "to_pil", "save_image", "encode_png",
-    "SAMPLES", "MAX_PIXELS", "MIN_SIDE", "image_name", "unique_names", "load_batch",
+    "SAMPLES", "MAX_PIXELS", "MIN_SIDE", "image_name", "unique_names", "load_batch", "to_channels",
 ]
 
 #: decompression-bomb guard (Pillow's own default limit)
@@ -143,9 +144,27 @@ def to_tensor(img: Image.Image, size: int | None = None) -> torch.Tensor:
     return TF.pil_to_tensor(img).float().div_(255.0).unsqueeze(0)
 
 
-def load_tensor(source: str | os.PathLike, size: int | None = None) -> torch.Tensor:
-    """``to_tensor(load_image(source), size)``."""
-    return to_tensor(load_image(source), size)
+def load_tensor(source: str | os.PathLike, size: int | None = None, *, channels: int = 3) -> torch.Tensor:
+    """``to_channels(to_tensor(load_image(source), size), channels)``."""
+    return to_channels(to_tensor(load_image(source), size), channels)
+
+
+#: ITU-R BT.601 luma weights: grey = 0.299 R + 0.587 G + 0.114 B
+LUMA = (0.299, 0.587, 0.114)
+
+
+def to_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
+    """``B x C x H x W`` -> ``B x channels x H x W``: RGB -> grey is BT.601 luma
+    (``0.299 R + 0.587 G + 0.114 B``), grey -> RGB repeats the channel; otherwise unchanged."""
+    c = x.shape[-3]
+    if c == channels:
+        return x
+    if c == 3 and channels == 1:
+        w = torch.tensor(LUMA, dtype=x.dtype, device=x.device).view(3, 1, 1)
+        return (x * w).sum(-3, keepdim=True)
+    if c == 1 and channels == 3:
+        return x.expand(*x.shape[:-3], 3, *x.shape[-2:]).contiguous()
+    raise PreimageError(f"cannot turn a {c}-channel image into a {channels}-channel one (1 grey or 3 RGB)")
 
 
 def to_pil(pixels: torch.Tensor) -> Image.Image:
@@ -186,20 +205,20 @@ def unique_names(names: Sequence[str]) -> list[str]:
     return out
 
 
-def load_batch(images: "torch.Tensor | str | os.PathLike | Sequence[str | os.PathLike]", size: int | None
-               ) -> tuple[torch.Tensor, list[str], list[str]]:
-    """One batch from a source, a list of sources, or a ``B x 3 x H x W`` tensor in [0, 1].
+def load_batch(images: "torch.Tensor | str | os.PathLike | Sequence[str | os.PathLike]", size: int | None,
+               *, channels: int = 3) -> tuple[torch.Tensor, list[str], list[str]]:
+    """One batch from a source, a list of sources, or a ``B x C x H x W`` tensor in [0, 1] (C = 1 or 3).
 
     Returns ``(pixels, unique output names, sources)``; each source is resized and center-cropped
-    to ``size`` (see :func:`to_tensor`)."""
+    to ``size`` (see :func:`to_tensor`) and given ``channels`` channels (see :func:`to_channels`)."""
     if isinstance(images, torch.Tensor):
         x = images.unsqueeze(0) if images.dim() == 3 else images
-        if x.dim() != 4 or x.shape[1] != 3:
-            raise PreimageError(f"images must be B x 3 x H x W, not {tuple(images.shape)}")
+        if x.dim() != 4 or x.shape[1] not in (1, 3):
+            raise PreimageError(f"images must be B x {channels} x H x W, not {tuple(images.shape)}")
         names = [f"image{i}" for i in range(x.shape[0])]
-        return x.float(), names, names
+        return to_channels(x.float(), channels), names, names
     sources = [images] if isinstance(images, (str, os.PathLike)) else list(images)
     if not sources:
         raise PreimageError("no image given")
-    batch = torch.cat([load_tensor(s, size) for s in sources])
+    batch = torch.cat([load_tensor(s, size, channels=channels) for s in sources])
     return batch, unique_names([image_name(s) for s in sources]), [str(s) for s in sources]

@@ -58,7 +58,7 @@ class _Stop(Exception):
 
 def _trace(model: Model, size: int | None = None) -> list[LayerInfo]:
     size = size or model.input_size
-    x = torch.zeros(1, 3, size, size, device=model.device)
+    x = torch.zeros(1, model.channels, size, size, device=model.device)
     calls: dict[str, int] = {}
     last: dict[str, tuple[int, tuple[int, ...]]] = {}
     counter = [0]

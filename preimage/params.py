@@ -95,7 +95,7 @@ class Fourier(ImageParam):
         self.register_buffer("scale", scale.to(device))
         spec = torch.randn(b, c, *freqs.shape, 2, generator=generator) * sd
         self.spectrum = nn.Parameter(spec.to(device))
-        self.decorrelate = decorrelate
+        self.decorrelate = decorrelate and c == 3  # colour decorrelation is for RGB only
         max_norm = _COLOR_SQRT.norm(dim=0).max()
         self.register_buffer("color", (_COLOR_SQRT / max_norm).to(device))
 

@@ -25,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
     model = model_from_args(args)
     if model.classes is None:
         raise PreimageError(f"{model.name} is not a classifier")
-    pixels = torch.cat([load_tensor(src, model.input_size) for src in args.images])
+    pixels = torch.cat([load_tensor(src, model.input_size, channels=model.channels) for src in args.images])
     results = classify(model, pixels, top=args.top)
     for src, rows in zip(args.images, results):
         if len(args.images) > 1:

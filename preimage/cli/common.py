@@ -49,17 +49,51 @@ def nonneg_float(text: str) -> float:
     return v
 
 
+def float_list(text: str) -> tuple[float, ...]:
+    """``0.5`` or ``0.485,0.456,0.406``: one number per channel (one number: every channel)."""
+    parts = [t for t in text.replace(" ", "").split(",") if t]
+    if not parts:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number or a comma-separated list of numbers")
+    return tuple(_float(t) for t in parts)
+
+
+def channel_count(text: str) -> int:
+    if text not in ("1", "3"):
+        raise argparse.ArgumentTypeError(f"{text!r}: channels must be 1 (grey) or 3 (RGB)")
+    return int(text)
+
+
+def readable_file(text: str) -> str:
+    import os
+
+    if not os.path.isfile(text):
+        raise argparse.ArgumentTypeError(f"no such file: {text}")
+    if not os.access(text, os.R_OK):
+        raise argparse.ArgumentTypeError(f"cannot read {text}")
+    return text
+
+
 def add_model_args(p: argparse.ArgumentParser, default: str | None = DEFAULT_MODEL) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--model", "-m", default=default,
-                   help=f"zoo name (`preimage models`), or timm:NAME[,key=value,...] (options for "
-                        f"timm.create_model; default: {default})")
+                   help=f"zoo name (`preimage models`), timm:NAME[,key=value,...] (options for "
+                        f"timm.create_model), or an ONNX file PATH.onnx (default: {default})")
     g.add_argument("--weights", default="default",
                    help="'default' (embedded, or download to the torchvision/timm cache), 'none' (random init), "
                         "or a local state_dict PATH (default: default)")
     g.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: auto)")
     g.add_argument("--input-size", "--input_size", dest="input_size", type=positive_int, default=None,
                    help="input size in pixels (default: the model's own)")
+    o = p.add_argument_group("ONNX files (flags win over the sidecar PATH.json next to PATH.onnx, which wins "
+                             "over the graph's input shape; docs/models.md)")
+    o.add_argument("--mean", type=float_list, default=None, metavar="M[,M,M]",
+                   help="input mean per channel in [0, 1] units (default: ImageNet's for 3 channels, 0 for 1)")
+    o.add_argument("--std", type=float_list, default=None, metavar="S[,S,S]",
+                   help="input std per channel (default: ImageNet's for 3 channels, 1 for 1)")
+    o.add_argument("--channels", type=channel_count, default=None,
+                   help="1 (grey) or 3 (RGB) (default: the graph's input, else 3)")
+    o.add_argument("--classes", type=readable_file, default=None, metavar="FILE",
+                   help="class names, one per line (default: 0..K-1 for K outputs)")
 
 
 def add_output_args(p: argparse.ArgumentParser, default: str) -> None:
@@ -88,8 +122,9 @@ def device_from_args(args: argparse.Namespace) -> torch.device:
 
 
 def model_from_args(args: argparse.Namespace) -> Model:
+    extra = {k: getattr(args, k, None) for k in ("mean", "std", "channels", "classes")}
     return load_model(args.model, weights=args.weights, device=device_from_args(args),
-                      input_size=getattr(args, "input_size", None))
+                      input_size=getattr(args, "input_size", None), **{k: v for k, v in extra.items() if v is not None})
 
 
 def progress_enabled(args: argparse.Namespace) -> bool:

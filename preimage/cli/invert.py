@@ -141,7 +141,8 @@ def run(args: argparse.Namespace) -> int:
     names = unique_names([image_name(s) for s in sources])
     check_outputs(output_paths(args.out, names, args.gif) + (glyph_paths(names, args.out) if shallow else []),
                   args.force)
-    model = load_model(args.model, weights=args.weights, device=device, input_size=input_size)
+    extra = {k: getattr(args, k) for k in ("mean", "std", "channels", "classes") if getattr(args, k, None) is not None}
+    model = load_model(args.model, weights=args.weights, device=device, input_size=input_size, **extra)
     log_every = args.log_every if args.log_every is not None else (25 if original else 0)
     callbacks = [_logger(log_every)] if log_every and log_every > 0 else []
     frame_every = (args.frames or max(1, cfg.steps // 40)) if args.gif else 0

@@ -11,7 +11,10 @@ normalization and its class names. Names:
   ``timm:vit_tiny_patch16_224,img_size=28,patch_size=4,depth=4`` (Vision Transformers: see
   :mod:`preimage.models.vit`);
 - the shallow representations ``hog`` and ``dsift`` (no weights), with options as in
-  ``hog:uoctti,cell=4`` or ``dsift:bin=4,step=2`` (see :mod:`preimage.models.shallow`).
+  ``hog:uoctti,cell=4`` or ``dsift:bin=4,step=2`` (see :mod:`preimage.models.shallow`);
+- an ONNX file, ``path/to/model.onnx`` (see :mod:`preimage.models.onnx`), or any ``nn.Module``
+  (see :mod:`preimage.models.module`), with ``mean``, ``std``, ``input_size``, ``channels`` and
+  ``classes`` given or defaulted.
 
 Weights: ``"default"`` (the embedded file, or torchvision/timm's download into their usual cache),
 ``"none"`` (random initialization) or a path to a local state_dict.
@@ -59,7 +62,8 @@ def imagenet_classes() -> tuple[str, ...]:
 class Model:
     """A frozen network with its preprocessing, input size and class names.
 
-    Images enter as RGB in [0, 1] (``B x 3 x H x W``); :meth:`normalize` maps them to what the
+    Images enter as RGB in [0, 1] (``B x 3 x H x W``; ``B x 1 x H x W`` grey when ``channels`` is 1);
+    :meth:`normalize` maps them to what the
     network was trained on. ``aliases`` maps readable layer names (``conv3``, ``fc6``, ``res4``)
     to module paths. Constructing a Model freezes ``net``: eval mode, ``requires_grad=False`` and
     in-place activations turned off.
@@ -75,6 +79,7 @@ class Model:
     weights: str = "none"
     normalization: str = ""
     channels_last: bool = False  # weights (and inputs, see :meth:`net_input`) in channels-last memory layout
+    channels: int = 3  # input channels: 3 (RGB) or 1 (grey)
 
     def __post_init__(self) -> None:
         # a Model is frozen however it was built (load_model or by hand): eval mode, no weight
@@ -186,16 +191,23 @@ def list_models() -> list[ModelInfo]:
 # loading
 
 def load_model(
-    name: str = DEFAULT_MODEL,
+    name: str | os.PathLike | nn.Module = DEFAULT_MODEL,
     *,
     weights: str | os.PathLike | None = "default",
     device: str | torch.device = "cpu",
     input_size: int | None = None,
+    mean: float | tuple[float, ...] | None = None,
+    std: float | tuple[float, ...] | None = None,
+    channels: int | None = None,
+    classes: str | os.PathLike | list[str] | tuple[str, ...] | None = None,
 ) -> Model:
     """Load a model by name, frozen and in eval mode.
 
     Args:
-        name: a zoo name (see :func:`model_names`), or ``timm:NAME``.
+        name: a zoo name (see :func:`model_names`), ``timm:NAME``, a ``.onnx`` file or an ``nn.Module``.
+        mean, std, channels, classes: the preprocessing and class names of an ONNX file or module
+            (zoo models carry their own); what is not given comes from the ONNX sidecar
+            ``NAME.json``, the graph's input shape, or the defaults of :mod:`preimage.models.module`.
         weights: ``"default"`` (embedded, or downloaded into the torchvision/timm cache),
             ``"none"``/``None`` (random init), or the path of a local state_dict.
         device: where the network lives.
@@ -207,6 +219,13 @@ def load_model(
             that does not fit the network.
     """
     weights = "none" if weights is None else str(weights)
+    extra = {"mean": mean, "std": std, "channels": channels, "classes": classes}
+    if isinstance(name, nn.Module) or _is_onnx(name):
+        return _load_custom(name, weights, device, input_size, extra)
+    if any(v is not None for v in extra.values()):
+        given = ", ".join(k for k, v in extra.items() if v is not None)
+        raise PreimageError(f"{given}: only for ONNX files and nn.Modules; zoo models carry their own preprocessing")
+    name = str(name)
     # random initialization is drawn from a fixed seed, so `--weights none` runs reproduce; the
     # caller's global random state is left as it was
     with torch.random.fork_rng(devices=[]):
@@ -221,6 +240,23 @@ def load_model(
         model.net.to(memory_format=torch.channels_last)
         model.channels_last = True
     return _freeze(model).to(device)
+
+
+def _is_onnx(name: object) -> bool:
+    return isinstance(name, (str, os.PathLike)) and str(name).lower().endswith(".onnx")
+
+
+def _load_custom(name: str | os.PathLike | nn.Module, weights: str, device: str | torch.device,
+                 input_size: int | None, extra: dict) -> Model:
+    """An ONNX file (:mod:`.onnx`) or an ``nn.Module`` (:mod:`.module`); no channels-last layout
+    (converted graphs reshape and view their activations)."""
+    if isinstance(name, nn.Module):
+        from .module import wrap_module
+
+        return wrap_module(name, weights=weights, input_size=input_size, **extra).to(device)
+    from .onnx import load_onnx
+
+    return load_onnx(name, weights=weights, input_size=input_size, **extra).to(device)
 
 
 def _is_shallow(name: str) -> bool:

@@ -188,11 +188,11 @@ def visualize_class(
     device = model.device
     g = torch.Generator().manual_seed(seed)
     if cfg.param == "fourier":
-        param = Fourier((b, 3, size, size), sd=cfg.init_std, generator=g, device=device)
+        param = Fourier((b, model.channels, size, size), sd=cfg.init_std, generator=g, device=device)
     else:
-        lo = model.normalize(torch.zeros(1, 3, 1, 1, device=device))
-        hi = model.normalize(torch.ones(1, 3, 1, 1, device=device))
-        init = (torch.randn(b, 3, size, size, generator=g) * cfg.init_std).to(device)
+        lo = model.normalize(torch.zeros(1, model.channels, 1, 1, device=device))
+        hi = model.normalize(torch.ones(1, model.channels, 1, 1, device=device))
+        init = (torch.randn(b, model.channels, size, size, generator=g) * cfg.init_std).to(device)
         param = Pixels(init, space="input", bounds=(lo, hi))  # type: ignore[arg-type]
     objective = class_score(classes)
     if cfg.l2:

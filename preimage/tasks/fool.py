@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 
 from ..errors import PreimageError
-from ..images import encode_png, load_batch, save_image, to_tensor
+from ..images import encode_png, load_batch, save_image, to_channels, to_tensor
 from ..layers import LOGITS
 from ..models import Model
 from ..objectives import Objective, State, class_score
@@ -61,7 +61,8 @@ def png_roundtrip(pixels: torch.Tensor) -> torch.Tensor:
     """Each image encoded as an 8-bit PNG and decoded again (what a reader of the saved file gets)."""
     from PIL import Image
 
-    return torch.cat([to_tensor(Image.open(io.BytesIO(encode_png(p.cpu()))).convert("RGB")) for p in pixels])
+    return torch.cat([to_channels(to_tensor(Image.open(io.BytesIO(encode_png(p.cpu()))).convert("RGB")), p.shape[0])
+                      for p in pixels])
 
 
 @dataclass
@@ -157,7 +158,7 @@ def _masked_score(index: list[int], targeted: bool, active: list[torch.Tensor]) 
 
 
 def _load(model: Model, images) -> tuple[torch.Tensor, list[str]]:
-    pixels, names, _ = load_batch(images, model.input_size)
+    pixels, names, _ = load_batch(images, model.input_size, channels=model.channels)
     return pixels.clamp(0, 1), names
 
 

@@ -159,8 +159,8 @@ def _validate(cfg: InvertConfig) -> None:
 class Inversion:
     """The result of :func:`invert`: reconstructions, references, metrics, history and settings."""
 
-    image: torch.Tensor           # B x 3 x H x W reconstructions in [0, 1] (clamped)
-    reference: torch.Tensor       # B x 3 x H x W preprocessed originals
+    image: torch.Tensor           # B x C x H x W reconstructions in [0, 1] (clamped; C = model.channels)
+    reference: torch.Tensor       # B x C x H x W preprocessed originals
     names: list[str]              # one short name per image
     layers: list[tuple[str, float]]
     model: str
@@ -254,7 +254,7 @@ def _init(cfg: InvertConfig, model: Model, ref: torch.Tensor, gen: torch.Generat
     elif cfg.init == "zeros":
         start = torch.zeros(ref.shape) if cfg.space == "input" else torch.full(ref.shape, 0.5)
     else:
-        other = load_tensor(cfg.init, model.input_size).expand(ref.shape[0], -1, -1, -1)
+        other = load_tensor(cfg.init, model.input_size, channels=model.channels).expand(ref.shape[0], -1, -1, -1)
         start = model.normalize(other) if cfg.space == "input" else other.clone()
     return start.to(ref.device)
 
@@ -356,7 +356,7 @@ def invert(
         cfg = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
     _validate(cfg)
     layer_list = _parse_layers(model, layers)
-    ref, names, sources = load_batch(images, model.input_size)
+    ref, names, sources = load_batch(images, model.input_size, channels=model.channels)
     device = model.device
     ref = ref.to(device)
     gen = torch.Generator().manual_seed(int(cfg.seed))

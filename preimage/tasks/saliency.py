@@ -151,7 +151,7 @@ def parse_methods(method: str | Sequence[str]) -> list[str]:
 
 
 def _load(model: Model, images) -> tuple[torch.Tensor, list[str]]:
-    pixels, names, _ = load_batch(images, model.input_size)
+    pixels, names, _ = load_batch(images, model.input_size, channels=model.channels)
     return pixels, names
 
 

@@ -53,7 +53,7 @@ import torch
 
 from ..config import from_preset
 from ..errors import PreimageError, did_you_mean
-from ..images import image_name, load_image, save_image, to_tensor
+from ..images import image_name, load_image, save_image, to_channels, to_tensor
 from ..io import check_outputs, versions, write_json
 from ..layers import FeatureExtractor, parse_layer_spec, resolve_layer
 from ..models import Model
@@ -208,8 +208,9 @@ def _load(src: Any, size: int, what: str) -> tuple[torch.Tensor, str, str]:
     if isinstance(src, torch.Tensor):
         t = src.detach().float()
         t = t if t.dim() == 4 else t.unsqueeze(0)
-        if t.shape[0] != 1 or t.shape[1] != 3:
-            raise PreimageError(f"the {what} image must be one 3 x H x W image, not {tuple(src.shape)}")
+        if t.shape[0] != 1 or t.shape[1] not in (1, 3):
+            raise PreimageError(f"the {what} image must be one 3 x H x W (or 1 x H x W) image, not {tuple(src.shape)}")
+        t = to_channels(t, 3)
         if min(t.shape[-2:]) != size:
             t = TF.resize(t, size, interpolation=TF.InterpolationMode.BILINEAR, antialias=True).clamp(0, 1)
         return t, what, "tensor"
@@ -508,10 +509,12 @@ def stylize(
     c_img, c_name, c_src = _load(content, cfg.image_size, "content")
     loaded = [_load(s, cfg.style_size, f"style{i}") for i, s in enumerate(style_list)]
     s_imgs = [t for t, _, _ in loaded]
-    c_img = c_img.to(device)
-    s_imgs = [s.to(device) for s in s_imgs]
+    # a grey (1-channel) model sees grey images: there is no colour to preserve
+    preserve = cfg.preserve_color and model.channels == 3
+    c_img = to_channels(c_img.to(device), model.channels)
+    s_imgs = [to_channels(s.to(device), model.channels) for s in s_imgs]
 
-    if cfg.preserve_color:  # optimize the luminance only (as grey images), add the content's colour back
+    if preserve:  # optimize the luminance only (as grey images), add the content's colour back
         c_y = _luminance(c_img)
         work_content = c_y.expand(-1, 3, -1, -1).contiguous()
         work_styles = [_match_luminance(_luminance(s), c_y).expand(-1, 3, -1, -1).contiguous() for s in s_imgs]
@@ -526,7 +529,7 @@ def stylize(
         start = work_content.clone()
     else:
         start = (0.5 + cfg.noise_scale * torch.randn(work_content.shape, generator=gen)).clamp(0, 1).to(device)
-        if cfg.preserve_color:
+        if preserve:
             start = start.mean(1, keepdim=True).expand(-1, 3, -1, -1).contiguous()
     param = Pixels(model.normalize(start) if cfg.space == "input" else start, space=cfg.space, bounds=cfg.bounds)
 
@@ -554,7 +557,7 @@ def stylize(
         else:
             losses[k] = {"start": before[k], "end": after[k]}
     image = final.clamp(0, 1)
-    if cfg.preserve_color:
+    if preserve:
         y = _luminance(image)
         image = _from_yiq(torch.cat([y, _to_yiq(c_img)[:, 1:]], 1)).clamp(0, 1)
 
