@@ -5,6 +5,10 @@ preset (and optionally others), on bundled photos.
     python benchmarks/invert_quality.py --models efficientnet_lite1 efficientnet_lite2 --photos chelsea \
         --presets default --out invert_stability
 
+Every reconstruction is also judged by another embedded network (``--judge``, default
+efficientnet_lite2; ``--judge none`` turns it off): its top-1 agreement with the judge's class for the
+photo and the rank of that class (:func:`preimage.metrics.judge_recognition`).
+
 Writes benchmarks/results/<out>.{json,md} (``--out`` defaults to invert_quality) and, for
 efficientnet_lite0 with the default preset, the "what each layer remembers" grid
 docs/images/layers_<photo>.png for the first two photos.
@@ -31,17 +35,18 @@ def image_dir(model: str, preset: str) -> Path:
     return RESULTS / "invert_quality" / sub
 
 
-def one(job: tuple[str, str, str, str]) -> dict:
+def one(job: tuple[str, str, str, str, str]) -> dict:
     import torch
 
     torch.set_num_threads(1)
     import preimage
     from preimage.tasks.invert import invert
 
-    model_name, preset, photo, stage = job
+    model_name, preset, photo, stage, judge_name = job
     model = preimage.load_model(model_name)
+    judge = preimage.load_model(judge_name) if judge_name != "none" else None
     t0 = time.perf_counter()
-    res = invert(model, f"sample:{photo}", layers=[stage], preset=preset)
+    res = invert(model, f"sample:{photo}", layers=[stage], preset=preset, judge=judge)
     m = res.metrics[0]
     out = image_dir(model_name, preset)
     out.mkdir(parents=True, exist_ok=True)
@@ -52,6 +57,7 @@ def one(job: tuple[str, str, str, str]) -> dict:
             "status": res.status,
             "feature_error": m["feature_error"][stage], "tv_ratio": m["tv_ratio"], "psnr": m["psnr"],
             "ssim": m["ssim"], "top1_agrees": m["top1_agrees"], "steps": res.result.steps,
+            "judge": m.get("judge"),
             "seconds": time.perf_counter() - t0}
 
 
@@ -86,9 +92,10 @@ def main() -> None:
     ap.add_argument("--presets", nargs="+", default=["original", "default"])
     ap.add_argument("--stages", nargs="+", default=STAGES)
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--judge", default="efficientnet_lite2", help="the judging classifier (none: off)")
     ap.add_argument("--out", default="invert_quality", help="name of the results files in benchmarks/results")
     args = ap.parse_args()
-    jobs = [(m, p, ph, s) for m in args.models for p in args.presets for ph in args.photos for s in args.stages]
+    jobs = [(m, p, ph, s, args.judge) for m in args.models for p in args.presets for ph in args.photos for s in args.stages]
     t0 = time.perf_counter()
     with ProcessPoolExecutor(args.jobs) as pool:
         rows = []
@@ -102,16 +109,20 @@ def main() -> None:
     lines = []
     for model, photo in [(m, ph) for m in args.models for ph in args.photos]:
         title = photo if args.models == [LITE0] else f"{model}, {photo}"
-        lines += [f"**{title}**", "", "| stage | " + " | ".join(f"{p} error | {p} TV ratio" for p in args.presets) + " |",
-                  "|---|" + "---|---|" * len(args.presets)]
+        judged = args.judge != "none"
+        cols = ["error", "TV ratio"] + (["judge agrees, rank"] if judged else [])
+        lines += [f"**{title}**", "", "| stage | " + " | ".join(f"{p} {c}" for p in args.presets for c in cols) + " |",
+                  "|---|" + "---|" * len(cols) * len(args.presets)]
         for s in args.stages:
             cells = []
             for p in args.presets:
                 r = by[(model, p, photo, s)]
                 if r["status"] == "diverged":
-                    cells += ["diverged", "—"]
+                    cells += ["diverged"] + ["—"] * (len(cols) - 1)
                 else:
                     cells += [f"{r['feature_error']:.3f}", f"{r['tv_ratio']:.2f}"]
+                    if judged:
+                        cells.append(f"{'yes' if r['judge']['agrees'] else 'no'}, {r['judge']['rank']}")
             lines.append(f"| {s} | " + " | ".join(cells) + " |")
         lines.append("")
     lines.append(f"One run, {args.jobs} jobs: {seconds:.0f} s.")

@@ -7,13 +7,19 @@
 - :func:`tv_ratio`: ``TV(x̂) / TV(x)`` with ``TV = Σ sqrt(dx² + dy²)`` (isotropic, colour channels
   summed) in [0, 1] pixel units: below 1 the reconstruction is smoother than the photo, far above 1
   it is noisier.
+- :func:`judge_recognition`: cross-model recognition, a naturalness measure that is not the objective
+  itself: another network (the *judge*) classifies each reconstruction and its original; the
+  reconstruction passes when the judge's top-1 class is the one it gives the original. A pre-image that
+  is noise tuned to the inverted network's features fails it; a natural one passes.
 """
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["feature_error", "psnr", "ssim", "tv", "tv_ratio"]
+__all__ = ["feature_error", "psnr", "ssim", "tv", "tv_ratio", "judge_recognition"]
 
 
 def feature_error(features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -66,3 +72,36 @@ def tv_ratio(x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     """``TV(x̂) / TV(x)`` on images clamped to [0, 1]; 1 when both are flat (equally smooth)."""
     num, den = tv(x.clamp(0, 1)), tv(reference.clamp(0, 1))
     return torch.where((num == 0) & (den == 0), torch.ones_like(num), num / den.clamp_min(1e-12))
+
+
+def _judge_size(images: torch.Tensor, size: int) -> torch.Tensor:
+    if images.shape[-2:] == (size, size):
+        return images
+    return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+
+
+@torch.no_grad()
+def judge_recognition(judge: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor,
+                      references: torch.Tensor, *, input_size: int | None = None) -> dict[str, torch.Tensor]:
+    """Cross-model recognition of reconstructions ``images`` of ``references`` (both [0, 1], B x 3 x H x W).
+
+    ``judge`` maps [0, 1] images to logits (a :class:`preimage.models.Model`: another network than the
+    inverted one, e.g. efficientnet_lite2 judging lite0's pre-images). Both batches are clamped and
+    resized (bilinear, antialiased) to ``input_size`` (default: ``judge.input_size``) and classified.
+    With ``c0 = argmax p_judge(x0)`` the judge's class for the original, per image:
+
+    - ``agrees``: ``argmax p_judge(x̂) == c0`` (top-1 agreement);
+    - ``rank``: ``1 + #{c : p_judge(c | x̂) > p_judge(c0 | x̂)}``, where c0 comes in the judge's
+      ranking of the reconstruction (1 when it agrees);
+    - ``p``: ``p_judge(c0 | x̂)``; ``original_class`` / ``class``: c0 and the reconstruction's top-1.
+    """
+    size = int(input_size if input_size is not None else getattr(judge, "input_size"))
+    device = getattr(judge, "device", images.device)
+    x = _judge_size(images.clamp(0, 1).float(), size).to(device)
+    r = _judge_size(references.clamp(0, 1).float(), size).to(device)
+    p_img = judge(x).float().softmax(-1).cpu()
+    p_ref = judge(r).float().softmax(-1).cpu()
+    c0, c = p_ref.argmax(-1), p_img.argmax(-1)
+    p0 = p_img.gather(1, c0[:, None])
+    rank = (p_img > p0).sum(1) + 1
+    return {"agrees": c == c0, "rank": rank, "p": p0[:, 0], "original_class": c0, "class": c}

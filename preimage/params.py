@@ -5,6 +5,8 @@ which space it returns (``space = "pixel"``: [0, 1] RGB; ``"input"``: the model'
 as the original inversion script optimizes) and may constrain itself after each step (``project_``).
 
 - :class:`Pixels`: one free value per pixel, optionally kept in a box (the bounded-range constraint).
+- :class:`Upsampled`: free pixels on a coarser grid, bilinearly upsampled to the full size (the
+  first phase of coarse-to-fine optimization).
 - :class:`Fourier`: a scaled Fourier spectrum with decorrelated colour and a sigmoid (as Lucid's
   ``fft_image`` + ``to_valid_rgb``), which favours smooth, natural-looking images.
 """
@@ -15,7 +17,7 @@ import math
 import torch
 from torch import nn
 
-__all__ = ["ImageParam", "Pixels", "Fourier"]
+__all__ = ["ImageParam", "Pixels", "Upsampled", "Fourier"]
 
 
 class ImageParam(nn.Module):
@@ -62,6 +64,40 @@ class Pixels(ImageParam):
     @torch.no_grad()
     def set_(self, image: torch.Tensor) -> None:
         self.x.copy_(image)
+
+
+class Upsampled(ImageParam):
+    """Pixels ``x`` on a grid ``factor`` times coarser than ``size`` (H, W); the image is
+    ``bilinear_upsample(x)`` (align_corners=False), so it holds no detail finer than ``factor`` pixels.
+
+    Started from ``init`` (full size, area-downsampled) and kept in ``bounds`` like :class:`Pixels`
+    (an upsampled image stays in the box when its grid does). Only the pixel space is supported.
+    """
+
+    space = "pixel"
+
+    def __init__(self, init: torch.Tensor, *, factor: int, bounds: tuple[float, float] | None = None):
+        super().__init__()
+        if factor < 1:
+            raise ValueError(f"factor must be >= 1, not {factor}")
+        self.size = tuple(init.shape[-2:])
+        self.bounds = bounds
+        small = (max(1, self.size[0] // factor), max(1, self.size[1] // factor))
+        coarse = torch.nn.functional.interpolate(init.detach().float(), size=small, mode="area")
+        self.x = nn.Parameter(coarse.to(init.dtype).contiguous())
+        self.project_()
+
+    def forward(self) -> torch.Tensor:
+        return torch.nn.functional.interpolate(self.x, size=self.size, mode="bilinear", align_corners=False)
+
+    @torch.no_grad()
+    def project_(self) -> None:
+        if self.bounds is not None:
+            self.x.clamp_(*self.bounds)
+
+    @torch.no_grad()
+    def set_(self, image: torch.Tensor) -> None:
+        self.x.copy_(torch.nn.functional.interpolate(image, size=tuple(self.x.shape[-2:]), mode="area"))
 
 
 # Square root of the colour covariance of ImageNet pixels (as estimated by Lucid), used to

@@ -116,8 +116,8 @@ def test_default_preset_lowers_the_learning_rate_at_deep_layers_and_records_it(t
     assert effective(config_for("default", lr_stride=0), 32)["lr"] == cfg.lr  # 0 turns the rule off
     inv = invert(tiny_model, torch.rand(1, 3, 16, 16), layers=["conv2"], steps=2)
     eff = inv.manifest()["effective"]
-    assert set(eff) == {"stride", "lr", "lambda_tv", "jitter", "jitter_steps"}
-    assert eff == effective(inv.config, eff["stride"])
+    assert set(eff) == {"stride", "lr", "lambda_tv", "jitter", "jitter_steps", "deep_recipe", "coarse_steps"}
+    assert {k: eff[k] for k in effective(inv.config, eff["stride"])} == effective(inv.config, eff["stride"])
 
 
 def test_embedded_model_reconstruction_is_recognisable(lite0):
@@ -228,3 +228,133 @@ def test_cli_ctrl_c_saves_what_there_is_and_exits_130(tmp_path, capsys, monkeypa
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest["status"] == "interrupted" and manifest["steps_run"] == 3
     assert (tmp_path / "chelsea.png").is_file()
+
+
+# -- deep-layer recipe and the judge ---------------------------------------------------------------
+
+def test_judge_metrics_are_added_when_a_judge_is_given(tiny_model):
+    from conftest import make_tiny_model
+
+    from preimage.metrics import judge_recognition
+
+    judge = make_tiny_model(seed=3)
+    judge.name = "tiny-judge"
+    ref = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    inv = invert(tiny_model, ref, layers=["conv2"], steps=3, judge=judge)
+    direct = judge_recognition(judge, inv.image, inv.reference)
+    for i, m in enumerate(inv.metrics):
+        j = m["judge"]
+        assert j["model"] == "tiny-judge" and j["rank"] == int(direct["rank"][i])
+        assert j["agrees"] == bool(direct["agrees"][i]) and j["agrees"] == (j["rank"] == 1)
+        assert j["original_class"] == judge.classes[int(direct["original_class"][i])]
+    assert "judge" in inv.manifest()["metrics"][inv.names[0]]
+    assert "judge" not in invert(tiny_model, ref, layers=["conv2"], steps=1).metrics[0]
+
+
+def test_default_preset_uses_its_deep_recipe_only_from_the_deep_stride_on():
+    from preimage.tasks.invert import recipe_for
+
+    cfg = config_for("default")
+    assert cfg.deep and cfg.deep_stride
+    assert recipe_for(cfg, cfg.deep_stride / 2) is cfg
+    deep = recipe_for(cfg, cfg.deep_stride)
+    for k, v in cfg.deep.items():
+        assert getattr(deep, k) == (tuple(v) if isinstance(v, list) else v)
+    assert deep.deep == {} and deep.steps == cfg.steps
+
+
+def test_settings_the_user_gives_win_over_the_deep_recipe(tiny_model):
+    from preimage.tasks.invert import recipe_for
+
+    key = next(iter(config_for("default").deep))
+    value = getattr(INVERT_PRESETS["default"], key)
+    cfg = config_for("default", **{key: value})
+    assert key not in cfg.deep and getattr(recipe_for(cfg, 1e9), key) == value
+    assert key in INVERT_PRESETS["default"].deep  # the preset itself is left intact
+    assert config_for("default", init="sample:coffee").deep == {}  # the Fourier recipe starts from noise
+    with pytest.raises(PreimageError, match="deep-layer recipe"):
+        config_for("default", deep={"no_such_setting": 1})
+
+
+def test_deep_recipe_runs_on_a_deep_layer_and_the_manifest_says_so(tiny_model):
+    inv = invert(tiny_model, torch.rand(1, 3, 16, 16), layers=["conv2"], steps=2, deep_stride=2,
+                 deep={"param": "fourier", "lr": 0.05, "lr_stride": 0, "init_scale": 0.01})
+    assert inv.effective["deep_recipe"] is True and inv.effective["lr"] == 0.05
+    assert inv.manifest()["config"]["deep"]["param"] == "fourier"
+    assert invert(tiny_model, torch.rand(1, 3, 16, 16), layers=["conv2"], steps=2, deep={},
+                  ).effective["deep_recipe"] is False
+
+
+def test_fourier_parameterization_inverts_and_stays_in_range(tiny_model):
+    ref = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+    inv = invert(tiny_model, ref, layers=["conv2"], steps=40, param="fourier", lr=0.1, init_scale=0.01,
+                 jitter=0, deep={})
+    first, last = inv.history[0]["rec[conv2]"], inv.history[-1]["rec[conv2]"]
+    assert last < 0.5 * first
+    assert 0 <= inv.image.min() and inv.image.max() <= 1
+    with pytest.raises(PreimageError, match="fourier"):
+        config_for("default", param="fourier", init="zeros")
+
+
+def test_coarse_to_fine_starts_smooth_and_continues_the_same_run(tiny_model):
+    seen = []
+    inv = invert(tiny_model, torch.rand(1, 3, 16, 16), layers=["conv2"], steps=10, coarse=4, coarse_until=0.5,
+                 jitter=0, deep={}, frame_every=1, callbacks=[lambda s: seen.append(s.step)])
+    assert inv.effective["coarse_steps"] == 5
+    assert seen == list(range(1, 11)) and [h["step"] for h in inv.history] == list(range(1, 11))
+    coarse, fine = inv.result.frames[4][0], inv.result.frames[-1][0]
+    # after the coarse phase the image is a bilinear upsampling of a 4x4 grid: no pixel-scale detail
+    from preimage.metrics import tv
+    assert tv(coarse[None]).item() < tv(fine[None]).item()
+    assert (coarse[:, 1:, :] - coarse[:, :-1, :]).abs().max() <= (coarse.max() - coarse.min()) / 4 + 1e-6
+
+
+def test_tv_weight_schedule_moves_linearly_to_its_end_value():
+    from preimage.objectives import State
+    from preimage.tasks.invert import build_objective
+
+    cfg = config_for("default", steps=11, tv_end=0.1, lambda_alpha=0, tv_stride=0, deep={})
+    x = torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    target = {"f": torch.zeros(1, 2)}
+    obj = build_objective(cfg, [("f", 1.0)], target)
+    tv = [obj.terms(State(image=x, input=x, features={"f": torch.ones(1, 2)}, step=t))["tv"].item()
+          for t in (1, 6, 11)]
+    assert tv[1] == pytest.approx(tv[0] * 0.55) and tv[2] == pytest.approx(tv[0] * 0.1)
+
+
+def test_colour_prior_pulls_grey_and_saturated_images_towards_natural_statistics():
+    from preimage.objectives import State
+    from preimage.tasks.invert import color_prior
+
+    mean, std = (0.5, 0.4, 0.3), (0.2, 0.2, 0.2)
+    prior = color_prior(mean, std)
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(1, 3, 32, 32, generator=g)
+    z = (z - z.flatten(2).mean(2)[..., None, None]) / z.flatten(2).std(dim=2)[..., None, None]
+    natural = torch.tensor(mean).view(1, 3, 1, 1) + 0.2 * z  # exactly those statistics
+    assert prior(State(image=natural, input=natural)).item() == pytest.approx(0, abs=1e-9)
+    for scale in (0.02, 0.45):  # washed out, then saturated
+        x = (torch.tensor(mean).view(1, 3, 1, 1) + scale * z).requires_grad_()
+        loss = prior(State(image=x, input=x))
+        assert loss.item() > 0.5
+        loss.sum().backward()
+        stepped = (x - 1e-3 * x.grad).detach()
+        assert abs(stepped.flatten(2).std(2).mean() - 0.2) < abs(x.detach().flatten(2).std(2).mean() - 0.2)
+    shifted = natural + 0.1
+    assert prior(State(image=shifted, input=shifted)).item() == pytest.approx(3 * 0.5 ** 2, rel=1e-4)
+
+
+def test_cli_judge_adds_the_cross_model_verdict(tmp_path, capsys):
+    code, out, err = _run(["invert", "sample:chelsea", "--model", "alexnet", "--weights", "none", "--input-size", "67",
+                           "--layer", "conv1", "--steps", "2", "--judge", "efficientnet_lite0",
+                           "--out", str(tmp_path), "-q"], capsys)
+    assert code == 0, err
+    j = json.loads((tmp_path / "manifest.json").read_text())["metrics"]["chelsea"]["judge"]
+    assert j["model"] == "efficientnet_lite0" and j["rank"] >= 1 and "judge efficientnet_lite0" in out
+
+
+def test_cli_unknown_judge_is_one_line_before_any_work(tmp_path, capsys):
+    code, out, err = _run(["invert", "sample:chelsea", "--model", "alexnet", "--weights", "none",
+                           "--layer", "conv1", "--judge", "efficientnet_lite9", "--out", str(tmp_path), "-q"], capsys)
+    assert code == 2 and "did you mean" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "manifest.json").exists()

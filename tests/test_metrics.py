@@ -77,3 +77,43 @@ def test_feature_error():
     assert feature_error(feats, target).tolist() == pytest.approx([0.0, 1.0, 1.0])
     assert feature_error(torch.zeros(1, 2, 2), torch.zeros(1, 2, 2)).item() == 0
 
+
+
+class _ColourJudge:
+    """A stand-in classifier: its logits are the mean of each colour channel (class 0 red, 1 green,
+    2 blue), at a fixed input size; it records the sizes it was shown."""
+
+    input_size = 12
+
+    def __init__(self):
+        self.seen = []
+
+    def __call__(self, x):
+        self.seen.append(tuple(x.shape[-2:]))
+        return 10 * x.mean(dim=(2, 3))
+
+
+def _solid(*rgbs):
+    return torch.stack([torch.tensor(c, dtype=torch.float32).view(3, 1, 1).expand(3, 20, 20) for c in rgbs])
+
+
+def test_judge_agrees_when_it_gives_the_reconstruction_the_originals_class():
+    from preimage.metrics import judge_recognition
+
+    judge = _ColourJudge()
+    refs = _solid((0.9, 0.1, 0.2), (0.1, 0.2, 0.9))      # red, blue
+    recs = _solid((0.8, 0.3, 0.1), (0.2, 0.9, 0.5))      # red (agrees), green then blue (rank 2)
+    out = judge_recognition(judge, recs, refs)
+    assert out["agrees"].tolist() == [True, False]
+    assert out["rank"].tolist() == [1, 2]
+    assert out["original_class"].tolist() == [0, 2] and out["class"].tolist() == [0, 1]
+    p = (10 * torch.tensor([0.2, 0.9, 0.5])).softmax(0)[2].item()
+    assert out["p"][1].item() == pytest.approx(p, rel=1e-5)
+    assert judge.seen == [(12, 12), (12, 12)]  # both batches resized to the judge's input size
+
+
+def test_judge_rank_is_last_for_the_least_likely_class():
+    from preimage.metrics import judge_recognition
+
+    out = judge_recognition(_ColourJudge(), _solid((0.1, 0.5, 0.9)), _solid((0.9, 0.5, 0.1)))
+    assert out["rank"].tolist() == [3] and not out["agrees"].item()

@@ -45,7 +45,8 @@ def add_parser(sub) -> None:
                    help="layer to invert, with an optional weight; repeat or join with + for several "
                         "(default: a middle layer of the model; original preset: avgpool)")
     p.add_argument("--preset", choices=["default", "fast", "natural", "original", "shallow"], default=None,
-                   help="default: natural pre-image objective with Adam, tuned; fast: the same without "
+                   help="default: natural pre-image objective with Adam, tuned per depth (from stride 32: "
+                        "Fourier parameterization + colour-statistics prior); fast: the same without "
                         "jitter, 200 steps; natural: IJCV 2016 with SGD; original: the original script; "
                         "shallow: HOG/DSIFT (default: 'default', 'shallow' for hog/dsift, or 'original' when "
                         "only the original script's flags are used)")
@@ -77,6 +78,9 @@ def add_parser(sub) -> None:
                    help="steps at which the lr decays")
     t.add_argument("--decay-epochs", "--decay_epochs", dest="decay_every", type=positive_int,
                    help="decay the lr every N steps (the original script's StepLR)")
+    p.add_argument("--judge", metavar="MODEL", default=None,
+                   help="another classifier (e.g. efficientnet_lite2) that judges each reconstruction: does it "
+                        "give it the class it gives the original? (top-1 agreement, rank; in the manifest)")
     add_output_args(p, default="out/invert")
     add_run_args(p, seed=0)
     p.add_argument("--log-every", "--stdout_epoches", dest="log_every", type=int, default=None,
@@ -122,6 +126,14 @@ def run(args: argparse.Namespace) -> int:
     layers = args.layers or [default_layer]
     if not layers[0]:
         raise PreimageError(f"give a --layer for {args.model} (`preimage layers {args.model}` lists them)")
+    if args.judge is not None:
+        from ..models import model_names
+
+        known = model_names()
+        if args.judge not in known and not args.judge.startswith("timm:"):
+            from ..errors import did_you_mean
+
+            raise PreimageError(f"unknown judge model {args.judge!r}" + did_you_mean(args.judge, known))
     seed = args.seed if args.seed is not None else (2023 if original else 0)
     decay_steps = args.decay_steps
     steps_for_decay = args.steps or config_for(preset).steps
@@ -143,12 +155,15 @@ def run(args: argparse.Namespace) -> int:
                   args.force)
     extra = {k: getattr(args, k) for k in ("mean", "std", "channels", "classes") if getattr(args, k, None) is not None}
     model = load_model(args.model, weights=args.weights, device=device, input_size=input_size, **extra)
+    judge = load_model(args.judge, device=device) if args.judge else None
+    if judge is not None and judge.classes is None:
+        raise PreimageError(f"the judge {judge.name} is not a classifier")
     log_every = args.log_every if args.log_every is not None else (25 if original else 0)
     callbacks = [_logger(log_every)] if log_every and log_every > 0 else []
     frame_every = (args.frames or max(1, cfg.steps // 40)) if args.gif else 0
     say(args, f"inverting {', '.join(sources)} at {model.name}:{' '.join(layers)} ({preset} preset, {cfg.steps} steps)")
     res = invert(model, sources, layers=layers, config=cfg, progress=not args.quiet and not callbacks,
-                 frame_every=frame_every, callbacks=callbacks)
+                 frame_every=frame_every, callbacks=callbacks, judge=judge)
     written = res.save(args.out, force=args.force, gif=args.gif)
     if is_shallow(model):  # original | what the descriptor sees | reconstruction
         written += list(save_inversion_glyphs(res, model, args.out, force=args.force) or [])
@@ -183,4 +198,8 @@ def _format_metrics(m: dict) -> str:
     parts += [f"PSNR {m['psnr']:.1f} dB", f"SSIM {m['ssim']:.3f}", f"TV ratio {m['tv_ratio']:.2f}"]
     if "top1_agrees" in m:
         parts.append(("top-1 agrees" if m["top1_agrees"] else "top-1 differs") + f" ({m['top1_reconstruction']})")
+    if "judge" in m:
+        j = m["judge"]
+        parts.append(f"judge {j['model']}: " + ("agrees" if j["agrees"] else "differs")
+                     + f" ({j['class']}; the original's class ranks {j['rank']})")
     return " | ".join(parts)

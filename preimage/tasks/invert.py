@@ -19,6 +19,10 @@ Presets (``INVERT_PRESETS``; every field can be overridden):
   pixels kept in the box, C = 1, λ_α = 0.01, λ_TV = 0.4·min(1, s/32) and jitter of min(4, s/8)
   pixels for the first 40% of the steps, where s is the stride of the target layer: shallow layers
   pin the image down and need less TV and jitter; deep layers settle better with smaller steps.
+  From stride 32 on (``deep_stride``) the image is a decorrelated-colour Fourier spectrum through a
+  sigmoid (:class:`~preimage.params.Fourier`, Adam at lr 0.05) with a colour-statistics prior
+  ``λ_c Σ_c [(μ_c − μ*_c)² + (σ_c − σ*_c)²] / σ*_c²`` (``DEEP_RECIPE``): deep features leave colour
+  and contrast free, and free pixels turn into a grey haze with rainbow texture there.
 - ``fast``: the default objective without jitter, Adam at lr 0.02 (×0.1 at step 150), 200 steps:
   a quick look, and the fastest way to a low feature error (it can leave more noise at deep layers).
 - ``shallow``: HOG and dense SIFT (``--model hog`` / ``dsift``), after the CVPR 2015 paper: 800
@@ -52,11 +56,11 @@ from ..layers import FeatureExtractor, parse_layer_spec, resolve_layer
 from ..models import Model
 from ..objectives import Objective, alpha_norm, feature_loss, total_variation
 from ..optimize import Result, optimize, step_schedule
-from ..params import Pixels
+from ..params import Fourier, Pixels, Upsampled
 from ..transforms import Transform, compose, ensemble, jitter
 from .classify import predict
 
-__all__ = ["InvertConfig", "INVERT_PRESETS", "invert", "Inversion", "config_for", "output_paths", "evaluate"]
+__all__ = ["InvertConfig", "INVERT_PRESETS", "DEEP_RECIPE", "recipe_for", "color_prior", "invert", "Inversion", "config_for", "output_paths", "evaluate"]
 
 
 @dataclass
@@ -97,6 +101,19 @@ class InvertConfig:
     finish_steps: int = 0            # the last steps of the run, without jitter, by a second optimizer ...
     finish_optimizer: str = "lbfgs"  # ... this one ...
     finish_lr: float = 1.0           # ... at this learning rate (a two-phase schedule)
+    param: str = "pixels"            # pixels: one free value per pixel | fourier: decorrelated-colour
+                                     # Fourier spectrum through a sigmoid (params.Fourier)
+    fourier_decay: float = 1.0       # fourier: the spectrum is scaled by 1 / f^decay
+    tv_end: float = 1.0              # λ_TV schedule: the weight goes linearly from λ_TV to tv_end·λ_TV
+                                     # over the run (1: constant)
+    color_weight: float = 0.0        # λ_c of the colour-statistics prior (0: off): it pulls each channel's
+    color_mean: tuple[float, ...] = (0.485, 0.456, 0.406)  # mean and std over the image towards these
+    color_std: tuple[float, ...] = (0.229, 0.224, 0.225)   # (ImageNet's pixel statistics)
+    coarse: int = 1                  # coarse-to-fine: first optimize an image `coarse` times coarser
+    coarse_until: float = 0.0        # ... (bilinearly upsampled) for this fraction of the steps
+    deep_stride: float | None = None  # at target layers of stride >= deep_stride ...
+    deep: dict[str, Any] = field(default_factory=dict)  # ... these fields replace the ones above
+                                     # (a depth-aware recipe; fields the user sets win)
     init: str = "noise"              # noise | zeros | an image path / sample:NAME
     init_scale: float = 0.05         # std of the starting noise (in the optimized space)
     seed: int = 0                    # random seed (noise and jitter)
@@ -117,7 +134,13 @@ _NATURAL = InvertConfig(
     rec_weight=100.0, tv_stride=None, jitter=4, jitter_until=0.75, jitter_stride=None, lr_stride=None,
     init="noise", init_scale=0.05, seed=0,
 )
-_DEFAULT = InvertConfig()
+#: the deep-layer part of the default preset (stride >= 32: blocks.5, blocks.6 and conv_head of the
+#: EfficientNet-Lites): the decorrelated-colour Fourier parameterization with Adam at lr 0.05 (no
+#: stride rule) and the colour-statistics prior; everything else as at shallower layers
+#: (benchmarks/invert_deep.py, docs/inversion.md)
+DEEP_RECIPE: dict[str, Any] = {"param": "fourier", "lr": 0.05, "lr_stride": 0, "init_scale": 0.01,
+                               "color_weight": 0.05}
+_DEFAULT = InvertConfig(deep_stride=32.0, deep=dict(DEEP_RECIPE))
 _SHALLOW = InvertConfig(
     steps=800, optimizer="adam", lr=0.05, decay_factor=0.1, decay_steps=(200, 400, 600),
     space="pixel", bounds=(0.0, 1.0), alpha=6.0, beta=2.0, lambda_alpha=1.0, lambda_tv=1.0,
@@ -134,7 +157,26 @@ INVERT_PRESETS: dict[str, InvertConfig] = {"fast": _FAST, "default": _DEFAULT, "
 def config_for(preset: str = "default", **overrides: Any) -> InvertConfig:
     """The preset's config with ``overrides`` (None values are ignored), validated."""
     cfg = from_preset(INVERT_PRESETS, preset, overrides, kind="inversion", tuple_fields=("decay_steps",))
+    cfg.deep = _user_wins(cfg.deep, overrides)
     _validate(cfg)
+    return cfg
+
+
+def _user_wins(deep: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """The depth-aware overrides ``deep`` without the fields the user set (a copy: presets stay intact).
+    A recipe that changes the parameterization is dropped whole when the user sets ``init``, ``space``
+    or ``param`` (it starts from noise in pixel space)."""
+    if "param" in deep and any(overrides.get(k) is not None for k in ("init", "space", "param")):
+        return {}
+    return {k: v for k, v in deep.items() if overrides.get(k) is None}
+
+
+def recipe_for(cfg: InvertConfig, stride: float | None) -> InvertConfig:
+    """The config a target layer of stride ``stride`` runs with: ``cfg`` with the fields of ``cfg.deep``
+    replaced when ``stride >= cfg.deep_stride`` (the depth-aware part of a preset), else ``cfg``."""
+    if cfg.deep and cfg.deep_stride and stride is not None and stride >= cfg.deep_stride:
+        deep = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.deep.items()}
+        return dataclasses.replace(cfg, **deep, deep={}, deep_stride=None)
     return cfg
 
 
@@ -153,6 +195,20 @@ def _validate(cfg: InvertConfig) -> None:
             raise PreimageError(f"{name} must be >= 0")
     if cfg.space not in ("pixel", "input"):
         raise PreimageError(f"space must be pixel or input, not {cfg.space!r}")
+    if cfg.param not in ("pixels", "fourier"):
+        raise PreimageError(f"unknown parameterization {cfg.param!r} (pixels, fourier)")
+    if cfg.param == "fourier" and (cfg.space != "pixel" or cfg.init != "noise"):
+        raise PreimageError("the fourier parameterization works in pixel space and starts from noise")
+    if cfg.coarse < 1 or not 0 <= cfg.coarse_until <= 1 or (cfg.coarse > 1 and cfg.space != "pixel"):
+        raise PreimageError("coarse must be >= 1 (in pixel space) and coarse_until in [0, 1]")
+    if cfg.color_weight < 0 or cfg.tv_end < 0:
+        raise PreimageError("color_weight and tv_end must be >= 0")
+    if cfg.deep:
+        fields = {f.name for f in dataclasses.fields(cfg)} - {"deep", "deep_stride"}
+        unknown = sorted(set(cfg.deep) - fields)
+        if unknown:
+            raise PreimageError(f"unknown setting(s) in the deep-layer recipe: {', '.join(unknown)}")
+        _validate(recipe_for(cfg, float("inf")) if cfg.deep_stride else dataclasses.replace(cfg, deep={}))
 
 
 @dataclass
@@ -304,9 +360,29 @@ def effective(cfg: InvertConfig, stride: float | None) -> dict[str, Any]:
             "jitter_steps": int(round(cfg.jitter_until * cfg.steps)) if shift else 0}
 
 
+def color_prior(mean: Sequence[float], std: Sequence[float], *, name: str = "color") -> Objective:
+    """Colour-statistics prior on [0, 1] pixels, per image:
+
+        R_c(x) = Σ_c [(μ_c(x) − μ*_c)² + (σ_c(x) − σ*_c)²] / σ*_c²
+
+    where ``μ_c(x)``, ``σ_c(x)`` are the mean and standard deviation of channel c over the image and
+    ``μ*``, ``σ*`` a natural image's (ImageNet's pixel statistics by default). Deep features hardly
+    constrain global colour and contrast; this pulls a washed-out grey image up and a saturated one
+    down towards natural statistics (a moment-matching prior, as in colour transfer)."""
+
+    def fn(s) -> torch.Tensor:
+        x = s.image.flatten(2)
+        m, sd = x.new_tensor(tuple(mean)), x.new_tensor(tuple(std))
+        return (((x.mean(2) - m) / sd).pow(2) + ((x.std(dim=2) - sd) / sd).pow(2)).sum(1)
+
+    return Objective(fn, name)
+
+
 def build_objective(cfg: InvertConfig, layers: list[tuple[str, float]], targets: dict[str, torch.Tensor],
-                    stride: float | None = None) -> Objective:
-    """``C Σ w_l rec_l + λ_α R_α + λ_TV R_TV`` with the config's normalizations."""
+                    stride: float | None = None, clock: list[int] | None = None) -> Objective:
+    """``C Σ w_l rec_l + λ_α R_α + λ_TV(t) R_TV + λ_c R_colour`` with the config's normalizations;
+    ``λ_TV(t) = λ_TV (1 + (tv_end − 1) (t − 1) / (T − 1))`` at step t of T, where ``t`` is the loop's
+    step plus ``clock[0]`` (the steps of earlier phases of the same run)."""
     obj = None
     for name, w in layers:
         term = (cfg.rec_weight * w) * feature_loss(name, targets[name], name=f"rec[{name}]")
@@ -316,7 +392,19 @@ def build_objective(cfg: InvertConfig, layers: list[tuple[str, float]], targets:
         obj = obj + cfg.lambda_alpha * alpha_norm(cfg.alpha, space=cfg.reg_space, bound=cfg.bound)
     if cfg.lambda_tv:
         lam = effective(cfg, stride)["lambda_tv"]
-        obj = obj + lam * total_variation(cfg.beta, space=cfg.reg_space, scale=cfg.tv_scale)
+        tv = total_variation(cfg.beta, space=cfg.reg_space, scale=cfg.tv_scale)
+        if cfg.tv_end != 1.0 and cfg.steps > 1:
+            clock = clock if clock is not None else [0]
+            span, end = cfg.steps - 1, cfg.tv_end
+
+            def ramped(s, tv=tv) -> torch.Tensor:
+                t = min(1.0, max(0.0, (s.step + clock[0] - 1) / span))
+                return (1.0 + (end - 1.0) * t) * tv(s)
+
+            tv = Objective(ramped, "tv")
+        obj = obj + lam * tv
+    if cfg.color_weight:
+        obj = obj + cfg.color_weight * color_prior(cfg.color_mean, cfg.color_std)
     return obj
 
 
@@ -330,6 +418,7 @@ def invert(
     progress: bool = False,
     frame_every: int = 0,
     callbacks: Sequence[Any] = (),
+    judge: Model | None = None,
     **overrides: Any,
 ) -> Inversion:
     """Reconstruct ``images`` from their activations at ``layers``.
@@ -345,6 +434,8 @@ def invert(
         progress: show a progress bar with each loss term.
         frame_every: keep a frame every N steps (for a GIF of the optimization).
         callbacks: passed to :func:`preimage.optimize.optimize` (called after each step).
+        judge: another classifier (e.g. ``load_model("efficientnet_lite2")``); adds its cross-model
+            recognition of each reconstruction to the metrics (:func:`preimage.metrics.judge_recognition`).
         **overrides: any :class:`InvertConfig` field, e.g. ``steps=500, lr=0.1, optimizer="lbfgs"``.
 
     Returns:
@@ -354,6 +445,7 @@ def invert(
     cfg = config if config is not None else config_for(preset, **overrides)
     if config is not None and overrides:
         cfg = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
+        cfg.deep = _user_wins(cfg.deep, overrides)
     _validate(cfg)
     layer_list = _parse_layers(model, layers)
     ref, names, sources = load_batch(images, model.input_size, channels=model.channels)
@@ -364,25 +456,47 @@ def invert(
     extractor = FeatureExtractor(model, names_only)
     with torch.no_grad():
         targets = extractor(model.normalize(ref))
-    stride = layer_stride(model, names_only) if (cfg.tv_stride or cfg.jitter_stride or cfg.lr_stride) else None
-    eff = effective(cfg, stride)
-    objective = build_objective(cfg, layer_list, targets, stride)
-    param = Pixels(_init(cfg, model, ref, gen), space=cfg.space, bounds=cfg.bounds)
+    needs_stride = cfg.tv_stride or cfg.jitter_stride or cfg.lr_stride or (cfg.deep and cfg.deep_stride)
+    stride = layer_stride(model, names_only) if needs_stride else None
+    user_cfg, cfg = cfg, recipe_for(cfg, stride)
+    eff = {**effective(cfg, stride), "deep_recipe": cfg is not user_cfg}
+    clock = [0]  # steps run in earlier phases (read by the λ_TV schedule)
+    objective = build_objective(cfg, layer_list, targets, stride, clock)
     jitter_steps = eff["jitter_steps"]
     transforms = [_phase_jitter(eff["jitter"], jitter_steps)] if jitter_steps else []
     if cfg.copies > 1 or cfg.color_shift or cfg.noise:  # augmentation ensembling, in the same phase
         aug = ensemble(cfg.copies, jitter_pixels=eff["jitter"], shift=cfg.color_shift, noise=cfg.noise)
         transforms = [_phase(compose(aug), int(round(cfg.jitter_until * cfg.steps)))]
-    schedule = step_schedule([s for s in cfg.decay_steps if 0 < s], cfg.decay_factor) if cfg.decay_steps else None
     finish = min(max(0, cfg.finish_steps), cfg.steps)
+    main = cfg.steps - finish
+    coarse = int(round(cfg.coarse_until * main)) if cfg.coarse > 1 and cfg.param == "pixels" else 0
+    eff["coarse_steps"] = coarse
+    if cfg.param == "fourier":
+        param: Any = Fourier(tuple(ref.shape), sd=cfg.init_scale, decay=cfg.fourier_decay, generator=gen,
+                             device=ref.device)
+    elif coarse:
+        param = Upsampled(_init(cfg, model, ref, gen), factor=cfg.coarse, bounds=cfg.bounds)
+    else:
+        param = Pixels(_init(cfg, model, ref, gen), space=cfg.space, bounds=cfg.bounds)
     desc = f"invert {model.name}:{'+'.join(names_only)}"
-    result = optimize(
-        param, objective, model, steps=cfg.steps - finish, optimizer=cfg.optimizer, lr=eff["lr"],
-        momentum=cfg.momentum, schedule=schedule, transforms=transforms, generator=gen, progress=progress,
-        progress_desc=desc, frame_every=frame_every, callbacks=list(callbacks),
-    )
+
+    def phase(p: Any, steps: int, offset: int, **kw: Any) -> Result:
+        clock[0] = offset
+        milestones = [s - offset for s in cfg.decay_steps if s > offset]
+        return optimize(
+            p, objective, model, steps=steps, optimizer=cfg.optimizer, lr=eff["lr"], momentum=cfg.momentum,
+            schedule=step_schedule(milestones, cfg.decay_factor) if milestones else None, transforms=transforms,
+            generator=gen, progress=progress, progress_desc=desc + kw.get("suffix", ""),
+            frame_every=frame_every, callbacks=[_shift_steps(cb, offset) for cb in callbacks] if offset else list(callbacks),
+        )
+
+    result = phase(param, coarse or main, 0, suffix=f" (1/{cfg.coarse} size)" if coarse else "")
+    if coarse and result.status == "done":  # coarse to fine: the same run goes on at full resolution
+        param = Pixels(result.image.detach().clone(), space="pixel", bounds=cfg.bounds)
+        result = _concat(result, phase(param, main - coarse, coarse))
     if finish and result.status == "done":  # second phase: same loop, no jitter, another optimizer
         offset = result.steps
+        clock[0] = offset
         shifted = [_shift_steps(cb, offset) for cb in callbacks]
         second = optimize(
             param, objective, model, steps=finish, optimizer=cfg.finish_optimizer, lr=cfg.finish_lr,
@@ -391,9 +505,9 @@ def invert(
         )
         result = _concat(result, second)
     image = result.image.clamp(0, 1)
-    mets = evaluate(model, image, ref, targets, extractor)
+    mets = evaluate(model, image, ref, targets, extractor, judge=judge)
     return Inversion(image=image.cpu(), reference=ref.cpu(), names=names, layers=layer_list, model=model.name,
-                     config=cfg, result=result, metrics=mets, sources=sources, effective=eff)
+                     config=user_cfg, result=result, metrics=mets, sources=sources, effective=eff)
 
 
 def _shift_steps(cb: Any, offset: int) -> Any:
@@ -432,8 +546,12 @@ class _phase_jitter:
 
 @torch.no_grad()
 def evaluate(model: Model, image: torch.Tensor, ref: torch.Tensor, targets: dict[str, torch.Tensor],
-             extractor: FeatureExtractor) -> list[dict[str, Any]]:
-    """Metrics of reconstructions ``image`` against originals ``ref`` (both [0, 1], B x 3 x H x W)."""
+             extractor: FeatureExtractor, *, judge: Model | None = None) -> list[dict[str, Any]]:
+    """Metrics of reconstructions ``image`` against originals ``ref`` (both [0, 1], B x 3 x H x W).
+
+    With a ``judge`` (another classifier), ``m["judge"]`` holds its cross-model recognition
+    (:func:`preimage.metrics.judge_recognition`): the judge's class for the original and for the
+    reconstruction, whether they agree, the rank and probability of the original's class."""
     image = image.to(ref.device)
     feats = extractor(model.normalize(image))
     errors = {n: M.feature_error(feats[n], targets[n]) for n in targets}
@@ -442,6 +560,7 @@ def evaluate(model: Model, image: torch.Tensor, ref: torch.Tensor, targets: dict
     if model.classes is not None:
         p_img, p_ref = predict(model, image), predict(model, ref)
         agree = (p_img.argmax(-1), p_ref.argmax(-1), p_img)
+    judged = M.judge_recognition(judge, image, ref) if judge is not None else None
     out = []
     for i in range(image.shape[0]):
         m: dict[str, Any] = {
@@ -454,5 +573,11 @@ def evaluate(model: Model, image: torch.Tensor, ref: torch.Tensor, targets: dict
             m["top1_reconstruction"] = model.classes[int(top_img[i])]
             m["top1_agrees"] = bool(top_img[i] == top_ref[i])
             m["p_original_class"] = float(p_img[i, top_ref[i]])
+        if judged is not None:
+            names = judge.classes  # type: ignore[union-attr]
+            c0, c = int(judged["original_class"][i]), int(judged["class"][i])
+            m["judge"] = {"model": judge.name, "agrees": bool(judged["agrees"][i]),  # type: ignore[union-attr]
+                          "rank": int(judged["rank"][i]), "p_original_class": float(judged["p"][i]),
+                          "original_class": names[c0] if names else c0, "class": names[c] if names else c}
         out.append(m)
     return out

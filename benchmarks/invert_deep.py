@@ -1,0 +1,220 @@
+"""Deep-layer inversion recipes on the embedded efficientnet_lite0, judged by another network.
+
+Every reconstruction is scored by feature error, PSNR, SSIM, TV ratio and cross-model recognition:
+efficientnet_lite2 (the judge) classifies the reconstruction and the original photo
+(:func:`preimage.metrics.judge_recognition`: top-1 agreement, rank of the original's class).
+
+    # 1. screening: every candidate recipe, few photos/stages, fewer steps
+    python benchmarks/invert_deep.py screen --photos chelsea --stages blocks.5 conv_head --steps 300 --jobs 2
+    # 2. the table: today's default ("before") vs the default preset ("default"), every stage and photo
+    python benchmarks/invert_deep.py table --jobs 2
+
+``before`` is the default preset as it was before the deep-layer recipe (``deep={}``: the same
+settings at every depth). Writes benchmarks/results/invert_deep_<mode>.{json,md}; ``table`` also
+redraws docs/images/layers_<photo>.png (original, then the default preset at every stage) for the
+first two photos. Each inversion runs on one thread.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+STAGES = [f"blocks.{i}" for i in range(7)] + ["conv_head"]
+DEEP = ["blocks.5", "blocks.6", "conv_head"]
+JUDGE = "efficientnet_lite2"
+
+#: candidate recipes for deep layers, as overrides of the default preset (screening)
+CANDIDATES: dict[str, dict] = {
+    "before": {"deep": {}},
+    "tv_ramp": {"deep": {}, "tv_end": 0.1},
+    "coarse": {"deep": {}, "coarse": 4, "coarse_until": 0.3},
+    "fourier": {"deep": {}, "param": "fourier", "lr": 0.05, "lr_stride": 0, "init_scale": 0.01},
+    "fourier_ramp": {"deep": {}, "param": "fourier", "lr": 0.05, "lr_stride": 0, "init_scale": 0.01,
+                     "tv_end": 0.1},
+    # second round (after the first showed Fourier recognised but over-contrasted)
+    "stats": {"deep": {}, "color_weight": 0.05},
+    "fourier_stats": {"deep": {}, "param": "fourier", "lr": 0.05, "lr_stride": 0, "init_scale": 0.01,
+                      "color_weight": 0.05},
+    "fourier_stats_slow": {"deep": {}, "param": "fourier", "lr": 0.02, "lr_stride": 0, "init_scale": 0.01,
+                           "color_weight": 0.05},
+}
+
+_CACHE: dict = {}
+
+
+def _models():
+    import preimage
+
+    if not _CACHE:
+        _CACHE["model"] = preimage.load_model("efficientnet_lite0")
+        _CACHE["judge"] = preimage.load_model(JUDGE)
+    return _CACHE["model"], _CACHE["judge"]
+
+
+def one(job: tuple[str, dict, str, str, int | None, str]) -> dict:
+    import torch
+
+    torch.set_num_threads(1)
+    from preimage.images import save_image
+    from preimage.tasks.invert import config_for, invert
+
+    name, overrides, photo, stage, steps, mode = job
+    model, judge = _models()
+    over = dict(overrides)
+    if steps:  # a shorter run: the decay and the jitter phase keep their place in it
+        over.update(steps=steps, decay_steps=(int(round(steps * 0.8)),))
+    cfg = config_for("default", **over)
+    t0 = time.perf_counter()
+    res = invert(model, f"sample:{photo}", layers=[stage], config=cfg, judge=judge)
+    seconds = time.perf_counter() - t0
+    m = res.metrics[0]
+    out = RESULTS / f"invert_deep_{mode}" / name
+    out.mkdir(parents=True, exist_ok=True)
+    save_image(res.image[0], out / f"{photo}_{stage}.png")
+    j = m["judge"]
+    return {"recipe": name, "photo": photo, "stage": stage, "status": res.status, "steps": res.result.steps,
+            "deep_recipe": res.effective["deep_recipe"], "feature_error": m["feature_error"][stage],
+            "psnr": m["psnr"], "ssim": m["ssim"], "tv_ratio": m["tv_ratio"], "judge_agrees": j["agrees"],
+            "judge_rank": j["rank"], "judge_p": j["p_original_class"], "judge_original": j["original_class"],
+            "judge_class": j["class"], "seconds": seconds}
+
+
+def shallow_stages(stages: list[str]) -> list[str]:
+    """The stages where the default preset's settings are today's default (below its deep stride)."""
+    import preimage
+    from preimage.tasks.invert import config_for, layer_stride, recipe_for
+
+    model, cfg = preimage.load_model("efficientnet_lite0"), config_for("default")
+    return [s for s in stages if recipe_for(cfg, layer_stride(model, [s])) is cfg]
+
+
+def summarize(rows: list[dict], recipes: list[str], stages: list[str]) -> list[str]:
+    """Per stage and recipe, over photos: agreement count, median rank, PSNR, SSIM, TV ratio,
+    feature error and seconds."""
+    lines = ["| stage | recipe | judge top-1 agrees | median rank | median PSNR dB | median SSIM | "
+             "median TV ratio | median feature error | median s |", "|---|---|---|---|---|---|---|---|---|"]
+    for s in stages:
+        for r in recipes:
+            sel = [x for x in rows if x["stage"] == s and x["recipe"] == r]
+            if not sel:
+                continue
+            med = lambda k: statistics.median(x[k] for x in sel)  # noqa: E731
+            lines.append(f"| {s} | {r} | {sum(x['judge_agrees'] for x in sel)}/{len(sel)} | {med('judge_rank'):g} | "
+                         f"{med('psnr'):.1f} | {med('ssim'):.3f} | {med('tv_ratio'):.2f} | "
+                         f"{med('feature_error'):.3f} | {med('seconds'):.0f} |")
+    return lines
+
+
+def per_photo(rows: list[dict], recipes: list[str], stages: list[str], photos: list[str]) -> list[str]:
+    lines = []
+    for ph in photos:
+        lines += [f"**{ph}** (judge's class for the photo: {next((x['judge_original'] for x in rows if x['photo'] == ph), '?')})",
+                  "", "| stage | " + " | ".join(f"{r}: agrees, rank, PSNR, SSIM, TV, error" for r in recipes) + " |",
+                  "|---|" + "---|" * len(recipes)]
+        for s in stages:
+            cells = []
+            for r in recipes:
+                x = next((x for x in rows if (x["photo"], x["stage"], x["recipe"]) == (ph, s, r)), None)
+                cells.append("—" if x is None else
+                             f"{'yes' if x['judge_agrees'] else 'no'}, {x['judge_rank']}, {x['psnr']:.1f}, "
+                             f"{x['ssim']:.3f}, {x['tv_ratio']:.2f}, {x['feature_error']:.3f}")
+            lines.append(f"| {s} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
+
+
+def grid(photo: str, folder: Path, recipe: str) -> None:
+    from PIL import Image, ImageDraw
+
+    from preimage.images import load_tensor, to_pil
+
+    tiles = [("original", to_pil(load_tensor(f"sample:{photo}", 224)))]
+    for s in STAGES:
+        path = folder / recipe / f"{photo}_{s}.png"
+        if path.exists():
+            tiles.append((s, Image.open(path).convert("RGB")))
+    w, pad, label, cols = 224, 6, 22, 5
+    rows = (len(tiles) + cols - 1) // cols
+    canvas = Image.new("RGB", (cols * (w + pad) + pad, rows * (w + label + pad) + pad), "white")
+    draw = ImageDraw.Draw(canvas)
+    for i, (name, img) in enumerate(tiles):
+        x, y = pad + (i % cols) * (w + pad), pad + (i // cols) * (w + label + pad)
+        draw.text((x + 2, y + 4), name, fill="black")
+        canvas.paste(img.resize((w, w)), (x, y + label))
+    canvas.save(ROOT / "docs" / "images" / f"layers_{photo}.png")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("mode", choices=["screen", "table", "summary"])
+    ap.add_argument("files", nargs="*", help="summary: raw .jsonl results to tabulate together")
+    ap.add_argument("--recipes", nargs="+", default=None, help="screen: candidates (default: all)")
+    ap.add_argument("--photos", nargs="+", default=None)
+    ap.add_argument("--stages", nargs="+", default=None)
+    ap.add_argument("--steps", type=int, default=None, help="shorter runs (default: the preset's)")
+    ap.add_argument("--jobs", type=int, default=1)
+    ap.add_argument("--tag", default="", help="suffix of the results files")
+    args = ap.parse_args()
+    if args.mode == "summary":  # tabulate raw rows kept by earlier (possibly stopped) runs
+        rows = [json.loads(ln) for f in args.files for ln in Path(f).read_text().splitlines() if ln.strip()]
+        rows = list({(r["recipe"], r["photo"], r["stage"]): r for r in rows}.values())  # a rerun counts once
+        recipes = list(dict.fromkeys(r["recipe"] for r in rows))
+        stages = [s for s in STAGES if any(r["stage"] == s for r in rows)]
+        photos = list(dict.fromkeys(r["photo"] for r in rows))
+        lines = summarize(rows, recipes, stages) + [""] + per_photo(rows, recipes, stages, photos)
+        lines.append(f"{len(rows)} inversions from {', '.join(Path(f).name for f in args.files)}.")
+        (RESULTS / f"invert_deep_summary{args.tag}.md").write_text("\n".join(lines) + "\n")
+        print("\n".join(lines))
+        return
+    if args.mode == "screen":
+        recipes = args.recipes or list(CANDIDATES)
+        table = {r: CANDIDATES[r] for r in recipes}
+        photos, stages = args.photos or ["chelsea"], args.stages or ["blocks.5", "conv_head"]
+        jobs = [(r, table[r], ph, s, args.steps, "screen") for r in recipes for ph in photos for s in stages]
+    else:
+        recipes = ["before", "default"]
+        photos, stages = args.photos or ["chelsea", "coffee", "astronaut"], args.stages or STAGES
+        same = shallow_stages(stages)
+        jobs = []
+        for ph in photos:
+            for s in stages:
+                for r in recipes:
+                    if r == "before" and s in same:
+                        continue  # the default preset is today's default there: one run serves both
+                    jobs.append((r, CANDIDATES["before"] if r == "before" else {}, ph, s, args.steps, "table"))
+        jobs.sort(key=lambda j: j[3] in same)  # the stages where the recipes differ first
+    t0 = time.perf_counter()
+    rows = []
+    name = f"invert_deep_{args.mode}{args.tag}"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    with ProcessPoolExecutor(args.jobs) as pool, open(RESULTS / f"{name}.jsonl", "w") as raw:
+        for row in pool.map(one, jobs):  # each row is kept as it comes (raw.jsonl), the table at the end
+            rows.append(row)
+            print(json.dumps(row), file=raw, flush=True)
+            print(json.dumps(row), flush=True)
+    seconds = time.perf_counter() - t0
+    if args.mode == "table":  # stages where both recipes are the same settings: the one run is both
+        rows += [{**r, "recipe": "before", "same_as_default": True} for r in list(rows)
+                 if r["recipe"] == "default" and r["stage"] in same]
+    (RESULTS / f"{name}.json").write_text(json.dumps({"args": vars(args), "rows": rows, "seconds": seconds},
+                                                     indent=2) + "\n")
+    lines = summarize(rows, recipes, stages) + [""] + per_photo(rows, recipes, stages, photos)
+    if args.mode == "table":
+        lines.append(f"At {', '.join(same) or 'no stage'} the default preset runs today's settings: one run "
+                     "per photo fills both columns.")
+    lines.append(f"{len(jobs)} inversions, {args.jobs} jobs of one thread: {seconds:.0f} s.")
+    (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    if args.mode == "table" and stages == STAGES:
+        for ph in photos[:2]:
+            grid(ph, RESULTS / f"invert_deep_{args.mode}", "default")
+
+
+if __name__ == "__main__":
+    main()
