@@ -160,15 +160,24 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=None, help="shorter runs (default: the preset's)")
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--tag", default="", help="suffix of the results files")
+    ap.add_argument("--table", action="store_true", help="summary: fill 'before' from 'default' where only it ran")
+    ap.add_argument("--grid", nargs="*", default=[], help="summary: redraw docs/images/layers_PHOTO.png")
     args = ap.parse_args()
     if args.mode == "summary":  # tabulate raw rows kept by earlier (possibly stopped) runs
         rows = [json.loads(ln) for f in args.files for ln in Path(f).read_text().splitlines() if ln.strip()]
         rows = list({(r["recipe"], r["photo"], r["stage"]): r for r in rows}.values())  # a rerun counts once
+        if args.table:  # stages run only with the default preset (its settings are today's there)
+            have = {(r["photo"], r["stage"]) for r in rows if r["recipe"] == "before"}
+            rows += [{**r, "recipe": "before", "same_as_default": True} for r in list(rows)
+                     if r["recipe"] == "default" and (r["photo"], r["stage"]) not in have]
         recipes = list(dict.fromkeys(r["recipe"] for r in rows))
         stages = [s for s in STAGES if any(r["stage"] == s for r in rows)]
         photos = list(dict.fromkeys(r["photo"] for r in rows))
         lines = summarize(rows, recipes, stages) + [""] + per_photo(rows, recipes, stages, photos)
-        lines.append(f"{len(rows)} inversions from {', '.join(Path(f).name for f in args.files)}.")
+        runs = sum(not r.get("same_as_default") for r in rows)
+        lines.append(f"{runs} inversions from {', '.join(Path(f).name for f in args.files)}.")
+        for ph in args.grid:
+            grid(ph, RESULTS / "invert_deep_table", "default")
         (RESULTS / f"invert_deep_summary{args.tag}.md").write_text("\n".join(lines) + "\n")
         print("\n".join(lines))
         return

@@ -272,6 +272,8 @@ def test_settings_the_user_gives_win_over_the_deep_recipe(tiny_model):
     assert key not in cfg.deep and getattr(recipe_for(cfg, 1e9), key) == value
     assert key in INVERT_PRESETS["default"].deep  # the preset itself is left intact
     assert config_for("default", init="sample:coffee").deep == {}  # the Fourier recipe starts from noise
+    assert config_for("default", init="noise").deep == INVERT_PRESETS["default"].deep
+    assert config_for("pixels").deep == {} and recipe_for(config_for("pixels"), 1e9).param == "pixels"
     with pytest.raises(PreimageError, match="deep-layer recipe"):
         config_for("default", deep={"no_such_setting": 1})
 

@@ -44,9 +44,10 @@ def add_parser(sub) -> None:
     p.add_argument("--layer", "-l", "--layer_name", dest="layers", action="append", metavar="LAYER[:W][+LAYER[:W]]",
                    help="layer to invert, with an optional weight; repeat or join with + for several "
                         "(default: a middle layer of the model; original preset: avgpool)")
-    p.add_argument("--preset", choices=["default", "fast", "natural", "original", "shallow"], default=None,
+    p.add_argument("--preset", choices=["default", "pixels", "fast", "natural", "original", "shallow"], default=None,
                    help="default: natural pre-image objective with Adam, tuned per depth (from stride 32: "
-                        "Fourier parameterization + colour-statistics prior); fast: the same without "
+                        "Fourier parameterization + colour-statistics prior); pixels: the same on free pixels at every "
+                        "depth; fast: the same without "
                         "jitter, 200 steps; natural: IJCV 2016 with SGD; original: the original script; "
                         "shallow: HOG/DSIFT (default: 'default', 'shallow' for hog/dsift, or 'original' when "
                         "only the original script's flags are used)")
