@@ -8,6 +8,8 @@ efficientnet_lite2 (the judge) classifies the reconstruction and the original ph
     python benchmarks/invert_deep.py screen --photos chelsea --stages blocks.5 conv_head --steps 300 --jobs 2
     # 2. the table: today's default ("before") vs the default preset ("default"), every stage and photo
     python benchmarks/invert_deep.py table --jobs 2
+    # 3. tabulate raw rows of (possibly partial) runs together, redraw the layer grids
+    python benchmarks/invert_deep.py summary benchmarks/results/invert_deep_table*.jsonl --table --grid chelsea coffee
 
 ``before`` is the default preset as it was before the deep-layer recipe (``deep={}``: the same
 settings at every depth). Writes benchmarks/results/invert_deep_<mode>.{json,md}; ``table`` also
