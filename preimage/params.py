@@ -9,6 +9,8 @@ as the original inversion script optimizes) and may constrain itself after each 
   first phase of coarse-to-fine optimization).
 - :class:`Fourier`: a scaled Fourier spectrum with decorrelated colour and a sigmoid (as Lucid's
   ``fft_image`` + ``to_valid_rgb``), which favours smooth, natural-looking images.
+- :class:`Latent`: the image is a frozen generator's output ``G(z)`` and ``z`` is what moves, so
+  the optimized image can only be one the generator makes (GAN inversion).
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import math
 import torch
 from torch import nn
 
-__all__ = ["ImageParam", "Pixels", "Upsampled", "Fourier"]
+__all__ = ["ImageParam", "Pixels", "Upsampled", "Fourier", "Latent"]
 
 
 class ImageParam(nn.Module):
@@ -149,3 +151,34 @@ class Fourier(ImageParam):
     @torch.no_grad()
     def set_(self, image: torch.Tensor) -> None:
         raise NotImplementedError("a Fourier image is restored through its spectrum")
+
+
+class Latent(ImageParam):
+    """Image = ``decode(z)``: the optimized values are the latent codes ``z`` (``B x D``), started at
+    ``init``; ``decode`` (a frozen network, e.g. a GAN generator mapped to [0, 1] RGB) turns them into
+    ``B x 3 x H x W`` pixels. ``bounds=(lo, hi)`` keeps ``z`` in the box after every step (the
+    support of a uniform prior).
+    """
+
+    space = "pixel"
+
+    def __init__(self, decode: nn.Module, init: torch.Tensor, *, bounds: tuple[float, float] | None = None):
+        super().__init__()
+        self.decode = decode
+        for p in self.decode.parameters():
+            p.requires_grad_(False)
+        self.bounds = bounds
+        self.z = nn.Parameter(init.detach().clone(memory_format=torch.contiguous_format))
+        self.project_()
+
+    def forward(self) -> torch.Tensor:
+        return self.decode(self.z)
+
+    @torch.no_grad()
+    def project_(self) -> None:
+        if self.bounds is not None:
+            self.z.clamp_(*self.bounds)
+
+    @torch.no_grad()
+    def set_(self, image: torch.Tensor) -> None:
+        raise NotImplementedError("a generated image is restored through its latent code")

@@ -32,9 +32,11 @@ def add_parser(sub) -> None:
         "invert", help="reconstruct an image from a layer's activations",
         description="Reconstruct images from what a network keeps of them at one or more layers "
                     "(Mahendran & Vedaldi 2015, 2016). Writes NAME.png, NAME_compare.png, manifest.json "
-                    "and history.json into --out, and prints the metrics.",
+                    "and history.json into --out, and prints the metrics. With --model gan:RUN_DIR (a "
+                    "`preimage gan train` run) it finds the noise whose generated image reproduces each image.",
         epilog="examples:\n"
                "  preimage invert sample:chelsea --layer blocks.3\n"
+               "  preimage invert digit.png --model gan:out/gan-digits   # the noise a trained generator needs\n"
                "  preimage invert photo.jpg --model vgg16 --weights vgg16.pth --layer conv3_1 --layer fc6:0.1\n"
                "  preimage invert --image_path photo.jpg --weights alexnet.pth   # the original script\n",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -117,6 +119,10 @@ def run(args: argparse.Namespace) -> int:
     sources = list(args.images) + ([args.image_path] if args.image_path else [])
     if not sources:
         raise PreimageError("no image given (e.g. preimage invert sample:chelsea)")
+    if (args.model or "").startswith("gan:"):  # the pre-image of a generator: search its noise, not pixels
+        from .gan import run_invert
+
+        return run_invert(args, sources)
     if args.model is None:
         args.model = "alexnet" if original else "efficientnet_lite0"
     from ..models.shallow import is_shallow_name

@@ -1,0 +1,204 @@
+"""``preimage gan train|sample|interpolate``: train a GAN (vanilla, least squares; FC or DCGAN) and use it.
+
+The generator's pre-image is found by ``preimage invert IMAGE --model gan:CKPT``.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..errors import PreimageError
+from .common import positive_float, positive_int, say
+
+LOSS_NAMES = ("vanilla", "ls")
+ARCH_NAMES = ("fc", "dc")
+DATA_NAMES = ("fashion-mnist", "mnist", "digits")
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "gan", help="train GANs (vanilla, least squares; FC or DCGAN) and sample from them",
+        description="Generative adversarial networks as the CS231n notes teach them: train, sample, interpolate. "
+                    "Find a generator's pre-image with `preimage invert IMAGE --model gan:RUN_DIR`.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+               "  preimage gan train --data digits --loss ls --arch dc --epochs 5 --out out/gan-digits\n"
+               "  preimage gan train --data fashion-mnist --loss vanilla --arch fc --epochs 10 --out out/gan-fc\n"
+               "  preimage gan sample out/gan-digits --n 64 --out samples.png\n"
+               "  preimage gan interpolate out/gan-digits --rows 4 --steps 10 --out strip.png\n",
+    )
+    cmds = p.add_subparsers(dest="gan_command", metavar="{train,sample,interpolate}")
+    cmds.required = True
+
+    t = cmds.add_parser("train", help="train a GAN; a checkpoint every epoch, rerun to resume",
+                        description="Train a generator/discriminator pair (the notes' run_a_gan: alternate D and G "
+                                    "steps, uniform noise in [-1, 1], full batches). Writes checkpoint.pt, "
+                                    "history.json, losses.png, manifest.json and samples/epoch_NNN.png into --out; "
+                                    "rerunning the same command after an interruption resumes exactly.")
+    t.add_argument("--loss", choices=LOSS_NAMES, default="vanilla",
+                   help="vanilla: BCE with the non-saturating G loss; ls: least squares (default: vanilla)")
+    t.add_argument("--arch", choices=ARCH_NAMES, default="dc", help="fc: fully connected pair; dc: DCGAN (default: dc)")
+    t.add_argument("--data", default="fashion-mnist",
+                   help="fashion-mnist (IDX files in /usr/share/datasets/fashion-mnist), mnist (torchvision download), "
+                        "digits (scikit-learn, bundled) or a folder of IDX files or images (default: fashion-mnist)")
+    t.add_argument("--data-root", dest="data_root", default=None,
+                   help="folder with the Fashion-MNIST IDX files, or the download cache for mnist")
+    t.add_argument("--size", type=int, choices=(28, 32, 64), default=None,
+                   help="image side (default: the data's own; 32 for image folders)")
+    t.add_argument("--channels", type=int, choices=(1, 3), default=None,
+                   help="1 grey, 3 colour (default: the data's own)")
+    t.add_argument("--epochs", type=positive_int, default=10, help="epochs in total (default: 10)")
+    t.add_argument("--preset", choices=("cs231n",), default="cs231n",
+                   help="cs231n: the notes' settings (batch 128, Adam lr 1e-3 β1 0.5, noise 96)")
+    t.add_argument("--batch-size", dest="batch_size", type=positive_int, default=None, help="images per step (128)")
+    t.add_argument("--lr", type=positive_float, default=None, help="Adam learning rate (1e-3)")
+    t.add_argument("--noise-dim", dest="noise_dim", type=positive_int, default=None, help="noise dimension (96)")
+    t.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: auto)")
+    t.add_argument("--out", "-o", default="out/gan", help="run folder (default: out/gan)")
+    t.add_argument("--force", action="store_true", help="start over in a folder that holds another run")
+    t.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    t.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    t.set_defaults(run=run_train)
+
+    for name, helptext in (("sample", "a grid of samples from a trained generator"),
+                           ("interpolate", "strips between pairs of noise vectors")):
+        s = cmds.add_parser(name, help=helptext, description=helptext[0].upper() + helptext[1:] + ".")
+        s.add_argument("checkpoint", metavar="CKPT", help="a run folder or its checkpoint.pt")
+        if name == "sample":
+            s.add_argument("--n", type=positive_int, default=64, help="number of samples (default: 64)")
+            s.add_argument("--ncols", type=positive_int, default=None, help="grid columns (default: √n)")
+        else:
+            s.add_argument("--steps", type=positive_int, default=10, help="images per strip (default: 10)")
+            s.add_argument("--rows", type=positive_int, default=4, help="number of strips (default: 4)")
+        s.add_argument("--seed", type=int, default=0, help="seed of the noise (default: 0)")
+        s.add_argument("--out", "-o", default=f"out/gan-{name}.png", help=f"PNG to write (default: out/gan-{name}.png)")
+        s.add_argument("--force", action="store_true", help="overwrite --out")
+        s.add_argument("--quiet", "-q", action="store_true", help="no log lines")
+        s.set_defaults(run=run_sample if name == "sample" else run_interpolate)
+    p.set_defaults(run=lambda args: (p.print_help(sys.stderr), 2)[1])
+
+
+def _check_data(args: argparse.Namespace) -> None:
+    if args.data_root is not None and not Path(args.data_root).expanduser().is_dir():
+        raise PreimageError(f"no such folder: {args.data_root}")
+    if args.data in DATA_NAMES:
+        return
+    path = Path(args.data).expanduser()
+    if not path.exists():
+        from ..errors import did_you_mean
+
+        raise PreimageError(f"no data set or folder {args.data!r}{did_you_mean(args.data, DATA_NAMES)}; "
+                            f"named data sets: {', '.join(DATA_NAMES)}")
+    if not path.is_dir():
+        raise PreimageError(f"{args.data} is not a folder (give a folder of images or IDX files)")
+
+
+def _check_checkpoint(path: str) -> None:
+    p = Path(path)
+    if p.is_dir() and not (p / "checkpoint.pt").is_file():
+        raise PreimageError(f"{path} holds no checkpoint.pt (train one with `preimage gan train --out {path}`)")
+    if not p.exists():
+        raise PreimageError(f"no such checkpoint: {path}")
+
+
+def run_train(args: argparse.Namespace) -> int:
+    _check_data(args)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise PreimageError(f"{out} is a file; --out must be a folder")
+    from ..gan import make_task
+    from ..train import fit
+    from .common import device_from_args
+
+    device = device_from_args(args)
+    task = make_task(data=args.data, preset=args.preset, data_root=args.data_root, device=str(device),
+                     loss=args.loss, arch=args.arch, size=args.size, channels=args.channels,
+                     batch_size=args.batch_size, lr=args.lr, noise_dim=args.noise_dim, init_seed=args.seed)
+    cfg = task.cfg
+    say(args, f"training a {cfg.loss} {cfg.arch} GAN on {task.data.name} ({len(task.data)} images, "
+              f"{cfg.channels} x {cfg.size} x {cfg.size}) for {args.epochs} epochs into {out}/")
+    res = fit(task, out, epochs=args.epochs, seed=args.seed, force=args.force, progress=not args.quiet)
+    return _report(res, out)
+
+
+def _report(res, out: Path) -> int:
+    if res.status == "diverged":
+        raise _Diverged(f"diverged: {res.message}; try a lower --lr")
+    if res.status == "interrupted":
+        print(f"preimage gan train: {res.message}", file=sys.stderr)
+        return 130
+    last = res.history.get("epochs", [{}])[-1] if isinstance(res.history, dict) else {}
+    losses = "  ".join(f"{k} {v:.3f}" for k, v in last.items() if k in ("D", "G") and isinstance(v, float))
+    print(f"trained {res.epochs_done} epochs in {res.seconds:.0f} s{'  ' + losses if losses else ''}; "
+          f"checkpoint {res.checkpoint}, samples {out / 'samples.png'}")
+    return 0
+
+
+class _Diverged(PreimageError):
+    exit_code = 1
+
+
+def run_sample(args: argparse.Namespace) -> int:
+    from ..io import check_outputs
+
+    _check_checkpoint(args.checkpoint)
+    check_outputs([args.out], args.force)
+    from ..gan import image_grid, load_generator, sample
+    from ..images import save_image
+
+    G, cfg = load_generator(args.checkpoint)
+    images = sample(G, args.n, noise_dim=cfg.noise_dim, seed=args.seed)
+    save_image(image_grid(images, args.ncols), args.out)
+    print(f"wrote {args.n} samples to {args.out}")
+    return 0
+
+
+def run_interpolate(args: argparse.Namespace) -> int:
+    from ..io import check_outputs
+
+    _check_checkpoint(args.checkpoint)
+    check_outputs([args.out], args.force)
+    from ..gan import image_grid, interpolate, load_generator
+    from ..images import save_image
+
+    G, cfg = load_generator(args.checkpoint)
+    images = interpolate(G, noise_dim=cfg.noise_dim, steps=args.steps, rows=args.rows, seed=args.seed)
+    save_image(image_grid(images, args.steps), args.out)
+    print(f"wrote {args.rows} strips of {args.steps} images to {args.out}")
+    return 0
+
+
+def run_invert(args: argparse.Namespace, sources: list[str]) -> int:
+    """``preimage invert IMAGE... --model gan:CKPT`` (called by the invert command)."""
+    from ..images import image_name, unique_names
+    from ..io import check_outputs
+
+    ckpt = args.model.split(":", 1)[1]
+    _check_checkpoint(ckpt)
+    if args.layers:
+        raise PreimageError("a generator is inverted in pixel space; --layer does not apply to gan: models")
+    names = unique_names([image_name(s) for s in sources])
+    from ..tasks.invert import output_paths
+
+    check_outputs(output_paths(args.out, names, args.gif), args.force)
+    from ..gan.inversion import GanInvertConfig, invert_generator
+
+    cfg = GanInvertConfig()
+    overrides = {"steps": args.steps, "optimizer": args.optimizer, "lr": args.lr, "momentum": args.momentum,
+                 "seed": args.seed}
+    steps = args.steps or cfg.steps
+    say(args, f"inverting {', '.join(sources)} through the generator {ckpt} ({steps} steps, {cfg.restarts} starts)")
+    res = invert_generator(ckpt, sources, config=cfg, progress=not args.quiet,
+                           frame_every=(args.frames or max(1, steps // 40)) if args.gif else 0, **overrides)
+    written = res.save(args.out, force=args.force, gif=args.gif)
+    for name, m in zip(res.names, res.metrics):
+        print(f"{name}: per-pixel error {m['mae']:.4f} (MSE {m['mse']:.5f}) | PSNR {m['psnr']:.1f} dB | "
+              f"SSIM {m['ssim']:.3f} | TV ratio {m['tv_ratio']:.2f}")
+    print(f"wrote {len(written)} files to {args.out}/")
+    if res.status == "diverged":
+        raise _Diverged(f"diverged: {res.result.message}; lower --lr")
+    if res.status == "interrupted":
+        print(f"preimage invert: interrupted after {res.result.steps} steps; saved what there was", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,79 @@
+"""Using a trained generator: load it from a checkpoint, draw samples, interpolate between noises."""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torch import nn
+
+from ..errors import PreimageError
+from .nets import build_pair, sample_noise
+from .task import GanConfig, to_pixels
+
+__all__ = ["load_generator", "sample", "interpolate", "image_grid"]
+
+
+def load_generator(checkpoint: str | os.PathLike, *, device: str | torch.device = "cpu"
+                   ) -> tuple[nn.Module, GanConfig]:
+    """The generator of a ``preimage gan train`` checkpoint (a ``checkpoint.pt`` or the run folder),
+    in eval mode and frozen, with its config. A file of another kind, or weights that do not fit the
+    architecture the config names, raise :class:`PreimageError`."""
+    from ..train import load_checkpoint
+
+    path = Path(checkpoint)
+    if path.is_dir():
+        path = path / "checkpoint.pt"
+    ckpt = load_checkpoint(path, kind="gan")
+    try:
+        cfg = GanConfig(**ckpt["config"])
+    except TypeError as exc:
+        raise PreimageError(f"{path} has GAN settings this version does not know ({exc})") from None
+    G, _ = build_pair(cfg.arch, noise_dim=cfg.noise_dim, channels=cfg.channels, size=cfg.size)
+    try:
+        G.load_state_dict(ckpt["modules"]["G"])
+    except (RuntimeError, KeyError) as exc:
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise PreimageError(f"{path}: the generator weights do not fit the {cfg.arch} architecture "
+                            f"({cfg.channels} x {cfg.size} x {cfg.size}): {first[:160]}") from None
+    G.to(device).eval()
+    for p in G.parameters():
+        p.requires_grad_(False)
+    return G, cfg
+
+
+@torch.no_grad()
+def sample(G: nn.Module, n: int, *, noise_dim: int, seed: int = 0) -> torch.Tensor:
+    """``n`` samples in [0, 1] (``n x C x S x S``) from noise drawn with ``seed``."""
+    z = sample_noise(n, noise_dim, torch.Generator().manual_seed(seed))
+    device = next(G.parameters()).device
+    return to_pixels(G.eval()(z.to(device))).cpu()
+
+
+@torch.no_grad()
+def interpolate(G: nn.Module, *, noise_dim: int, steps: int = 10, rows: int = 1, seed: int = 0) -> torch.Tensor:
+    """``rows`` strips of ``steps`` images each, along straight lines between pairs of noise vectors
+    drawn with ``seed``: ``z(t) = (1 - t) z_a + t z_b``, t = 0 ... 1. Returns ``rows·steps x C x S x S``."""
+    g = torch.Generator().manual_seed(seed)
+    a, b = sample_noise(rows, noise_dim, g), sample_noise(rows, noise_dim, g)
+    t = torch.linspace(0, 1, steps).view(1, steps, 1)
+    z = ((1 - t) * a[:, None] + t * b[:, None]).reshape(rows * steps, noise_dim)
+    device = next(G.parameters()).device
+    return to_pixels(G.eval()(z.to(device))).cpu()
+
+
+def image_grid(images: torch.Tensor, ncols: int | None = None, pad: int = 2) -> Image.Image:
+    """A square-ish grid (``ncols`` columns; default √N) of ``N x C x S x S`` images in [0, 1]."""
+    from ..images import to_pil
+
+    n = images.shape[0]
+    ncols = ncols or max(1, math.ceil(math.sqrt(n)))
+    nrows = math.ceil(n / ncols)
+    s = images.shape[-1]
+    canvas = Image.new("RGB", (ncols * (s + pad) + pad, nrows * (s + pad) + pad), (255, 255, 255))
+    for i in range(n):
+        r, c = divmod(i, ncols)
+        canvas.paste(to_pil(images[i]), (pad + c * (s + pad), pad + r * (s + pad)))
+    return canvas
