@@ -5,6 +5,7 @@ The generator's pre-image is found by ``preimage invert IMAGE --model gan:CKPT``
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -118,17 +119,36 @@ def run_train(args: argparse.Namespace) -> int:
     cfg = task.cfg
     say(args, f"training a {cfg.loss} {cfg.arch} GAN on {task.data.name} ({len(task.data)} images, "
               f"{cfg.channels} x {cfg.size} x {cfg.size}) for {args.epochs} epochs into {out}/")
-    res = fit(task, out, epochs=args.epochs, seed=args.seed, force=args.force, progress=not args.quiet)
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous in (signal.SIG_DFL, None):  # `kill PID` stops as cleanly as Ctrl-C: the run resumes later
+        signal.signal(signal.SIGTERM, _terminate)
+    try:
+        res = fit(task, out, epochs=args.epochs, seed=args.seed, force=args.force, progress=not args.quiet)
+    finally:
+        if previous in (signal.SIG_DFL, None):
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
     return _report(res, out)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, seen by the training loop as an interruption; exit code 143 (128 + 15)."""
+
+    exit_code = 143
+
+
+def _terminate(signum, frame):
+    raise Terminated
 
 
 def _report(res, out: Path) -> int:
     if res.status == "diverged":
-        raise _Diverged(f"diverged: {res.message}; try a lower --lr")
+        raise _Diverged(f"diverged: {res.message}")
     if res.status == "interrupted":
         print(f"preimage gan train: {res.message}", file=sys.stderr)
-        return 130
-    last = res.history.get("epochs", [{}])[-1] if isinstance(res.history, dict) else {}
+        return res.exit_code or 130
+    if res.message:  # e.g. the folder already holds as many epochs as asked for
+        print(res.message)
+    last = (res.history.get("epochs") or [{}])[-1]
     losses = "  ".join(f"{k} {v:.3f}" for k, v in last.items() if k in ("D", "G") and isinstance(v, float))
     print(f"trained {res.epochs_done} epochs in {res.seconds:.0f} s{'  ' + losses if losses else ''}; "
           f"checkpoint {res.checkpoint}, samples {out / 'samples.png'}")

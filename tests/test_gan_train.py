@@ -1,0 +1,255 @@
+"""GAN training on scikit-learn's digits through preimage.train.fit: exact resume, the CLI
+(`preimage gan train|sample|interpolate`), bad input, and GAN inversion (`preimage invert --model gan:`)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from preimage import gan
+from preimage.cli import main
+from preimage.data import ImageData, load_data
+from preimage.errors import PreimageError
+from preimage.gan.task import GanTask, gan_config
+from preimage.params import Latent
+from preimage.train import fit
+
+
+@pytest.fixture(scope="module")
+def digits() -> ImageData:
+    d = load_data("digits")
+    return ImageData(d.images[:256], d.labels[:256], d.classes, "digits")
+
+
+def small_task(data: ImageData, **kw) -> GanTask:
+    cfg = gan_config(data="digits", arch=kw.pop("arch", "fc"), batch_size=kw.pop("batch_size", 64), grid=4, **kw)
+    return GanTask(data, cfg)
+
+
+def weights(task: GanTask) -> dict[str, torch.Tensor]:
+    return {f"{m}.{k}": v.clone() for m, mod in task.modules().items() for k, v in mod.state_dict().items()}
+
+
+@pytest.mark.parametrize("arch", ["fc", "dc"])
+def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path, digits, arch):
+    size = {"batch_size": 64} if arch == "fc" else {"batch_size": 16}
+    data = ImageData(digits.images[:128], None, None, "digits") if arch == "fc" else \
+        ImageData(digits.images[:32], None, None, "digits")
+    straight = small_task(data, arch=arch, **size)
+    assert fit(straight, tmp_path / "a", epochs=2, seed=3).status == "done"
+
+    first = small_task(data, arch=arch, **size)
+    calls = {"n": 0}
+    step = first.train_step
+
+    def dies_in_epoch_two(batch, g):
+        calls["n"] += 1
+        if calls["n"] == first.num_batches() + 1:  # the first step of epoch 2: Ctrl-C / kill
+            raise KeyboardInterrupt
+        return step(batch, g)
+
+    first.train_step = dies_in_epoch_two
+    res = fit(first, tmp_path / "b", epochs=2, seed=3)
+    assert res.status == "interrupted" and res.epochs_done == 1
+    again = small_task(data, arch=arch, **size)  # a new process: fresh networks, state from the checkpoint
+    assert fit(again, tmp_path / "b", epochs=2, seed=3).status == "done"
+    a, b = weights(straight), weights(again)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_initial_weights_follow_the_init_seed(digits):
+    a, b, c = small_task(digits), small_task(digits), small_task(digits, init_seed=1)
+    assert torch.equal(a.G[0].weight, b.G[0].weight) and torch.equal(a.D.body[1].weight, b.D.body[1].weight)
+    assert not torch.equal(a.G[0].weight, c.G[0].weight)
+
+
+def test_a_training_step_moves_both_networks_and_reports_both_losses(digits):
+    task = small_task(digits, loss="ls")
+    g0, d0 = task.G[0].weight.clone(), task.D.body[1].weight.clone()
+    batch = next(iter(task.batches(1, torch.Generator().manual_seed(0))))
+    assert batch.min() >= -1 and batch.max() <= 1 and batch.min() < -0.9  # images scaled to [-1, 1]
+    losses = task.train_step(batch, torch.Generator().manual_seed(0))
+    assert set(losses) == {"D", "G"} and all(math.isfinite(v) for v in losses.values())
+    assert not torch.equal(g0, task.G[0].weight) and not torch.equal(d0, task.D.body[1].weight)
+
+
+def test_settings_out_of_range_are_refused():
+    with pytest.raises(PreimageError, match="unknown loss 'wgan'"):
+        gan_config(loss="wgan")
+    with pytest.raises(PreimageError, match="beta1 must be in"):
+        gan_config(beta1=1.5)
+    with pytest.raises(PreimageError, match="fewer than one batch"):
+        GanTask(ImageData(torch.zeros(5, 1, 28, 28, dtype=torch.uint8), None, None, "x"), gan_config())
+
+
+def _png(path, size, grey=True):
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (size, size) if grey else (size, size, 3), dtype=np.uint8)
+    Image.fromarray(a).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("gan") / "run"
+    assert main(["gan", "train", "--data", "digits", "--arch", "fc", "--loss", "ls", "--epochs", "1",
+                 "--out", str(out), "-q"]) == 0
+    return out
+
+
+def test_cli_train_writes_checkpoint_curves_samples_and_manifest(trained):
+    import json
+
+    for name in ("checkpoint.pt", "history.json", "losses.png", "manifest.json", "samples.png",
+                 "samples/epoch_001.png"):
+        assert (trained / name).is_file(), name
+    manifest = json.loads((trained / "manifest.json").read_text())
+    assert manifest["kind"] == "gan" and manifest["config"]["loss"] == "ls" and manifest["config"]["lr"] == 1e-3
+    assert manifest["status"] == "done"
+
+
+def test_cli_train_resumes_to_more_epochs_and_refuses_other_settings(trained, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    assert main(["gan", "train", "--data", "digits", "--arch", "fc", "--loss", "ls", "--epochs", "2",
+                 "--out", str(run), "-q"]) == 0
+    assert (run / "samples" / "epoch_002.png").is_file()
+    capsys.readouterr()
+    assert main(["gan", "train", "--data", "digits", "--arch", "fc", "--loss", "vanilla", "--epochs", "2",
+                 "--out", str(run), "-q"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "other settings (loss: 'ls' there, 'vanilla' now)" in err and "\n" not in err
+
+
+def test_cli_sample_and_interpolate_write_grids(trained, tmp_path, capsys):
+    assert main(["gan", "sample", str(trained), "--n", "16", "--out", str(tmp_path / "s.png")]) == 0
+    assert Image.open(tmp_path / "s.png").size == (4 * 30 + 2, 4 * 30 + 2)
+    assert main(["gan", "interpolate", str(trained / "checkpoint.pt"), "--rows", "2", "--steps", "5",
+                 "--out", str(tmp_path / "i.png")]) == 0
+    assert Image.open(tmp_path / "i.png").size == (5 * 30 + 2, 2 * 30 + 2)
+    assert main(["gan", "sample", str(trained), "--out", str(tmp_path / "s.png")]) == 2  # exists, no --force
+
+
+def test_samples_are_seeded_and_interpolation_ends_at_the_two_noises(trained):
+    G, cfg = gan.load_generator(trained)
+    a, b = gan.sample(G, 4, noise_dim=cfg.noise_dim, seed=5), gan.sample(G, 4, noise_dim=cfg.noise_dim, seed=5)
+    assert torch.equal(a, b) and a.shape == (4, 1, 28, 28) and 0 <= a.min() and a.max() <= 1
+    strip = gan.interpolate(G, noise_dim=cfg.noise_dim, steps=3, rows=1, seed=0)
+    g = torch.Generator().manual_seed(0)
+    za, zb = gan.sample_noise(1, cfg.noise_dim, g), gan.sample_noise(1, cfg.noise_dim, g)
+    with torch.no_grad():
+        ends = (G(torch.cat([za, (za + zb) / 2, zb])) + 1) / 2
+    assert torch.allclose(strip, ends, atol=1e-6)
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--data", "no/such/folder"], "no data set or folder 'no/such/folder'"),
+    (["--data", "digit"], "did you mean 'digits'"),
+])
+def test_cli_train_refuses_bad_data_in_one_line(tmp_path, capsys, argv, message):
+    assert main(["gan", "train", *argv, "--out", str(tmp_path / "o"), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not (tmp_path / "o").exists()
+
+
+def test_cli_train_refuses_an_idx_folder_with_a_wrong_magic_number(tmp_path, capsys):
+    (tmp_path / "train-images-idx3-ubyte").write_bytes(b"\x00\x00\x08\x01" + bytes(10))
+    (tmp_path / "train-labels-idx1-ubyte").write_bytes(b"\x00\x00\x08\x01" + bytes(8))
+    assert main(["gan", "train", "--data", str(tmp_path), "--out", str(tmp_path / "o"), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "1-dimensional" in err and "expected 3" in err and err.count("\n") == 1
+
+
+def test_a_diverged_run_exits_1_and_writes_no_checkpoint(tmp_path, capsys, monkeypatch):
+    from preimage.gan import task as task_module
+
+    nan = lambda *scores: scores[0].sum() * float("nan")  # noqa: E731
+    monkeypatch.setitem(task_module.LOSSES, "vanilla", (nan, nan))
+    assert main(["gan", "train", "--data", "digits", "--arch", "fc", "--epochs", "1", "--out", str(tmp_path / "o"),
+                 "-q"]) == 1
+    err = capsys.readouterr().err
+    assert "diverged" in err and "the D loss became nan at epoch 1, step 1" in err and err.count("\n") == 1
+    assert not (tmp_path / "o" / "checkpoint.pt").exists()
+
+
+def test_a_checkpoint_of_another_kind_or_architecture_is_refused(trained, tmp_path, capsys):
+    ckpt = torch.load(trained / "checkpoint.pt", weights_only=True)
+    ckpt["config"]["arch"] = "dc"
+    torch.save(ckpt, tmp_path / "dc.pt")
+    with pytest.raises(PreimageError, match="do not fit the dc architecture"):
+        gan.load_generator(tmp_path / "dc.pt")
+    ckpt["kind"] = "caption"
+    torch.save(ckpt, tmp_path / "cap.pt")
+    assert main(["gan", "sample", str(tmp_path / "cap.pt"), "--out", str(tmp_path / "x.png")]) == 2
+    assert "holds a 'caption' model, not a 'gan' one" in capsys.readouterr().err
+
+
+def test_inversion_finds_the_noise_of_a_generated_image(trained):
+    G, cfg = gan.load_generator(trained)
+    z = gan.sample_noise(3, cfg.noise_dim, torch.Generator().manual_seed(42))
+    with torch.no_grad():
+        target = (G(z) + 1) / 2
+    inv = gan.invert((G, cfg), target, steps=60, lr=0.1, decay_steps=(45,), restarts=2, seed=0)
+    start = gan.invert((G, cfg), target, steps=0, restarts=1, seed=0)
+    assert inv.image.shape == (3, 3, 28, 28)
+    assert max(m["mae"] for m in inv.metrics) < 0.5 * min(m["mae"] for m in start.metrics)
+    assert all(m["psnr"] > 25 for m in inv.metrics)
+    assert all(len(m["z"]) == cfg.noise_dim and max(map(abs, m["z"])) <= 1 for m in inv.metrics)
+
+
+def test_the_latent_parameterization_keeps_z_in_its_box():
+    decode = torch.nn.Linear(2, 3)
+    p = Latent(decode, torch.tensor([[3.0, -0.5]]), bounds=(-1.0, 1.0))
+    assert p.z.tolist() == [[1.0, -0.5]] and not any(q.requires_grad for q in decode.parameters())
+    assert [q for q in p.parameters() if q.requires_grad] == [p.z]
+
+
+def test_cli_invert_with_a_gan_model_writes_the_usual_files(trained, tmp_path, capsys):
+    img = _png(tmp_path / "digit.png", 28)
+    out = tmp_path / "inv"
+    assert main(["invert", str(img), "--model", f"gan:{trained}", "--steps", "20", "--out", str(out), "-q"]) == 0
+    assert "digit: per-pixel error" in capsys.readouterr().out
+    for name in ("digit.png", "digit_compare.png", "manifest.json", "history.json"):
+        assert (out / name).is_file()
+    import json
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["model"] == f"gan:{trained}" and manifest["config"]["steps"] == 20
+
+
+def test_cli_invert_refuses_an_image_of_another_size(trained, tmp_path, capsys):
+    img = _png(tmp_path / "big.png", 32, grey=False)
+    assert main(["invert", str(img), "--model", f"gan:{trained}", "--out", str(tmp_path / "o"), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "is 32x32 but the generator makes 28x28 images" in err and err.count("\n") == 1
+    assert main(["invert", str(img), "--model", f"gan:{tmp_path / 'none'}", "--out", str(tmp_path / "o")]) == 2
+    assert "no such checkpoint" in capsys.readouterr().err
+
+
+def test_sigterm_stops_training_like_ctrl_c_and_the_run_resumes(tmp_path, capsys, monkeypatch):
+    import os
+    import signal
+
+    from preimage.gan import task as task_module
+
+    real_step = task_module.GanTask.train_step
+    calls = {"n": 0}
+
+    def step(self, batch, g):
+        calls["n"] += 1
+        if calls["n"] == 13:  # epoch 2 of 11 batches: `kill PID`
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_step(self, batch, g)
+
+    monkeypatch.setattr(task_module.GanTask, "train_step", step)
+    argv = ["gan", "train", "--data", "digits", "--arch", "fc", "--epochs", "2", "--out", str(tmp_path / "o"), "-q"]
+    assert main(argv) == 143
+    assert "rerun the same command to resume after epoch 1" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    assert main(argv) == 0 and (tmp_path / "o" / "samples" / "epoch_002.png").is_file()
