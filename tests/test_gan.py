@@ -107,6 +107,7 @@ def _poly_mmd(a: np.ndarray, b: np.ndarray) -> float:
                  - 2 * kxy.mean())
 
 
+@pytest.mark.filterwarnings("ignore:Matrix is singular")
 def test_fd_and_kid_on_lenet_features_match_the_closed_forms():
     torch.manual_seed(0)
     net = LeNet()
