@@ -586,14 +586,7 @@ def _models_default(weights: str) -> list[tuple[str, str]]:
     return pairs
 
 
-#: name -> one-line description (shown by ``preimage sweep --help``)
-RECIPES = {
-    "depth": "what each layer remembers: shallow, middle, deep and a middle+deep combination",
-    "tv": "the TV prior's weight at 0, the preset's default and 10x",
-    "lr": "Adam at lr 0.001 vs 0.01 for 1000 steps in the normalized input space (the 'original' preset)",
-    "models": "the same photo through several models (embedded EfficientNet-Lite 0/1/2, HOG, dense SIFT, "
-              "and torchvision ResNet-18 / VGG16 when their weights are cached)",
-}
+from .recipes import RECIPES  # noqa: E402  (light: preimage sweep --help reads it without torch)
 
 
 def recipe_axes(name: str, *, model: str | Sequence[str] | None = None, weights: str = "default",
@@ -776,9 +769,9 @@ def run_sweep(
     todo.sort(key=lambda r: (r.spec.model, r.spec.weights, str(r.spec.input_size)))  # workers reuse models
     bar = None
     if progress and todo:
-        from tqdm.auto import tqdm
+        from .progress import progress_bar
 
-        bar = tqdm(total=sum(r.spec.config().steps for r in todo), unit="step", desc="sweep", dynamic_ncols=True)
+        bar = progress_bar(sum(r.spec.config().steps for r in todo), "sweep", "step")
         bar.set_postfix_str(f"runs 0/{len(todo)} (+{len(result.cached)} cached)")
     done = 0
     stepped = 0  # steps of the current in-process run already shown on the bar

@@ -445,6 +445,7 @@ def test_in_process_progress_bar_moves_at_every_step(tmp_path, monkeypatch):
     import tqdm.auto
 
     monkeypatch.setattr(tqdm.auto, "tqdm", Bar)
+    monkeypatch.setenv("PREIMAGE_PROGRESS", "bar")  # the bar a terminal gets (pytest's stderr is not one)
     run_sweep(small(layer=["blocks.1", "blocks.3"]), tmp_path / "s", progress=True)
     steps = SMALL["steps"]
     # each run: one update per step, then the remainder (0) when it finishes

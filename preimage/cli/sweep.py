@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ AXIS_OPTIONS = {
 
 
 def add_parser(sub) -> None:
-    from ..sweep import RECIPES
+    from ..recipes import RECIPES
 
     recipes = "; ".join(f"{k}: {v}" for k, v in RECIPES.items())
     p = sub.add_parser(
@@ -142,14 +141,7 @@ def run(args: argparse.Namespace) -> int:
         if status == "computed":
             finished["n"] += 1
 
-    previous = signal.getsignal(signal.SIGTERM)
-
-    def terminate(signum, frame):  # `kill PID` stops as cleanly as Ctrl-C
-        raise KeyboardInterrupt
-
-    if previous in (signal.SIG_DFL, None):
-        signal.signal(signal.SIGTERM, terminate)
-    try:
+    try:  # SIGTERM arrives as a KeyboardInterrupt too (cli.main), so `kill PID` stops as cleanly as Ctrl-C
         result = run_sweep(sweep, out, jobs=args.jobs, threads=args.threads, ray_address=args.ray, device=args.device,
                            progress=progress_enabled(args),
                            force=args.force, cache=args.cache, on_result=on_result)
@@ -157,9 +149,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"preimage sweep: interrupted; {finished['n']} run(s) finished and cached in {runs_dir}. "
               "Run the same command again to compute the rest.", file=sys.stderr)
         return 130
-    finally:
-        if previous in (signal.SIG_DFL, None):
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
     say(args, f"{len(result.computed)} computed, {len(result.cached)} cached, {len(result.failed)} failed "
               f"in {result.seconds:.0f} s")
     for key, msg in result.failed.items():
