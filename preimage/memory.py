@@ -147,10 +147,12 @@ def estimate_bytes(model: "Model | None", *, batch: int, size: int, backward: bo
 def check_fits(model: "Model | None", *, batch: int, size: int, what: str, backward: bool = True,
                hint: str = "", device: Any = None) -> int:
     """Raise :class:`PreimageError` when the estimate exceeds the limit; return the estimate."""
-    need = estimate_bytes(model, batch=batch, size=size, backward=backward)
     dev = device if device is not None else (model.device if model is not None else "cpu")
     cap, source = memory_limit(dev)
-    if cap is not None and need > cap:
+    if cap is None:
+        return 0
+    need = estimate_bytes(model, batch=batch, size=size, backward=backward)
+    if need > cap:
         fix = f"{hint}, or " if hint else ""
         raise PreimageError(
             f"{what} needs about {format_size(need)} of memory, more than the {format_size(cap)} {source} "
