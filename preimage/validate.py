@@ -82,8 +82,11 @@ def check_model_name(name: str) -> str:
     if name in EMBEDDED_MODELS or base in SHALLOW_MODELS:
         return name
     if base == "timm":
-        arch = name.split(":", 1)[1]
         import timm
+
+        from .models import parse_timm_spec
+
+        arch, _ = parse_timm_spec(name.split(":", 1)[1])
 
         known = timm.list_models()
         if arch not in known and arch.split(".")[0] not in known:
