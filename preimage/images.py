@@ -168,6 +168,8 @@ def conversion_notes(sources: "Sequence[str | os.PathLike]") -> dict[str, list[s
     animation's first frame, transparency flattened onto white); for manifests."""
     out = {}
     for src in sources:
+        if not isinstance(src, (str, os.PathLike)):
+            continue  # a tensor: nothing was converted
         s = str(src)
         if s not in _NOTES and not s.startswith("sample:"):
             with warnings.catch_warnings():

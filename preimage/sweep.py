@@ -347,6 +347,7 @@ def compute_run(spec: RunSpec, device: str = "cpu", threads: int | None = None,
         "wall_seconds": round(time.perf_counter() - t0, 3), "device": device,
         "threads": torch.get_num_threads(), "host": platform.node(), "pid": os.getpid(),
     }
+    info["files"] = {name: len(data) for name, data in sorted(files.items())}  # what verify_run checks
     files["run.json"] = (json.dumps(info, indent=2) + "\n").encode()
     return {"key": spec.key, "files": files, "status": inv.status, "seconds": info["seconds"]}
 
@@ -373,8 +374,54 @@ def store_run(runs_dir: Path, spec: RunSpec, payload: Mapping[str, Any]) -> Path
     return final
 
 
+def verify_run(run_dir: Path) -> str | None:
+    """None when a run folder is complete, else what is wrong with it (one phrase).
+
+    Complete means: run.json, manifest.json and history.json parse as JSON, and every file the run
+    wrote (listed with its size in run.json; for runs cached before that list existed, the three
+    PNGs of the run) is there, has that size, and a PNG decodes. A folder that exists is not
+    enough: a deleted or truncated file makes the run one to compute again."""
+    if not run_dir.is_dir():
+        return "missing"
+    docs = {}
+    for f in RUN_FILES:
+        try:
+            docs[f] = json.loads((run_dir / f).read_text())
+        except FileNotFoundError:
+            return f"{f} is missing"
+        except (OSError, ValueError):
+            return f"{f} is damaged"
+        if not isinstance(docs[f], dict):
+            return f"{f} is damaged"
+    info = docs["run.json"]
+    name = info.get("name")
+    listed = info.get("files")
+    if not isinstance(listed, dict):
+        if not isinstance(name, str) or not name:
+            return "run.json names no image"
+        listed = {f"{name}{suffix}.png": None for suffix in ("", "_compare", "_original")}
+    for fname, size in listed.items():
+        path = run_dir / fname
+        try:
+            actual = path.stat().st_size
+        except OSError:
+            return f"{fname} is missing"
+        if size is not None and actual != size:
+            return f"{fname} is truncated or changed ({actual} bytes, {size} written)"
+        if fname.endswith(".png"):
+            from PIL import Image
+
+            try:
+                with Image.open(path) as im:
+                    im.verify()
+            except Exception:  # any decoder error: the file is damaged
+                return f"{fname} is damaged"
+    return None
+
+
 def is_complete(run_dir: Path) -> bool:
-    return all((run_dir / f).is_file() for f in RUN_FILES)
+    """Whether a run folder holds every file of a finished run, each readable (see :func:`verify_run`)."""
+    return verify_run(run_dir) is None
 
 
 def _clean_stale(runs_dir: Path) -> None:
@@ -908,21 +955,31 @@ def load_sweep(out: str | os.PathLike) -> tuple[dict[str, Any], list[dict[str, A
     when complete, ``manifest``, ``history`` and ``info`` (run.json)."""
     out = Path(out)
     f = out / SWEEP_FILE
+    if not out.exists():
+        raise PreimageError(f"no such folder: {out}")
+    if not out.is_dir():
+        raise PreimageError(f"{out} is not a folder; give the folder `preimage sweep` wrote")
     if not f.is_file():
         raise PreimageError(f"{out} is not a sweep folder (no {SWEEP_FILE}); run `preimage sweep` first")
     try:
         meta = json.loads(f.read_text())
     except (OSError, ValueError) as exc:
-        raise PreimageError(f"cannot read {f}: {exc}") from None
+        raise PreimageError(f"{f} is damaged ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
+                            "run the sweep again to rewrite it") from None
+    entries = meta.get("runs") if isinstance(meta, dict) else None
+    if not isinstance(entries, list) or not all(isinstance(e, dict) and isinstance(e.get("dir"), str) for e in entries):
+        raise PreimageError(f"{f} is damaged (no list of runs); run the sweep again to rewrite it")
     runs = []
-    for entry in meta.get("runs", []):
+    for entry in entries:
         path = Path(entry["dir"])
         path = path if path.is_absolute() else out / path
-        run = dict(entry, path=path, complete=is_complete(path))
+        problem = verify_run(path)
+        run = dict(entry, path=path, complete=problem is None, problem=problem)
         if run["complete"]:
             run["info"] = json.loads((path / "run.json").read_text())
             run["manifest"] = json.loads((path / "manifest.json").read_text())
-            run["history"] = json.loads((path / "history.json").read_text()).get("history", [])
+            history = json.loads((path / "history.json").read_text()).get("history", [])
+            run["history"] = history if isinstance(history, list) else []
         runs.append(run)
     return meta, runs
 

@@ -52,7 +52,7 @@ import torch
 from .. import metrics as M
 from ..config import from_preset
 from ..errors import PreimageError, did_you_mean
-from ..images import load_batch, load_tensor, to_pil
+from ..images import conversion_notes, load_batch, load_tensor, to_pil
 from ..io import check_outputs, versions, write_json
 from ..layers import FeatureExtractor, parse_layer_spec, resolve_layer
 from ..models import Model
@@ -247,6 +247,7 @@ class Inversion:
             "model": self.model,
             "layers": [{"name": n, "weight": w} for n, w in self.layers],
             "images": self.sources,
+            "image_notes": conversion_notes(self.sources),  # first frame of an animation, alpha flattened
             "config": self.config.as_dict(),
             "effective": self.effective,
             "status": self.result.status,
