@@ -93,15 +93,19 @@ def sigterm_as_interrupt() -> Iterator[dict[str, bool]]:
 @contextlib.contextmanager
 def _warnings_as_lines(command: str) -> Iterator[None]:
     """Show each distinct PreimageWarning once, as one line on stderr."""
+    shown: set[str] = set()
+
     def show(message, category, filename, lineno, file=None, line=None):
         if issubclass(category, PreimageWarning):
-            print(f"preimage {command}: warning: {message}", file=sys.stderr)
+            if str(message) not in shown:  # an image checked up front and loaded again: one line
+                shown.add(str(message))
+                print(f"preimage {command}: warning: {message}", file=sys.stderr)
         else:
             original(message, category, filename, lineno, file, line)
 
     with warnings.catch_warnings():
         original = warnings.showwarning
-        warnings.simplefilter("once", PreimageWarning)
+        warnings.simplefilter("always", PreimageWarning)
         warnings.showwarning = show
         yield
 
