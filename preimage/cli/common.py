@@ -161,6 +161,14 @@ def check_model(args: argparse.Namespace) -> None:
     name = getattr(args, "model", None)
     if isinstance(name, str):
         check_model_name(name)
+    weights = getattr(args, "weights", None)
+    if isinstance(weights, str) and weights not in ("default", "none"):
+        import os
+
+        path = os.path.expanduser(weights)
+        if not os.path.isfile(path):
+            what = "is a folder, not a weights file" if os.path.isdir(path) else "not found"
+            raise PreimageError(f"weights file {weights} {what} (use --weights default, none or a PATH)")
 
 
 def check_images(sources: Iterable[str]) -> None:
