@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import weakref
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -99,16 +100,17 @@ def memory_limit(device: Any = "cpu") -> tuple[int | None, str]:
     return _available_cpu(), "available memory"
 
 
-_ACTIVATIONS: dict[tuple[int, int], int] = {}
+#: net -> {input size: activation bytes}; held weakly, so a freed model's entry goes with it
+_ACTIVATIONS: "weakref.WeakKeyDictionary[Any, dict[int, int]]" = weakref.WeakKeyDictionary()
 
 
 def _activation_bytes(model: "Model") -> int:
     """Bytes of every leaf module's output for one image at the model's input size (measured once)."""
     import torch
 
-    key = (id(model.net), int(model.input_size))
-    if key in _ACTIVATIONS:
-        return _ACTIVATIONS[key]
+    cache = _ACTIVATIONS.setdefault(model.net, {})
+    if int(model.input_size) in cache:
+        return cache[int(model.input_size)]
     total = [0]
 
     def hook(_m, _i, out) -> None:
@@ -121,21 +123,21 @@ def _activation_bytes(model: "Model") -> int:
     try:
         with torch.no_grad():
             s = int(model.input_size)
-            x = torch.zeros(1, 3, s, s, device=model.device)
+            x = torch.zeros(1, int(getattr(model, "channels", 3) or 3), s, s, device=model.device)
             model(x)
     except Exception:  # a model that does not run at its own size is reported by the task itself
         total[0] = 0
     finally:
         for h in handles:
             h.remove()
-    _ACTIVATIONS[key] = total[0]
+    cache[int(model.input_size)] = total[0]
     return total[0]
 
 
 def estimate_bytes(model: "Model | None", *, batch: int, size: int, backward: bool = True) -> int:
     """Estimated peak bytes of optimizing (``backward``) or evaluating ``batch`` images of side
     ``size`` through ``model`` (see the module docstring for the formula)."""
-    image = batch * 3 * size * size * 4 * 8
+    image = batch * int(getattr(model, "channels", 3) or 3) * size * size * 4 * 8
     if model is None:
         return image
     act = _activation_bytes(model) * (size / max(1, int(model.input_size))) ** 2

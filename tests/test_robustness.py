@@ -330,13 +330,21 @@ def _fast_plain(init):
 
 # --- sweeps and reports on damaged folders ------------------------------------------------------
 
-@pytest.fixture
-def small_sweep(tmp_path):
+@pytest.fixture(scope="module")
+def _computed_sweep(tmp_path_factory):
     from preimage.sweep import run_sweep
 
-    out = tmp_path / "s"
+    out = tmp_path_factory.mktemp("sweep") / "s"
     run_sweep({"image": "sample:chelsea", "input_size": 64, "steps": 2, "layer": ["blocks.1", "blocks.3"]}, out)
     return out
+
+
+@pytest.fixture
+def small_sweep(_computed_sweep, tmp_path):
+    """A fresh copy of a finished two-run sweep (run folders are named relative to it)."""
+    import shutil
+
+    return Path(shutil.copytree(_computed_sweep, tmp_path / "s"))
 
 
 def test_a_cached_run_with_a_deleted_png_is_recomputed(small_sweep):

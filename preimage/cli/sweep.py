@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .common import positive_int, progress_enabled, say
+from .common import add_memory_arg, positive_int, progress_enabled, say
 
 #: command-line options that are sweep axes: option dest -> axis name
 AXIS_OPTIONS = {
@@ -60,6 +60,7 @@ def add_parser(sub) -> None:
     r.add_argument("--cache", metavar="DIR", help="run cache shared between sweeps (default: OUT/runs)")
     r.add_argument("--dry-run", "-n", action="store_true", help="list the runs (and which are cached), run nothing")
     r.add_argument("--report", action="store_true", help="write the report (preimage report OUT) when done")
+    add_memory_arg(r)
     o = p.add_argument_group("output")
     o.add_argument("--out", "-o", help="sweep folder (default: out/sweep-RECIPE or out/sweep)")
     o.add_argument("--force", action="store_true", help="recompute runs that are already cached")
@@ -141,6 +142,11 @@ def run(args: argparse.Namespace) -> int:
         if status == "computed":
             finished["n"] += 1
 
+    import os
+
+    saved_limit = os.environ.get("PREIMAGE_MAX_MEMORY")
+    if args.max_memory:  # worker processes read the limit from the environment
+        os.environ["PREIMAGE_MAX_MEMORY"] = args.max_memory
     try:  # SIGTERM arrives as a KeyboardInterrupt too (cli.main), so `kill PID` stops as cleanly as Ctrl-C
         result = run_sweep(sweep, out, jobs=args.jobs, threads=args.threads, ray_address=args.ray, device=args.device,
                            progress=progress_enabled(args),
@@ -149,6 +155,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"preimage sweep: interrupted; {finished['n']} run(s) finished and cached in {runs_dir}. "
               "Run the same command again to compute the rest.", file=sys.stderr)
         return 130
+    finally:
+        if saved_limit is None:
+            os.environ.pop("PREIMAGE_MAX_MEMORY", None)
+        else:
+            os.environ["PREIMAGE_MAX_MEMORY"] = saved_limit
     say(args, f"{len(result.computed)} computed, {len(result.cached)} cached, {len(result.failed)} failed "
               f"in {result.seconds:.0f} s")
     for key, msg in result.failed.items():

@@ -457,6 +457,10 @@ def invert(
     _validate(cfg)
     layer_list = _parse_layers(model, layers)
     ref, names, sources = load_batch(images, model.input_size, channels=model.channels)
+    from ..memory import check_fits
+
+    check_fits(model, batch=ref.shape[0], size=max(ref.shape[-2:]), what=f"inverting {ref.shape[0]} image(s) "
+               f"at {max(ref.shape[-2:])} px", hint="use fewer images or a smaller input size")
     device = model.device
     ref = ref.to(device)
     gen = torch.Generator().manual_seed(int(cfg.seed))
