@@ -321,6 +321,8 @@ def _weights_error(weights: str, path: Path, exc: BaseException) -> str:
         return f"cannot read weights {weights}: {err.strerror or err}"
     if not head:
         return f"weights file {weights} is empty; expected {ACCEPTED_WEIGHTS}"
+    if not head.startswith((b"PK", b"\x80")):  # neither torch's zip format nor a legacy pickle
+        return f"{weights} is not a PyTorch weights file; expected {ACCEPTED_WEIGHTS}"
     if isinstance(exc, pickle.UnpicklingError) and "weights only" in str(exc).lower():
         return (f"weights file {weights} holds pickled Python objects, not only tensors (a whole model saved with "
                 f"torch.save(model)?), which preimage does not load; expected {ACCEPTED_WEIGHTS}")
