@@ -231,9 +231,10 @@ def test_sigterm_inside_a_command_exits_143_after_the_commands_own_cleanup(capsy
         return 0
 
     monkeypatch.setattr(cmd, "run", run)
+    before = signal.getsignal(signal.SIGTERM)
     code, _, err = _run(["models"], capsys)
     assert code == 143 and "terminated" in _one_line(err)
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # restored
+    assert signal.getsignal(signal.SIGTERM) is before  # restored
 
 
 def test_terminated_is_what_every_ctrl_c_path_catches(tiny_model):
