@@ -4,25 +4,38 @@
 >>> model = preimage.load_model("efficientnet_lite0")          # embedded ImageNet weights, offline
 >>> result = preimage.invert(model, "sample:chelsea", layers=["blocks.3"])
 >>> result.save("out/")                                       # reconstruction, side-by-side, manifest
+
+The public names are imported on first use (PEP 562 module ``__getattr__``), so ``import preimage``
+and the command line's ``--help`` and argument errors do not wait for torch to load.
 """
 from __future__ import annotations
 
+import importlib
+import sys
+import types
+from typing import Any
+
 __version__ = "0.1.0"
 
-from .errors import PreimageError  # noqa: E402
-from .images import load_image, load_tensor, save_image, to_pil, to_tensor  # noqa: E402
-from .layers import FeatureExtractor, list_layers, resolve_layer  # noqa: E402
-from .models import Model, list_models, load_model  # noqa: E402
-from .objectives import Objective  # noqa: E402
-from .optimize import Result, optimize  # noqa: E402
-from .report import write_report  # noqa: E402
-from .sweep import run_sweep  # noqa: E402
-from .tasks.classify import classify  # noqa: E402
-from .tasks.classviz import visualize_class  # noqa: E402
-from .tasks.fool import fool  # noqa: E402
-from .tasks.invert import InvertConfig, invert  # noqa: E402
-from .tasks.saliency import saliency  # noqa: E402
-from .tasks.style import stylize  # noqa: E402
+from .errors import PreimageError  # noqa: E402  (light: no torch)
+
+#: public name -> the module that defines it (imported on first access)
+_LAZY = {
+    "load_image": "images", "load_tensor": "images", "save_image": "images", "to_pil": "images",
+    "to_tensor": "images",
+    "FeatureExtractor": "layers", "list_layers": "layers", "resolve_layer": "layers",
+    "Model": "models", "list_models": "models", "load_model": "models",
+    "Objective": "objectives",
+    "Result": "optimize", "optimize": "optimize",
+    "write_report": "report",
+    "run_sweep": "sweep",
+    "classify": "tasks.classify",
+    "visualize_class": "tasks.classviz",
+    "fool": "tasks.fool",
+    "InvertConfig": "tasks.invert", "invert": "tasks.invert",
+    "saliency": "tasks.saliency",
+    "stylize": "tasks.style",
+}
 
 __all__ = [
     "__version__", "PreimageError", "load_model", "list_models", "Model", "load_image", "load_tensor",
@@ -30,3 +43,29 @@ __all__ = [
     "Objective", "optimize", "Result", "classify", "invert", "InvertConfig", "stylize",
     "saliency", "fool", "visualize_class", "run_sweep", "write_report",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'preimage' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+class _Package(types.ModuleType):
+    """Keeps ``preimage.optimize`` the function: importing the submodule ``preimage.optimize``
+    would otherwise bind the module over the public name (as the eager imports never did)."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _LAZY and isinstance(value, types.ModuleType) and _LAZY[name] == name:
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

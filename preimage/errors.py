@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
-__all__ = ["PreimageError", "Diverged", "did_you_mean"]
+__all__ = ["PreimageError", "Diverged", "Terminated", "PreimageWarning", "ImageConversionWarning", "did_you_mean"]
 
 
 class PreimageError(ValueError):
@@ -22,6 +22,20 @@ class Diverged(PreimageError):
     """The optimization produced a non-finite value (raised only when asked to)."""
 
     exit_code = 1
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, ``timeout``, a job scheduler), raised where Ctrl-C would be: every path that
+    saves partial results on ``KeyboardInterrupt`` saves them on SIGTERM too. The CLI exits 143."""
+
+
+class PreimageWarning(UserWarning):
+    """Something the user should know that does not stop the run (the CLI prints one ``warning:`` line)."""
+
+
+class ImageConversionWarning(PreimageWarning):
+    """An input image was converted in a way that changes it: first frame of an animation, transparency
+    flattened onto white."""
 
 
 def did_you_mean(word: str, choices: Iterable[str], n: int = 3) -> str:

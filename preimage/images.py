@@ -3,7 +3,10 @@
 Loading rules (``load_image``):
 
 - JPEG, PNG, WebP, BMP, TIFF, GIF (first frame) and anything else Pillow reads; EXIF orientation is
-  applied.
+  applied. Using only the first frame of an animation and flattening transparent pixels are
+  announced with an :class:`~preimage.errors.ImageConversionWarning` (the CLI prints it as one
+  ``warning:`` line) and recorded by :func:`conversion_notes` for the manifests.
+- URLs are refused (images are files; nothing is downloaded).
 - Every mode becomes 8-bit RGB: grayscale is replicated, palettes are expanded, CMYK is converted,
   16-bit images (modes ``I;16*`` and ``I``: 16-bit PNG, TIFF, PGM) are scaled (``v / 257``, not
   clipped), float images (``F``) in [0, 1] are scaled by 255, and **alpha is composited over white**
@@ -24,16 +27,19 @@ import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import PreimageError, did_you_mean
+from .errors import ImageConversionWarning, PreimageError, did_you_mean
+
+if TYPE_CHECKING:  # torch and numpy load on first use: checking a path must not wait for them
+    import torch
 
 __all__ = [
     "load_image", "to_tensor", "load_tensor", "to_pil", "save_image", "encode_png",
     "SAMPLES", "MAX_PIXELS", "MIN_SIDE", "image_name", "unique_names", "load_batch", "to_channels",
+    "conversion_notes",
 ]
 
 #: decompression-bomb guard (Pillow's own default limit)
@@ -59,6 +65,7 @@ def _sample(name: str) -> Image.Image:
     if name not in SAMPLES:
         raise PreimageError(f"unknown sample photo {name!r}" + did_you_mean(name, SAMPLES)
                             + "; samples: " + ", ".join(SAMPLES[:6]) + ", ...")
+    import numpy as np
     import skimage.data
 
     array = np.asarray(getattr(skimage.data, name)())
@@ -68,6 +75,8 @@ def _sample(name: str) -> Image.Image:
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
+    import numpy as np
+
     mode = img.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         # Pillow's "I" holds 16-bit samples (16-bit PGM/PPM, signed 16-bit TIFF): always 0..65535,
@@ -93,6 +102,8 @@ def load_image(source: str | os.PathLike, *, max_pixels: int = MAX_PIXELS) -> Im
     s = str(source)
     if s.startswith("sample:"):
         return _sample(s.split(":", 1)[1])
+    if "://" in s:
+        raise PreimageError(f"{s}: images are read from files, not fetched from URLs (download it first)")
     path = Path(s).expanduser()
     if not path.exists():
         hint = " (bundled photos are sample:NAME, e.g. sample:chelsea)" if "/" not in s and "." not in s else ""
@@ -112,9 +123,11 @@ def load_image(source: str | os.PathLike, *, max_pixels: int = MAX_PIXELS) -> Im
             w, h = img.size
             if w * h > max_pixels:
                 raise PreimageError(f"{s} is too large ({w}x{h} pixels, limit {max_pixels}): refusing a possible decompression bomb")
+            frames = int(getattr(img, "n_frames", 1) or 1)
             img.seek(0)
             img.load()
             img = ImageOps.exif_transpose(img)
+            notes = _conversion_notes(img, frames)
             img = _to_rgb(img)
     except PreimageError:
         raise
@@ -126,7 +139,48 @@ def load_image(source: str | os.PathLike, *, max_pixels: int = MAX_PIXELS) -> Im
         raise PreimageError(f"{s} is damaged or truncated ({_first_line(exc)})") from None
     if min(img.size) < MIN_SIDE:
         raise PreimageError(f"{s} is too small ({img.size[0]}x{img.size[1]}; at least {MIN_SIDE} pixels a side)")
+    _NOTES[s] = notes
+    for note in notes:
+        warnings.warn(f"{s}: {note}", ImageConversionWarning, stacklevel=2)
     return img
+
+
+#: conversions that change what the network sees, by source (read back by :func:`conversion_notes`)
+_NOTES: dict[str, list[str]] = {}
+
+
+def _conversion_notes(img: Image.Image, frames: int) -> list[str]:
+    """The silent conversions worth a notice: only the first frame of an animation is used; a
+    transparent image is flattened onto white (an alpha channel that is opaque everywhere is not)."""
+    notes = []
+    if frames > 1:
+        notes.append(f"animated ({frames} frames): using the first frame")
+    transparent = img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (img.mode == "P" and "transparency" in img.info)
+    if transparent:
+        alpha = img.convert("RGBA").getchannel("A")
+        if alpha.getextrema()[0] < 255:
+            notes.append("has transparent pixels: flattened onto white")
+    return notes
+
+
+def conversion_notes(sources: "Sequence[str | os.PathLike]") -> dict[str, list[str]]:
+    """``{source: [note, ...]}`` for the sources :func:`load_image` converted with a notice (an
+    animation's first frame, transparency flattened onto white); for manifests."""
+    out = {}
+    for src in sources:
+        if not isinstance(src, (str, os.PathLike)):
+            continue  # a tensor: nothing was converted
+        s = str(src)
+        if s not in _NOTES and not s.startswith("sample:"):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ImageConversionWarning)
+                try:
+                    load_image(s)
+                except PreimageError:
+                    continue
+        if _NOTES.get(s):
+            out[s] = list(_NOTES[s])
+    return out
 
 
 def _first_line(exc: BaseException) -> str:
@@ -156,6 +210,8 @@ LUMA = (0.299, 0.587, 0.114)
 def to_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
     """``B x C x H x W`` -> ``B x channels x H x W``: RGB -> grey is BT.601 luma
     (``0.299 R + 0.587 G + 0.114 B``), grey -> RGB repeats the channel; otherwise unchanged."""
+    import torch
+
     c = x.shape[-3]
     if c == channels:
         return x
@@ -169,6 +225,8 @@ def to_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
 
 def to_pil(pixels: torch.Tensor) -> Image.Image:
     """``3 x H x W`` (or ``1 x 3 x H x W``) in [0, 1] -> 8-bit RGB, clamped and rounded."""
+    import torch
+
     if pixels.dim() == 4:
         if pixels.shape[0] != 1:
             raise ValueError("to_pil takes one image; index the batch first")
@@ -211,6 +269,8 @@ def load_batch(images: "torch.Tensor | str | os.PathLike | Sequence[str | os.Pat
 
     Returns ``(pixels, unique output names, sources)``; each source is resized and center-cropped
     to ``size`` (see :func:`to_tensor`) and given ``channels`` channels (see :func:`to_channels`)."""
+    import torch
+
     if isinstance(images, torch.Tensor):
         x = images.unsqueeze(0) if images.dim() == 3 else images
         if x.dim() != 4 or x.shape[1] not in (1, 3):

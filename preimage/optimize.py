@@ -49,7 +49,9 @@ class Result:
     ``image``: final image in [0, 1] RGB units (``B x 3 x H x W``, not clamped); ``history``: one
     dict per step with ``loss`` and every named term (batch means); ``status``: ``"done"``,
     ``"stopped"`` (a callback ended it), ``"diverged"`` (non-finite values; ``image`` is the last
-    finite one) or ``"interrupted"`` (Ctrl-C); ``frames``: snapshots when asked for.
+    finite one; ``diverged_term`` names the objective term that became non-finite first, or
+    ``"loss"`` when only their sum or the gradient did, ``"step"`` when the optimizer step did) or
+    ``"interrupted"`` (Ctrl-C or SIGTERM); ``frames``: snapshots when asked for.
     """
 
     image: torch.Tensor
@@ -60,6 +62,7 @@ class Result:
     seconds: float = 0.0
     frames: list[torch.Tensor] = field(default_factory=list)
     per_image_loss: list[float] = field(default_factory=list)
+    diverged_term: str = ""  # the objective term that became non-finite first ("step": the update itself)
 
     @property
     def ok(self) -> bool:
@@ -124,7 +127,8 @@ def optimize(
         transforms: random transforms of the network input, drawn from ``generator``.
         callbacks: called after each step; returning True stops the loop (``status="stopped"``).
         grad_hook: called after backward, before the optimizer step (e.g. gradient normalization).
-        progress: show a tqdm bar on stderr with every loss term.
+        progress: show progress on stderr with every loss term (a tqdm bar on a terminal, a plain
+            line every tenth of the steps otherwise; see :mod:`preimage.progress`).
         frame_every: keep a snapshot of the image every N steps (and the last one).
     """
     if steps < 0:
@@ -140,12 +144,12 @@ def optimize(
     history: list[dict[str, float]] = []
     frames: list[torch.Tensor] = []
     last_good = [p.detach().clone() for p in params]
-    status, message = "done", ""
+    status, message, diverged = "done", "", ""
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from .progress import progress_bar  # a bar on a terminal, plain lines in a log
 
-        bar = tqdm(total=steps, desc=progress_desc, unit="step", leave=False, dynamic_ncols=True)
+        bar = progress_bar(steps, progress_desc, "step", leave=False)
     start = time.perf_counter()
     step = 0
     per_image: torch.Tensor | None = None
@@ -170,14 +174,16 @@ def optimize(
                 opt.step(closure)
             else:
                 closure()
-            finite = math.isfinite(float(box["loss"].detach())) and _grads_finite(params)  # type: ignore[arg-type]
-            if finite and not is_lbfgs:
-                opt.step()
             loss_value = float(box["loss"].detach())  # type: ignore[arg-type]
-            if not finite or not _finite(params):
+            cause = _nonfinite_cause(box["terms"], loss_value, params)  # type: ignore[arg-type]
+            if cause is None and not is_lbfgs:
+                opt.step()
+            if cause is None and not _finite(params):
+                cause = ("step", "the image became non-finite after the optimizer step (the step is too large)")
+            if cause is not None:
                 _restore(params, last_good)
-                status = "diverged"
-                message = f"the loss became {loss_value} at step {step}; the last finite image was kept"
+                status, diverged = "diverged", cause[0]
+                message = f"{cause[1]} at step {step}; the last finite image was kept"
                 break
             param.project_()
             for p, keep in zip(params, last_good):
@@ -199,10 +205,9 @@ def optimize(
             if stop:
                 status = "stopped"
                 break
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM under the CLI (errors.Terminated)
         _restore(params, last_good)
-        status, message = "interrupted", f"interrupted at step {step}"
-        step = max(0, step - 1)
+        status, message = "interrupted", f"interrupted after {len(history)} steps"
     finally:
         if bar is not None:
             bar.close()
@@ -210,7 +215,7 @@ def optimize(
     done_steps = len(history)
     return Result(
         image=_image(param, model), history=history, steps=done_steps, status=status, message=message,
-        seconds=seconds, frames=frames,
+        seconds=seconds, frames=frames, diverged_term=diverged,
         per_image_loss=[float(v) for v in per_image] if per_image is not None else [],
     )
 
@@ -219,6 +224,20 @@ def _image(param: ImageParam, model: Model) -> torch.Tensor:
     with torch.no_grad():
         out = param()
         return (model.denormalize(out) if param.space == "input" else out).detach().clone()
+
+
+def _nonfinite_cause(terms: dict[str, torch.Tensor], loss: float, params: Sequence[torch.Tensor]
+                     ) -> tuple[str, str] | None:
+    """``(term, sentence)`` naming what became non-finite first, in the objective's order, or None."""
+    if not math.isfinite(loss):
+        for name, value in terms.items():
+            v = float(value.detach().sum())
+            if not math.isfinite(v):
+                return name, f"the {name!r} term became {v}"
+        return "loss", f"the loss became {loss} (each term was finite: their weighted sum overflowed)"
+    if not _grads_finite(params):
+        return "loss", "the gradient of the loss became non-finite"
+    return None
 
 
 def _all_finite(t: torch.Tensor) -> bool:

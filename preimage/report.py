@@ -487,11 +487,24 @@ def write_report(sweep_dir: str | os.PathLike, out: str | os.PathLike | None = N
         raise PreimageError(f"{sweep_dir} has no runs")
     if not any(r["complete"] for r in runs):
         raise PreimageError(f"no run of {sweep_dir} has finished yet; run `preimage sweep` again to compute them")
+    damaged = [r for r in runs if r.get("problem") not in (None, "missing")]
+    if damaged:
+        import warnings
+
+        from .errors import PreimageWarning
+
+        first = damaged[0]
+        warnings.warn(f"{len(damaged)} run(s) of {sweep_dir} are damaged and shown as not done ({first['path'].name}: "
+                      f"{first['problem']}); run the sweep again to recompute them", PreimageWarning, stacklevel=2)
     out = Path(out) if out is not None else sweep_dir / "report"
-    rows = metrics_rows(meta, runs)
-    buf = io.BytesIO()
-    grid_image(meta, runs, cols=cols, cell=cell).save(buf, format="PNG", optimize=True)
-    images = {"grid": buf.getvalue(), "curves": curves_png(meta, runs), "metrics": metrics_png(meta, rows)}
+    try:
+        rows = metrics_rows(meta, runs)
+        buf = io.BytesIO()
+        grid_image(meta, runs, cols=cols, cell=cell).save(buf, format="PNG", optimize=True)
+        images = {"grid": buf.getvalue(), "curves": curves_png(meta, runs), "metrics": metrics_png(meta, rows)}
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:  # files that parse but do not fit
+        raise PreimageError(f"{sweep_dir} holds run files this version of preimage cannot read "
+                            f"({type(exc).__name__}: {exc}); run the sweep again with --force") from None
     missing = sum(not r["complete"] for r in runs)
     paths = {
         "grid": atomic_write(out / "grid.png", images["grid"]),

@@ -249,7 +249,8 @@ def fit(
         seed: seeds every epoch's generator (see :func:`epoch_seed`).
         resume: continue from ``out/checkpoint.pt`` when it holds a run with the same kind, config
             and seed (otherwise refuse); ``force``: start over whatever ``out`` holds.
-        progress: a tqdm bar on stderr over each epoch's steps, with the latest losses.
+        progress: progress on stderr over each epoch's steps, with the latest losses (a tqdm bar on a
+            terminal, plain lines otherwise; :mod:`preimage.progress`).
         log_every: log the losses every N steps (``logging``, logger ``preimage.train``).
         callbacks: called with each finished epoch's record (losses, metrics, seconds).
 
@@ -285,10 +286,9 @@ def fit(
             for m in task.modules().values():
                 m.train()
             if progress:
-                from tqdm.auto import tqdm
+                from .progress import progress_bar  # a bar on a terminal, plain lines in a log
 
-                bar = tqdm(total=n_batches, desc=f"epoch {epoch}/{epochs}", unit="step", leave=False,
-                           dynamic_ncols=True)
+                bar = progress_bar(n_batches, f"epoch {epoch}/{epochs}", "step", leave=False)
             sums: dict[str, float] = {}
             steps_here: list[dict[str, float]] = []
             step = 0

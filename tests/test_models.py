@@ -193,12 +193,12 @@ def test_weights_path_wrong_shape_is_named(tmp_path):
 
 def test_weights_path_refuses_garbage_missing_files_and_pickled_objects(tmp_path):
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
-    with pytest.raises(PreimageError, match="cannot read weights"):
+    with pytest.raises(PreimageError, match="is not a PyTorch weights file"):
         load_model("squeezenet1_1", weights=str(tmp_path / "junk.pth"))
     with pytest.raises(PreimageError, match="not found"):
         load_model("squeezenet1_1", weights=str(tmp_path / "absent.pth"))
     torch.save(nn.Linear(2, 2), tmp_path / "module.pth")  # a pickled module: refused by weights_only
-    with pytest.raises(PreimageError, match="cannot read weights"):
+    with pytest.raises(PreimageError, match="pickled Python objects"):
         load_model("squeezenet1_1", weights=str(tmp_path / "module.pth"))
 
 

@@ -127,7 +127,7 @@ def test_cli_report(sweep_dir, tmp_path, capsys):
     assert capsys.readouterr().out.strip() == str(tmp_path / "r" / "report.html")
     assert main(["report", str(tmp_path / "nothing")]) == 2
     err = capsys.readouterr().err
-    assert "not a sweep folder" in err and len(err.strip().splitlines()) == 1
+    assert "no such folder" in err and len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.slow  # starting Ray and its workers takes ~10 s

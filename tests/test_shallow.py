@@ -96,9 +96,9 @@ def test_shallow_preset_follows_the_paper_schedule():
 @pytest.fixture(scope="module")
 def short_hog_inversion():
     model = load_model("hog", input_size=64)
-    kw = dict(layers=["hog"], preset="shallow", steps=0, seed=0)
+    kw = dict(layers=["hog"], preset="shallow", steps=1, lr=1e-9, seed=0)  # the start: one step that moves nothing
     start = invert(model, "sample:chelsea", **kw)
-    kw.update(steps=120, decay_steps=(60, 90))
+    kw.update(steps=120, lr=0.05, decay_steps=(60, 90))
     done = invert(model, "sample:chelsea", **kw)
     return model, start, done
 

@@ -33,7 +33,7 @@ def count_inverts(monkeypatch):
         calls.append(kw["layers"])
         return real(model, image, **kw)
 
-    monkeypatch.setattr(S, "invert", counting)
+    monkeypatch.setattr(S.store, "invert", counting)
     return calls
 
 
@@ -225,7 +225,7 @@ def test_interruption_inside_a_run_leaves_no_run_folder(tmp_path, monkeypatch):
             raise KeyboardInterrupt  # Ctrl-C during the second optimization
         return real(model, image, **kw)
 
-    monkeypatch.setattr(S, "invert", interrupted_second)
+    monkeypatch.setattr(S.store, "invert", interrupted_second)
     with pytest.raises(KeyboardInterrupt):
         run_sweep(small(layer=["blocks.1", "blocks.3", "conv_head"]), tmp_path / "s")
     runs = list((tmp_path / "s" / "runs").iterdir())
@@ -240,7 +240,7 @@ def test_interrupted_status_is_not_cached(tmp_path, monkeypatch):
         inv.result.status = "interrupted"  # what optimize returns after Ctrl-C
         return inv
 
-    monkeypatch.setattr(S, "invert", marks_interrupted)
+    monkeypatch.setattr(S.store, "invert", marks_interrupted)
     with pytest.raises(KeyboardInterrupt):
         run_sweep(small(layer="blocks.1"), tmp_path / "s")
     assert list((tmp_path / "s" / "runs").iterdir()) == []
@@ -265,7 +265,7 @@ def test_a_failed_run_is_reported_and_not_cached(tmp_path, monkeypatch):
             raise RuntimeError("out of memory\nsecond line")
         return real(model, image, **kw)
 
-    monkeypatch.setattr(S, "invert", fails_on_blocks3)
+    monkeypatch.setattr(S.store, "invert", fails_on_blocks3)
     res = run_sweep(small(layer=["blocks.1", "blocks.3"]), tmp_path / "s")
     assert not res.ok and len(res.computed) == 1
     assert list(res.failed.values()) == ["RuntimeError: out of memory"]
@@ -418,7 +418,7 @@ def test_cli_ctrl_c_exits_130_and_says_how_to_resume(tmp_path, capsys, monkeypat
             raise KeyboardInterrupt
         return real(model, image, **kw)
 
-    monkeypatch.setattr(S, "invert", interrupt_second)
+    monkeypatch.setattr(S.store, "invert", interrupt_second)
     rc = main(["sweep", "sample:chelsea", "--layers", "blocks.1,blocks.3", "--steps", "2", "--input-size", "64",
                "-o", str(tmp_path / "s"), "-q"])
     err = capsys.readouterr().err
@@ -445,6 +445,7 @@ def test_in_process_progress_bar_moves_at_every_step(tmp_path, monkeypatch):
     import tqdm.auto
 
     monkeypatch.setattr(tqdm.auto, "tqdm", Bar)
+    monkeypatch.setenv("PREIMAGE_PROGRESS", "bar")  # the bar a terminal gets (pytest's stderr is not one)
     run_sweep(small(layer=["blocks.1", "blocks.3"]), tmp_path / "s", progress=True)
     steps = SMALL["steps"]
     # each run: one update per step, then the remainder (0) when it finishes

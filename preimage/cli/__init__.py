@@ -1,18 +1,35 @@
 """Command-line interface: ``preimage COMMAND ...`` (also ``python -m preimage``).
 
 Each command lives in its own module of this package and exposes ``add_parser(subparsers)`` and
-``run(args) -> int``. Errors a user can cause end in one line on stderr and exit code 2; a run that
-diverges exits 1; Ctrl-C exits 130 after saving what there is.
+``run(args) -> int``. Exit codes, the same for every command:
+
+- 0: done;
+- 1: the run finished but did not reach its goal (a class not reached, an image not fooled), or it
+  diverged (the last finite result is saved), or an internal error (a bug: one line, ``--debug``
+  for the traceback);
+- 2: bad input (a missing or damaged file, an unknown name, a number out of range, an existing
+  output, a run that would not fit in memory), reported in one line before any work is done;
+- 130: interrupted by Ctrl-C (SIGINT); 143: terminated by SIGTERM (``kill``, ``timeout``, a job
+  scheduler). Both save what there is: :func:`main` turns SIGTERM into
+  :class:`~preimage.errors.Terminated`, a ``KeyboardInterrupt``, so every command's Ctrl-C path
+  (the optimization loop, sweeps, training) handles it too.
+
+Warnings from the library (:class:`~preimage.errors.PreimageWarning`, e.g. an animated GIF of which
+only the first frame is used) are printed once each as ``preimage COMMAND: warning: ...``.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import pkgutil
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+import warnings
+from collections.abc import Iterator, Sequence
 
-from ..errors import PreimageError
+from ..errors import PreimageError, PreimageWarning, Terminated
 
 __all__ = ["main", "build_parser"]
 
@@ -49,8 +66,53 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: exit codes of an interruption
+EXIT_SIGINT, EXIT_SIGTERM = 130, 143
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[dict[str, bool]]:
+    """Within the block, SIGTERM raises :class:`Terminated` (a ``KeyboardInterrupt``) in the main
+    thread; the yielded dict's ``"terminated"`` says whether it came."""
+    seen = {"terminated": False}
+    if threading.current_thread() is not threading.main_thread():
+        yield seen
+        return
+
+    def handler(signum, frame):
+        seen["terminated"] = True
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield seen
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def _warnings_as_lines(command: str) -> Iterator[None]:
+    """Show each distinct PreimageWarning once, as one line on stderr."""
+    shown: set[str] = set()
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, PreimageWarning):
+            if str(message) not in shown:  # an image checked up front and loaded again: one line
+                shown.add(str(message))
+                print(f"preimage {command}: warning: {message}", file=sys.stderr)
+        else:
+            original(message, category, filename, lineno, file, line)
+
+    with warnings.catch_warnings():
+        original = warnings.showwarning
+        warnings.simplefilter("always", PreimageWarning)
+        warnings.showwarning = show
+        yield
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the exit code (0 ok, 1 diverged / internal error, 2 bad input, 130 Ctrl-C)."""
+    """Run the CLI; returns the exit code (0 ok, 1 diverged / not reached / internal error, 2 bad
+    input, 130 Ctrl-C, 143 SIGTERM)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     try:
@@ -61,16 +123,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     args._argv = argv
+    with sigterm_as_interrupt() as signals, _warnings_as_lines(args.command):
+        code = _run(args)
+    if code == EXIT_SIGINT and signals["terminated"]:
+        code = EXIT_SIGTERM
+    return code
+
+
+def _run(args: argparse.Namespace) -> int:
+    from ..memory import limit
+
     try:
-        return int(args.run(args) or 0)
+        if getattr(args, "_check_model", False):  # every command with --model: a misspelt name first
+            from .common import check_model
+
+            check_model(args)
+        with limit(getattr(args, "max_memory", None)):
+            return int(args.run(args) or 0)
     except PreimageError as exc:
         print(f"preimage {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except BrokenPipeError:  # e.g. `preimage models | head`
         return 0
-    except KeyboardInterrupt:
-        print(f"preimage {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+        print(f"preimage {args.command}: {what}", file=sys.stderr)
+        return EXIT_SIGINT
     except Exception as exc:  # a bug: one line unless --debug
         if args.debug:
             raise

@@ -3,11 +3,8 @@ from __future__ import annotations
 
 import argparse
 
-import torch
-
 from ..errors import PreimageError
-from ..images import load_tensor
-from .common import add_model_args, model_from_args, positive_int
+from .common import add_model_args, check_images, model_from_args, positive_int
 
 
 def add_parser(sub) -> None:
@@ -20,6 +17,10 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_images(args.images)  # before torch and the model load
+    import torch
+
+    from ..images import load_tensor
     from ..tasks.classify import classify
 
     model = model_from_args(args)

@@ -1,17 +1,29 @@
-"""Options shared by several commands, and the helpers that turn them into objects."""
+"""Options shared by several commands, and the helpers that turn them into objects.
+
+Nothing heavy is imported here at module level (no torch, numpy or model zoo): ``preimage --help``
+and argument errors answer before torch loads. Commands validate their inputs with
+:func:`check_images` and the model name (automatically, for every command that uses
+:func:`add_model_args`) before any model loads.
+"""
 from __future__ import annotations
 
 import argparse
 import sys
-
-import torch
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from ..errors import PreimageError
-from ..models import DEFAULT_MODEL, Model, load_model
+from ..validate import DEFAULT_MODEL, check_model_name
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..models import Model
 
 __all__ = [
     "add_model_args", "add_output_args", "add_run_args", "model_from_args", "device_from_args",
-    "positive_int", "positive_float", "nonneg_float", "progress_enabled", "say",
+    "positive_int", "positive_float", "nonneg_float", "nonneg_int", "progress_enabled", "say",
+    "check_images", "check_model",
 ]
 
 
@@ -22,6 +34,16 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
     if v <= 0:
         raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
+    return v
+
+
+def nonneg_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be >= 0")
     return v
 
 
@@ -94,6 +116,17 @@ def add_model_args(p: argparse.ArgumentParser, default: str | None = DEFAULT_MOD
                    help="1 (grey) or 3 (RGB) (default: the graph's input, else 3)")
     o.add_argument("--classes", type=readable_file, default=None, metavar="FILE",
                    help="class names, one per line (default: 0..K-1 for K outputs)")
+    add_memory_arg(g)
+    p.set_defaults(_check_model=True)  # cli.main checks --model (did-you-mean) before run()
+
+
+def add_memory_arg(p) -> None:
+    """``--max-memory``: the limit of the memory guard (see :mod:`preimage.memory`)."""
+    if any("--max-memory" in a.option_strings for a in getattr(p, "_actions", [])):
+        return
+    p.add_argument("--max-memory", dest="max_memory", metavar="SIZE", default=None,
+                   help="refuse runs estimated to need more memory than this, e.g. 8G, 500M, or 'off' "
+                        "(default: the memory available now; env PREIMAGE_MAX_MEMORY)")
 
 
 def add_output_args(p: argparse.ArgumentParser, default: str) -> None:
@@ -108,7 +141,9 @@ def add_run_args(p: argparse.ArgumentParser, seed: int = 0) -> None:
     g.add_argument("--quiet", "-q", action="store_true", help="no progress bar or log lines")
 
 
-def device_from_args(args: argparse.Namespace) -> torch.device:
+def device_from_args(args: argparse.Namespace) -> "torch.device":
+    import torch
+
     name = getattr(args, "device", "auto") or "auto"
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -121,7 +156,35 @@ def device_from_args(args: argparse.Namespace) -> torch.device:
     return dev
 
 
-def model_from_args(args: argparse.Namespace) -> Model:
+def check_model(args: argparse.Namespace) -> None:
+    """A misspelt --model fails first, with a did-you-mean (cli.main calls this before run())."""
+    name = getattr(args, "model", None)
+    if isinstance(name, str):
+        check_model_name(name)
+    weights = getattr(args, "weights", None)
+    if isinstance(weights, str) and weights not in ("default", "none"):
+        import os
+
+        path = os.path.expanduser(weights)
+        if not os.path.isfile(path):
+            what = "is a folder, not a weights file" if os.path.isdir(path) else "not found"
+            raise PreimageError(f"weights file {weights} {what} (use --weights default, none or a PATH)")
+
+
+def check_images(sources: Iterable[str]) -> None:
+    """Read every image once (without torch) so a missing, damaged or unsupported file fails before
+    any model loads. Conversion notices (animation, transparency) are shown here, once."""
+    from ..images import load_image
+
+    for src in sources:
+        if src is not None:
+            load_image(src)
+
+
+def model_from_args(args: argparse.Namespace) -> "Model":
+    from ..models import load_model
+
+    check_model(args)
     extra = {k: getattr(args, k, None) for k in ("mean", "std", "channels", "classes")}
     return load_model(args.model, weights=args.weights, device=device_from_args(args),
                       input_size=getattr(args, "input_size", None), **{k: v for k, v in extra.items() if v is not None})
@@ -135,3 +198,24 @@ def say(args: argparse.Namespace, text: str) -> None:
     """A log line for the user on stderr (suppressed by --quiet)."""
     if not getattr(args, "quiet", False):
         print(text, file=sys.stderr)
+
+
+def check_memory(model: "Model", *, batch: int, size: int, what: str, hint: str = "",
+                 backward: bool = True) -> None:
+    """Refuse, in one line, a run estimated not to fit in memory (see :mod:`preimage.memory`);
+    the limit is ``--max-memory`` (applied by cli.main), ``PREIMAGE_MAX_MEMORY`` or what is available."""
+    from ..memory import check_fits
+
+    check_fits(model, batch=batch, size=size, what=what, hint=hint, backward=backward)
+
+
+def divergence_fix(term: str, flags: dict[str, str], *, first_step: bool, lr_flag: str = "--lr") -> str:
+    """What to change after a divergence. A term that is non-finite at the first step, before the
+    image moved, is its weight's doing: lower that weight's flag (``flags`` maps a term's name, up
+    to ``[`` or ``#``, to its flag). Later, the step size drove the image there: lower the learning
+    rate, or that term's weight."""
+    base = term.split("[", 1)[0].split("#", 1)[0]
+    flag = flags.get(base)
+    if flag and first_step:
+        return f"lower {flag}"
+    return f"lower {lr_flag} (e.g. 10x)" + (f" or {flag}" if flag else "")

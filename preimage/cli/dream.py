@@ -3,18 +3,8 @@ from __future__ import annotations
 
 import argparse
 
-from .common import (add_model_args, add_output_args, add_run_args, model_from_args, nonneg_float, positive_float,
-                     positive_int, say)
-
-
-def nonneg_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be >= 0")
-    return v
+from .common import (add_model_args, add_output_args, add_run_args, check_memory, model_from_args, nonneg_float,
+                     nonneg_int, positive_float, positive_int, say)
 
 
 def add_parser(sub) -> None:
@@ -24,7 +14,8 @@ def add_parser(sub) -> None:
                     "gradient ascent from noise on a class score with jitter (and, in the classic preset, "
                     "L2 decay and periodic blur; in the fourier preset, a decorrelated Fourier "
                     "parameterization). Writes CLASS.png per class, dream_grid.png and dream.json, and "
-                    "prints the probability of the class for the saved 8-bit PNG.")
+                    "prints the probability of the class for the saved 8-bit PNG. Exit code 1 when a class "
+                    "is not the top-1 class of its saved PNG (the images are saved all the same).")
     p.add_argument("--class", "-c", dest="target", action="append", required=True, metavar="C",
                    help="class index or name (fuzzy); repeat for several classes (one batch)")
     p.add_argument("--preset", choices=("fourier", "classic"), default="fourier",
@@ -49,15 +40,15 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.size is not None and args.size < 16:
+        from ..errors import PreimageError
+
+        raise PreimageError(f"--size {args.size} is too small (at least 16 pixels)")
     from ..io import check_outputs
     from ..tasks.classviz import make_config, output_paths, stems, visualize_class
 
     augment = dict(jitter=args.jitter, copies=args.copies, color_shift=args.color_shift, noise=args.noise)
     make_config(args.preset, steps=args.steps, lr=args.lr, **augment)  # bad settings fail before the model loads
-    if args.size is not None and args.size < 16:
-        from ..errors import PreimageError
-
-        raise PreimageError(f"--size {args.size} is too small (at least 16 pixels)")
     model = model_from_args(args)
     if model.classes is None:
         from ..errors import PreimageError
@@ -65,6 +56,9 @@ def run(args: argparse.Namespace) -> int:
         raise PreimageError(f"{model.name} is not a classifier; class visualization needs class scores")
     names = stems(model, args.target)  # unknown classes fail here, with a suggestion
     check_outputs(output_paths(args.out, names), args.force)
+    size = args.size or model.input_size
+    check_memory(model, batch=len(names), size=size, what=f"class visualization of {len(names)} image(s) at "
+                 f"{size} px", hint="use a smaller --size")
     result = visualize_class(model, args.target, preset=args.preset, size=args.size, seed=args.seed,
                              progress=not args.quiet, steps=args.steps, lr=args.lr, **augment)
     result.save(args.out, force=args.force)

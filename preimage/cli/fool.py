@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_model_args, add_output_args, add_run_args, model_from_args, nonneg_float, positive_float, positive_int, say
+from .common import (add_model_args, add_output_args, add_run_args, check_images, check_memory, model_from_args,
+                     nonneg_float, positive_float, positive_int, say)
 
 
 def add_parser(sub) -> None:
@@ -40,10 +41,8 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from ..errors import PreimageError
-    from ..images import image_name
+
     from ..io import check_outputs
     from ..tasks.fool import fool, output_paths
     from ..tasks.saliency import unique_names
@@ -54,9 +53,15 @@ def run(args: argparse.Namespace) -> int:
         raise PreimageError(f"give --target once, or once per image ({len(args.images)}), not {len(args.target)} times")
     if args.mode == "pgd" and args.step_size > args.epsilon:
         raise PreimageError(f"--step-size {args.step_size:g} is larger than --epsilon {args.epsilon:g}")
+    check_images(args.images)  # before torch and the model load
+    import torch
+
+    from ..images import image_name
     names = unique_names([image_name(s) for s in args.images])
     check_outputs(output_paths(args.out, names), args.force)
     model = model_from_args(args)
+    check_memory(model, batch=len(args.images), size=model.input_size, what=f"fooling {len(args.images)} image(s)",
+                 hint="fool fewer images at once")
     target = None
     if args.target is not None:
         g = torch.Generator().manual_seed(args.seed)

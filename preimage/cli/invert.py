@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 
 from ..errors import PreimageError
-from .common import (add_model_args, add_output_args, add_run_args, device_from_args, nonneg_float,
-                     positive_float, positive_int, say)
+from .common import (add_model_args, add_output_args, add_run_args, check_images, check_memory, check_model,
+                     device_from_args, divergence_fix, nonneg_float, nonneg_int, positive_float, positive_int, say)
 
 #: flags that only the original script spells this way; using one of them (and no new-only flag)
 #: selects the original preset
@@ -60,7 +60,7 @@ def add_parser(sub) -> None:
     o.add_argument("--lambda-alpha", "--lambda_alpha", dest="lambda_alpha", type=nonneg_float, help="alpha-norm weight")
     o.add_argument("--lambda-tv", "--lambda_tv", dest="lambda_tv", type=nonneg_float, help="TV weight")
     o.add_argument("--rec-weight", dest="rec_weight", type=nonneg_float, help="weight C of the reconstruction term")
-    o.add_argument("--jitter", type=int, help="random roll in pixels during the jitter phase (0: off)")
+    o.add_argument("--jitter", type=nonneg_int, help="random roll in pixels during the jitter phase (0: off)")
     o.add_argument("--copies", type=positive_int, help="augmentation ensembling (Ghiasi et al. 2022, for ViTs): "
                    "copies of each image per step in the jitter phase, each jittered, colour-shifted and "
                    "noised on its own (1: off)")
@@ -110,23 +110,24 @@ def _preset(args: argparse.Namespace, argv: list[str]) -> str:
 def run(args: argparse.Namespace) -> int:
     from ..images import image_name, unique_names
     from ..io import check_outputs
-    from ..models import load_model
-    from ..tasks.invert import config_for, invert, output_paths
 
     argv = sys.argv[1:] if getattr(args, "_argv", None) is None else args._argv
     preset = _preset(args, argv)
     original = preset == "original"
     sources = list(args.images) + ([args.image_path] if args.image_path else [])
+    if args.model is None:
+        args.model = "alexnet" if original else "efficientnet_lite0"
+    check_model(args)  # a misspelt model is named first (not as a missing --layer)
     if not sources:
         raise PreimageError("no image given (e.g. preimage invert sample:chelsea)")
-    if (args.model or "").startswith("gan:"):  # the pre-image of a generator: search its noise, not pixels
+    check_images(sources)  # every image is read before torch and the model load
+    if args.model.startswith("gan:"):  # the pre-image of a generator: search its noise, not pixels
         from .gan import run_invert
 
         return run_invert(args, sources)
-    if args.model is None:
-        args.model = "alexnet" if original else "efficientnet_lite0"
     from ..models.shallow import is_shallow_name
-    from ..tasks.shallow import glyph_paths, is_shallow, save_inversion_glyphs
+    from ..tasks.invert import config_for, output_paths
+    from ..tasks.shallow import glyph_paths
 
     shallow = is_shallow_name(args.model)
     default_layer = "avgpool" if original else DEFAULT_LAYERS.get(args.model) or ("features" if shallow else "")
@@ -153,6 +154,8 @@ def run(args: argparse.Namespace) -> int:
         jitter=args.jitter, init=args.init, init_scale=args.init_scale, seed=seed, copies=args.copies,
         color_shift=args.color_shift, noise=args.noise,
     )
+    if cfg.init not in ("noise", "zeros"):
+        check_images([cfg.init])
     device = device_from_args(args) if not (original and args.device == "auto") else device_from_args(
         argparse.Namespace(device="cpu"))
     input_size = args.input_size or (227 if original else None)
@@ -160,8 +163,14 @@ def run(args: argparse.Namespace) -> int:
     names = unique_names([image_name(s) for s in sources])
     check_outputs(output_paths(args.out, names, args.gif) + (glyph_paths(names, args.out) if shallow else []),
                   args.force)
+    from ..models import load_model
+    from ..tasks.invert import invert
+    from ..tasks.shallow import is_shallow, save_inversion_glyphs
+
     extra = {k: getattr(args, k) for k in ("mean", "std", "channels", "classes") if getattr(args, k, None) is not None}
     model = load_model(args.model, weights=args.weights, device=device, input_size=input_size, **extra)
+    check_memory(model, batch=len(sources), size=model.input_size, what=f"inverting {len(sources)} image(s) at "
+                 f"{model.input_size} px", hint="use fewer images or a smaller --input-size")
     judge = load_model(args.judge, device=device) if args.judge else None
     if judge is not None and judge.classes is None:
         raise PreimageError(f"the judge {judge.name} is not a classifier")
@@ -180,12 +189,18 @@ def run(args: argparse.Namespace) -> int:
     listed = ", ".join(shown[:6]) + (f", and {len(shown) - 6} more" if len(shown) > 6 else "")
     print(f"wrote {len(written)} files to {args.out}/ ({listed})")
     if res.status == "diverged":
-        fix = "lower --lr (e.g. 10x)" + ("" if preset == "default" else " or use --preset default")
+        fix = divergence_fix(res.result.diverged_term, WEIGHT_FLAGS, first_step=not res.result.history)
+        if "--lr" in fix and preset != "default":
+            fix += " or use --preset default"
         raise _Diverged(f"diverged: {res.result.message}; {fix}")
     if res.status == "interrupted":
-        print(f"preimage invert: interrupted after {res.result.steps} steps; saved what there was", file=sys.stderr)
+        print(f"preimage invert: {res.result.message}; saved what there was", file=sys.stderr)
         return 130
     return 0
+
+
+#: the flag that weighs each objective term (named in the divergence message)
+WEIGHT_FLAGS = {"tv": "--lambda-tv", "alpha": "--lambda-alpha", "rec": "--rec-weight"}
 
 
 class _Diverged(PreimageError):

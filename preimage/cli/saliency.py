@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_model_args, add_output_args, add_run_args, model_from_args, nonneg_float, positive_int, say
+from .common import (add_model_args, add_output_args, add_run_args, check_images, check_memory, model_from_args,
+                     nonneg_float, positive_int, say)
 
 
 def add_parser(sub) -> None:
@@ -35,6 +36,11 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import PreimageError
+
+    targets = args.target
+    if targets is not None and len(targets) not in (1, len(args.images)):
+        raise PreimageError(f"give --class once, or once per image ({len(args.images)}), not {len(targets)} times")
+    check_images(args.images)  # before torch and the model load
     from ..images import image_name
     from ..io import check_outputs
     from ..tasks.saliency import output_paths, parse_methods, saliency, unique_names
@@ -43,13 +49,13 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     heatmap(torch.zeros(1, 1), cmap=args.cmap)  # unknown colormaps fail before any work
-    targets = args.target
-    if targets is not None and len(targets) not in (1, len(args.images)):
-        raise PreimageError(f"give --class once, or once per image ({len(args.images)}), not {len(targets)} times")
     methods = parse_methods("all" if args.method.strip() == "all" else [m.strip() for m in args.method.split(",") if m.strip()])
     names = unique_names([image_name(s) for s in args.images])
     check_outputs(output_paths(args.out, names, methods), args.force)
     model = model_from_args(args)
+    batch = min(args.batch_size, len(args.images) * max(1, args.samples if "smoothgrad" in methods else 1))
+    check_memory(model, batch=batch, size=model.input_size, what=f"saliency in batches of {batch}",
+                 hint="use a smaller --batch-size")
     target = None if targets is None else (targets[0] if len(targets) == 1 else targets)
     result = saliency(model, args.images, target=target, method=methods, samples=args.samples, noise=args.noise,
                       seed=args.seed, batch_size=args.batch_size, names=names)

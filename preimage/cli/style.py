@@ -10,9 +10,8 @@ from __future__ import annotations
 import argparse
 
 from ..errors import PreimageError
-from ..images import image_name
-from .common import (add_model_args, add_output_args, add_run_args, model_from_args, nonneg_float,
-                     positive_float, positive_int, progress_enabled, say)
+from .common import (add_model_args, add_output_args, add_run_args, check_images, check_memory, model_from_args,
+                     nonneg_float, positive_float, positive_int, progress_enabled, say)
 
 
 def _blend(text: str) -> list[float]:
@@ -22,9 +21,11 @@ def _blend(text: str) -> list[float]:
     return out
 
 
-def add_parser(sub) -> None:
-    from ..tasks.style import STYLE_PRESETS
+#: the names of preimage.tasks.style.STYLE_PRESETS (listed here so --help does not import torch; tested)
+STYLE_PRESETS = ("efficientnet", "classic", "vgg")
 
+
+def add_parser(sub) -> None:
     p = sub.add_parser(
         "style", help="paint a photo in the style of other images (Gatys et al. 2016)",
         description="Neural style transfer: match the content photo's activations at one layer and the "
@@ -68,8 +69,12 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..images import load_image
-    from ..tasks.style import output_name, parse_style_layers, preset_for, stylize
+    if args.style_blend is not None and len(args.style_blend) != len(args.styles):
+        raise PreimageError(f"{len(args.styles)} style images but {len(args.style_blend)} --style-blend weights")
+    # bad images fail here, before torch and the model load and before any output is checked
+    check_images([args.content, *args.styles])
+    from ..images import image_name
+    from ..tasks.style import output_name, parse_style_layers, preset_for, style_config, stylize
 
     overrides = {k: getattr(args, k) for k in (
         "content_layer", "content_weight", "style_weight", "tv_weight", "gram_normalize", "preserve_color",
@@ -77,11 +82,6 @@ def run(args: argparse.Namespace) -> int:
     if args.style_layers is not None:
         layers, weights = parse_style_layers(args.style_layers)
         overrides.update(style_layers=layers, style_layer_weights=weights)
-    if args.style_blend is not None and len(args.style_blend) != len(args.styles):
-        raise PreimageError(f"{len(args.styles)} style images but {len(args.style_blend)} --style-blend weights")
-    # bad images fail here, before the model loads and before any output is checked
-    for src in [args.content, *args.styles]:
-        load_image(src)
     name = output_name(image_name(args.content), [image_name(s) for s in args.styles])
     from pathlib import Path
 
@@ -92,6 +92,10 @@ def run(args: argparse.Namespace) -> int:
     model = model_from_args(args)
     if args.preset == "auto" and preset_for(model.name) is None and (args.content_layer is None or args.style_layers is None):
         raise PreimageError(f"no style preset for {model.name}: give --content-layer and --style-layers, or --preset")
+    sized = style_config(preset_for(model.name) or "efficientnet" if args.preset == "auto" else args.preset,
+                         image_size=args.image_size, style_size=args.style_size)
+    check_memory(model, batch=1, size=max(sized.image_size, sized.style_size), what=f"style transfer at "
+                 f"{sized.image_size} px", hint="use a smaller --image-size or --style-size")
     result = stylize(model, args.content, args.styles, preset=args.preset, style_blend=args.style_blend,
                      progress=progress_enabled(args), seed=args.seed, **overrides)
     paths = result.save(out, force=True)

@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 from pathlib import Path
 from typing import Any
 
-from .common import positive_int, progress_enabled, say
+from .common import add_memory_arg, positive_int, progress_enabled, say
 
 #: command-line options that are sweep axes: option dest -> axis name
 AXIS_OPTIONS = {
@@ -18,7 +17,7 @@ AXIS_OPTIONS = {
 
 
 def add_parser(sub) -> None:
-    from ..sweep import RECIPES
+    from ..recipes import RECIPES
 
     recipes = "; ".join(f"{k}: {v}" for k, v in RECIPES.items())
     p = sub.add_parser(
@@ -61,6 +60,7 @@ def add_parser(sub) -> None:
     r.add_argument("--cache", metavar="DIR", help="run cache shared between sweeps (default: OUT/runs)")
     r.add_argument("--dry-run", "-n", action="store_true", help="list the runs (and which are cached), run nothing")
     r.add_argument("--report", action="store_true", help="write the report (preimage report OUT) when done")
+    add_memory_arg(r)
     o = p.add_argument_group("output")
     o.add_argument("--out", "-o", help="sweep folder (default: out/sweep-RECIPE or out/sweep)")
     o.add_argument("--force", action="store_true", help="recompute runs that are already cached")
@@ -142,14 +142,12 @@ def run(args: argparse.Namespace) -> int:
         if status == "computed":
             finished["n"] += 1
 
-    previous = signal.getsignal(signal.SIGTERM)
+    import os
 
-    def terminate(signum, frame):  # `kill PID` stops as cleanly as Ctrl-C
-        raise KeyboardInterrupt
-
-    if previous in (signal.SIG_DFL, None):
-        signal.signal(signal.SIGTERM, terminate)
-    try:
+    saved_limit = os.environ.get("PREIMAGE_MAX_MEMORY")
+    if args.max_memory:  # worker processes read the limit from the environment
+        os.environ["PREIMAGE_MAX_MEMORY"] = args.max_memory
+    try:  # SIGTERM arrives as a KeyboardInterrupt too (cli.main), so `kill PID` stops as cleanly as Ctrl-C
         result = run_sweep(sweep, out, jobs=args.jobs, threads=args.threads, ray_address=args.ray, device=args.device,
                            progress=progress_enabled(args),
                            force=args.force, cache=args.cache, on_result=on_result)
@@ -158,8 +156,10 @@ def run(args: argparse.Namespace) -> int:
               "Run the same command again to compute the rest.", file=sys.stderr)
         return 130
     finally:
-        if previous in (signal.SIG_DFL, None):
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        if saved_limit is None:
+            os.environ.pop("PREIMAGE_MAX_MEMORY", None)
+        else:
+            os.environ["PREIMAGE_MAX_MEMORY"] = saved_limit
     say(args, f"{len(result.computed)} computed, {len(result.cached)} cached, {len(result.failed)} failed "
               f"in {result.seconds:.0f} s")
     for key, msg in result.failed.items():

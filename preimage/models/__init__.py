@@ -297,13 +297,38 @@ def _weights_file(name: str, weights: str) -> dict[str, torch.Tensor] | None:
         raise PreimageError(f"weights file not found: {weights} (use --weights default, none or a PATH)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle errors, truncated zip, wrong format
-        raise PreimageError(f"cannot read weights {weights}: {_one_line(exc)}") from None
+    except Exception as exc:  # pickle errors, truncated zip, wrong format: say it in our words
+        raise PreimageError(_weights_error(weights, path, exc)) from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise PreimageError(f"{weights} is not a state_dict of tensors")
+        raise PreimageError(f"{weights} is not a state_dict of tensors; expected {ACCEPTED_WEIGHTS}")
     return state
+
+
+#: what --weights PATH accepts, said once for every error about a weights file
+ACCEPTED_WEIGHTS = "a state_dict of tensors saved with torch.save(model.state_dict(), PATH) (.pt/.pth)"
+
+
+def _weights_error(weights: str, path: Path, exc: BaseException) -> str:
+    """One line, in preimage's words, for a weights file torch.load(weights_only=True) refused."""
+    import pickle
+
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as err:
+        return f"cannot read weights {weights}: {err.strerror or err}"
+    if not head:
+        return f"weights file {weights} is empty; expected {ACCEPTED_WEIGHTS}"
+    if not head.startswith((b"PK", b"\x80")):  # neither torch's zip format nor a legacy pickle
+        return f"{weights} is not a PyTorch weights file; expected {ACCEPTED_WEIGHTS}"
+    if isinstance(exc, pickle.UnpicklingError) and "weights only" in str(exc).lower():
+        return (f"weights file {weights} holds pickled Python objects, not only tensors (a whole model saved with "
+                f"torch.save(model)?), which preimage does not load; expected {ACCEPTED_WEIGHTS}")
+    if head.startswith(b"PK"):  # torch's zip format, but not readable to the end
+        return f"weights file {weights} is damaged or truncated (its zip archive cannot be read); expected {ACCEPTED_WEIGHTS}"
+    return f"{weights} is not a PyTorch weights file; expected {ACCEPTED_WEIGHTS}"
 
 
 def _load_state(net: nn.Module, state: dict[str, torch.Tensor], source: str, model_name: str) -> None:
@@ -430,19 +455,19 @@ def _load_timm(spec: str, weights: str, input_size: int | None = None) -> Model:
         # patches): random rescaling and --size in dream; the same outputs at the model's own size
         extra = {k: True for k in ("dynamic_img_size", "dynamic_img_pad") if k not in kwargs}
     state = _weights_file(arch, weights)
-    try:
+
+    def create(pretrained: bool) -> nn.Module:
         try:
-            net = timm.create_model(arch, pretrained=(weights == "default"), **kwargs, **extra)
+            return timm.create_model(arch, pretrained=pretrained, **kwargs, **extra)
         except TypeError:
             if not extra:
                 raise
-            net = timm.create_model(arch, pretrained=(weights == "default"), **kwargs)  # a class without them
+            return timm.create_model(arch, pretrained=pretrained, **kwargs)  # a class without them
+
+    try:
+        net = _timm_pretrained(lambda: create(True), f"timm:{spec}") if weights == "default" else create(False)
     except (TypeError, ValueError, AssertionError) as exc:  # an option timm does not take
         raise PreimageError(f"timm cannot build {spec!r}: {_one_line(exc)}") from None
-    except Exception as exc:  # hub errors differ between huggingface_hub versions
-        if weights != "default":
-            raise
-        raise _offline_error(f"timm:{spec}", exc) from None
     if state is not None:
         state = vit.adapt_state_dict(net, state)  # a ViT's position embedding resampled to this grid
         _load_state(net, state, weights, f"timm:{spec}")
@@ -461,6 +486,66 @@ def _load_timm(spec: str, weights: str, input_size: int | None = None) -> Model:
         classes=classes, weights=weights,
         normalization=f"mean {tuple(cfg.get('mean'))}, std {tuple(cfg.get('std'))} (timm pretrained_cfg)",
     )
+
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub (or ``HF_ENDPOINT``) answers a TCP connection within ``timeout``."""
+    import socket
+    import urllib.parse
+
+    url = urllib.parse.urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    try:
+        with socket.create_connection((url.hostname or "huggingface.co", url.port or 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def _hub_offline():
+    """The hub's offline mode (local cache only) within the block."""
+    import huggingface_hub.constants as hc
+
+    before = hc.HF_HUB_OFFLINE
+    hc.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        hc.HF_HUB_OFFLINE = before
+
+
+def _timm_pretrained(create: Callable[[], nn.Module], name: str) -> nn.Module:
+    """timm's pretrained network: from the local cache if it is there; else downloaded, but only
+    after a quick check that the hub is reachable (offline, the hub's own retries take a minute and
+    print a screenful), with the hub's log output kept off the terminal."""
+    import logging
+
+    quiet = contextlib.ExitStack()
+    quiet.enter_context(contextlib.redirect_stdout(io.StringIO()))
+    quiet.enter_context(contextlib.redirect_stderr(io.StringIO()))
+    hub_log = logging.getLogger("huggingface_hub")
+    level = hub_log.level
+    hub_log.setLevel(logging.CRITICAL)
+    try:
+        with quiet:
+            try:
+                with _hub_offline():
+                    return create()
+            except (TypeError, ValueError, AssertionError):  # a bad option, not a missing file
+                raise
+            except Exception:  # not in the cache
+                pass
+            if not _hub_reachable():
+                raise _offline_error(name, ConnectionError("the Hugging Face hub is not reachable"))
+            try:
+                return create()
+            except (TypeError, ValueError, AssertionError):
+                raise
+            except Exception as exc:  # hub errors differ between huggingface_hub versions
+                raise _offline_error(name, exc) from None
+    finally:
+        hub_log.setLevel(level)
 
 
 def _load_shallow(name: str) -> Model:

@@ -185,6 +185,10 @@ def visualize_class(
     if size < 16:
         raise PreimageError(f"size {size} is too small (at least 16 pixels)")
     b = len(classes)
+    from ..memory import check_fits
+
+    check_fits(model, batch=b, size=size, what=f"class visualization of {b} image(s) at {size} px",
+               hint="use a smaller size")  # before the image is allocated
     device = model.device
     g = torch.Generator().manual_seed(seed)
     if cfg.param == "fourier":

@@ -51,8 +51,8 @@ import torch
 
 from .. import metrics as M
 from ..config import from_preset
-from ..errors import PreimageError
-from ..images import load_batch, load_tensor, to_pil
+from ..errors import PreimageError, did_you_mean
+from ..images import conversion_notes, load_batch, load_tensor, to_pil
 from ..io import check_outputs, versions, write_json
 from ..layers import FeatureExtractor, parse_layer_spec, resolve_layer
 from ..models import Model
@@ -60,6 +60,7 @@ from ..objectives import Objective, alpha_norm, feature_loss, total_variation
 from ..optimize import Result, optimize, step_schedule
 from ..params import Fourier, Pixels, Upsampled
 from ..transforms import Transform, compose, ensemble, jitter
+from ..validate import check_config, check_number
 from .classify import predict
 
 __all__ = ["InvertConfig", "INVERT_PRESETS", "DEEP_RECIPE", "recipe_for", "color_prior", "invert", "Inversion", "config_for", "output_paths", "evaluate"]
@@ -186,18 +187,17 @@ def recipe_for(cfg: InvertConfig, stride: float | None) -> InvertConfig:
 
 
 def _validate(cfg: InvertConfig) -> None:
-    if cfg.steps < 0:
-        raise PreimageError("steps must be >= 0")
-    if not cfg.lr > 0:
-        raise PreimageError(f"learning rate must be > 0, not {cfg.lr}")
+    """The one validation of an inversion's settings: the CLI and the Python API both end here."""
+    check_config(cfg, positive_int=("steps",), positive=("lr", "decay_factor", "alpha", "beta", "finish_lr"),
+                 nonneg=("lambda_alpha", "lambda_tv", "rec_weight", "init_scale", "momentum", "jitter_until"),
+                 nonneg_int=("jitter", "finish_steps"),
+                 finite=("lr_stride", "lr_stride_power", "lr_stride_max", "bound", "tv_scale", "tv_stride",
+                         "tv_stride_power", "jitter_stride"))
     for opt in (cfg.optimizer, cfg.finish_optimizer):
         if opt not in ("sgd", "adam", "lbfgs"):
-            raise PreimageError(f"unknown optimizer {opt!r} (sgd, adam, lbfgs)")
-    if cfg.copies < 1:
-        raise PreimageError("copies must be at least 1")
-    for name in ("lambda_alpha", "lambda_tv", "rec_weight", "init_scale", "color_shift", "noise"):
-        if getattr(cfg, name) < 0:
-            raise PreimageError(f"{name} must be >= 0")
+            raise PreimageError(f"unknown optimizer {opt!r}" + did_you_mean(str(opt), ("sgd", "adam", "lbfgs"))
+                                + " (sgd, adam, lbfgs)")
+    check_config(cfg, positive_int=("copies",), nonneg=("color_shift", "noise"))
     if cfg.space not in ("pixel", "input"):
         raise PreimageError(f"space must be pixel or input, not {cfg.space!r}")
     if cfg.param not in ("pixels", "fourier"):
@@ -214,6 +214,8 @@ def _validate(cfg: InvertConfig) -> None:
         if unknown:
             raise PreimageError(f"unknown setting(s) in the deep-layer recipe: {', '.join(unknown)}")
         _validate(recipe_for(cfg, float("inf")) if cfg.deep_stride else dataclasses.replace(cfg, deep={}))
+    for s in cfg.decay_steps:
+        check_number("decay step", s, minimum=0, integer=True)
 
 
 @dataclass
@@ -245,6 +247,7 @@ class Inversion:
             "model": self.model,
             "layers": [{"name": n, "weight": w} for n, w in self.layers],
             "images": self.sources,
+            "image_notes": conversion_notes(self.sources),  # first frame of an animation, alpha flattened
             "config": self.config.as_dict(),
             "effective": self.effective,
             "status": self.result.status,
@@ -454,6 +457,10 @@ def invert(
     _validate(cfg)
     layer_list = _parse_layers(model, layers)
     ref, names, sources = load_batch(images, model.input_size, channels=model.channels)
+    from ..memory import check_fits
+
+    check_fits(model, batch=ref.shape[0], size=max(ref.shape[-2:]), what=f"inverting {ref.shape[0]} image(s) "
+               f"at {max(ref.shape[-2:])} px", hint="use fewer images or a smaller input size")
     device = model.device
     ref = ref.to(device)
     gen = torch.Generator().manual_seed(int(cfg.seed))
@@ -522,9 +529,11 @@ def _shift_steps(cb: Any, offset: int) -> Any:
 def _concat(a: Result, b: Result) -> Result:
     """One result for two consecutive phases of the same run."""
     history = a.history + [{**h, "step": h["step"] + a.steps} for h in b.history]
-    return Result(image=b.image, history=history, steps=a.steps + b.steps, status=b.status,
-                  message=b.message, seconds=a.seconds + b.seconds, frames=a.frames + b.frames,
-                  per_image_loss=b.per_image_loss or a.per_image_loss)
+    steps = a.steps + b.steps
+    message = f"interrupted after {steps} steps" if b.status == "interrupted" else b.message
+    return Result(image=b.image, history=history, steps=steps, status=b.status,
+                  message=message, seconds=a.seconds + b.seconds, frames=a.frames + b.frames,
+                  per_image_loss=b.per_image_loss or a.per_image_loss, diverged_term=b.diverged_term)
 
 
 class _phase:

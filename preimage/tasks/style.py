@@ -53,7 +53,7 @@ import torch
 
 from ..config import from_preset
 from ..errors import PreimageError, did_you_mean
-from ..images import image_name, load_image, save_image, to_channels, to_tensor
+from ..images import conversion_notes, image_name, load_image, save_image, to_channels, to_tensor
 from ..io import check_outputs, versions, write_json
 from ..layers import FeatureExtractor, parse_layer_spec, resolve_layer
 from ..models import Model
@@ -396,6 +396,7 @@ class Stylization:
             "task": "style",
             "model": self.model,
             **self.sources,
+            "image_notes": conversion_notes([self.sources.get("content"), *(self.sources.get("styles") or [])]),
             "config": self.config.as_dict(),
             "status": self.result.status,
             "message": self.result.message,

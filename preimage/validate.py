@@ -1,0 +1,103 @@
+"""Checks that run before any model or data loads, shared by the Python API and the command line.
+
+Everything here is light to import (no torch, numpy or model zoo at module level), so the CLI can
+answer a misspelt model name, a number out of range or an unreadable image in a fraction of a
+second. The same functions validate the API's keyword arguments and the dataclass configs, so
+``invert(..., steps=0)`` and ``preimage invert --steps 0`` are refused with the same words.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from .errors import PreimageError, did_you_mean
+
+__all__ = ["check_number", "check_config", "check_model_name", "DEFAULT_MODEL", "EMBEDDED_MODELS"]
+
+#: the model used when none is named (kept in step with preimage.models.DEFAULT_MODEL; tested)
+DEFAULT_MODEL = "efficientnet_lite0"
+#: the models whose weights ship with the package (kept in step with efficientnet_lite.VARIANTS; tested)
+EMBEDDED_MODELS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+SHALLOW_MODELS = ("hog", "dsift")
+
+
+def check_number(name: str, value: Any, *, minimum: float | None = None, above: float | None = None,
+                 maximum: float | None = None, integer: bool = False) -> Any:
+    """Return ``value`` if it is a finite number in range, else raise :class:`PreimageError`.
+
+    ``minimum``: value >= minimum; ``above``: value > above; ``maximum``: value <= maximum;
+    ``integer``: a whole number (bools are refused)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) and not hasattr(value, "__float__"):
+        raise PreimageError(f"{name} must be a number, not {value!r}")
+    if integer and not (isinstance(value, int) or float(value).is_integer()):
+        raise PreimageError(f"{name} must be a whole number, not {value!r}")
+    v = float(value)
+    if not math.isfinite(v):
+        raise PreimageError(f"{name} must be finite, not {value!r}")
+    if above is not None and not v > above:
+        raise PreimageError(f"{name} must be > {above:g}, not {value!r}")
+    if minimum is not None and v < minimum:
+        raise PreimageError(f"{name} must be >= {minimum:g}, not {value!r}")
+    if maximum is not None and v > maximum:
+        raise PreimageError(f"{name} must be <= {maximum:g}, not {value!r}")
+    return int(value) if integer else value
+
+
+def check_config(cfg: Any, *, positive: tuple[str, ...] = (), nonneg: tuple[str, ...] = (),
+                 positive_int: tuple[str, ...] = (), nonneg_int: tuple[str, ...] = (),
+                 finite: tuple[str, ...] = (), labels: dict[str, str] | None = None) -> None:
+    """Range checks on a dataclass config's fields (None values, meaning "off", are skipped);
+    ``labels`` gives a field a readable name in the message (``{"lr": "learning rate"}``)."""
+    labels = {"lr": "learning rate", **(labels or {})}
+    for kind, names in (("positive", positive), ("nonneg", nonneg), ("positive_int", positive_int),
+                        ("nonneg_int", nonneg_int), ("finite", finite)):
+        for n in names:
+            v = getattr(cfg, n)
+            if v is None:
+                continue
+            n = labels.get(n, n)
+            if kind == "positive":
+                check_number(n, v, above=0)
+            elif kind == "nonneg":
+                check_number(n, v, minimum=0)
+            elif kind == "positive_int":
+                check_number(n, v, minimum=1, integer=True)
+            elif kind == "nonneg_int":
+                check_number(n, v, minimum=0, integer=True)
+            else:
+                check_number(n, v)
+
+
+def check_model_name(name: str) -> str:
+    """Refuse an unknown model name (with a did-you-mean) before anything is loaded.
+
+    Names the zoo always knows (embedded, shallow with options) pass at once, without torch. Names
+    with a scheme (``timm:NAME``, ``onnx:...``, ``gan:...``) or a path are left to
+    :func:`preimage.models.load_model`, except ``timm:NAME``, checked against timm's list. A plain
+    name must be one of :func:`preimage.models.model_names` (this imports torchvision)."""
+    if not isinstance(name, str) or not name.strip():
+        raise PreimageError("no model name given (`preimage models` lists them)")
+    name = name.strip()
+    base = name.split(":", 1)[0].lower()
+    if name in EMBEDDED_MODELS or base in SHALLOW_MODELS:
+        return name
+    if base == "timm":
+        import timm
+
+        from .models import parse_timm_spec
+
+        arch, _ = parse_timm_spec(name.split(":", 1)[1])
+
+        known = timm.list_models()
+        if arch not in known and arch.split(".")[0] not in known:
+            raise PreimageError(f"unknown timm model {arch!r}" + did_you_mean(arch, known))
+        return name
+    if ":" in name or "/" in name or "." in name:
+        return name  # a scheme or a file: the loader that owns it checks it
+    from .models import model_names
+
+    names = model_names()
+    if name not in names:
+        raise PreimageError(f"unknown model {name!r}" + did_you_mean(name, names)
+                            + "; `preimage models` lists them, timm models are timm:NAME")
+    return name

@@ -1,0 +1,442 @@
+"""Hostile but realistic inputs: every failure one line and the right exit code, nothing written,
+no model loaded for a bad input; SIGTERM saves like Ctrl-C; the memory guard; fast start-up."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import preimage.models
+from preimage.cli import main
+from preimage.errors import PreimageError, Terminated
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+def _run(argv, capsys):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _one_line(err: str) -> str:
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1, err
+    assert "\x1b[" not in lines[0]
+    return lines[0]
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+    """Loading a model is a test failure: bad inputs must be refused before."""
+    def refuse(*a, **k):
+        raise AssertionError("a model was loaded before the inputs were checked")
+    monkeypatch.setattr(preimage.models, "load_model", refuse)
+
+
+# --- the bad-input matrix ----------------------------------------------------------------------
+
+def _bad_inputs(tmp: Path) -> dict[str, str]:
+    (tmp / "folder").mkdir()
+    (tmp / "empty.png").write_bytes(b"")
+    good = tmp / "good.png"
+    Image.fromarray(np.full((32, 32, 3), 128, np.uint8)).save(good)
+    (tmp / "truncated.png").write_bytes(good.read_bytes()[:60])
+    (tmp / "notes.png").write_text("not an image at all")
+    (tmp / "drawing.svg").write_text('<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"/>')
+    Image.new("RGB", (1, 1)).save(tmp / "dot.png")
+    Image.new("1", (10000, 10000)).save(tmp / "bomb.png")  # 10^8 pixels: over the decompression limit
+    return {
+        "missing": str(tmp / "nope.jpg"), "directory": str(tmp / "folder"), "empty": str(tmp / "empty.png"),
+        "truncated": str(tmp / "truncated.png"), "non-image": str(tmp / "notes.png"),
+        "svg": str(tmp / "drawing.svg"), "1x1": str(tmp / "dot.png"), "bomb": str(tmp / "bomb.png"),
+        "url": "https://example.com/cat.jpg", "unknown sample": "sample:chelsee",
+    }
+
+
+COMMANDS = {
+    "invert": lambda img, out: ["invert", img, "--out", out],
+    "classify": lambda img, out: ["classify", img],
+    "saliency": lambda img, out: ["saliency", img, "--out", out],
+    "fool": lambda img, out: ["fool", img, "--target", "1", "--out", out],
+    "style content": lambda img, out: ["style", img, "sample:brick", "--out", out],
+    "style style": lambda img, out: ["style", "sample:chelsea", img, "--out", out],
+}
+
+
+@pytest.fixture(scope="module")
+def bad_inputs(tmp_path_factory):
+    return _bad_inputs(tmp_path_factory.mktemp("bad"))
+
+
+@pytest.mark.parametrize("command", list(COMMANDS))
+@pytest.mark.parametrize("kind", ["missing", "directory", "empty", "truncated", "non-image", "svg", "1x1", "bomb",
+                                  "url", "unknown sample"])
+def test_a_bad_image_is_one_line_exit_2_before_any_model_and_writes_nothing(command, kind, bad_inputs, tmp_path,
+                                                                          capsys, no_model):
+    out = tmp_path / "out"
+    code, stdout, err = _run(COMMANDS[command](bad_inputs[kind], str(out)), capsys)
+    assert code == 2
+    line = _one_line(err)
+    assert line.startswith(f"preimage {command.split()[0]}: error:")
+    assert not out.exists()
+
+
+def test_unicode_paths_load(tmp_path, capsys):
+    path = tmp_path / "café ☕.png"
+    Image.fromarray(np.full((32, 32, 3), 200, np.uint8)).save(path)
+    from preimage.images import load_image
+
+    assert load_image(path).size == (32, 32)
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["invert", "sample:chelsea", "-m", "efficientnet_lite00"], "'efficientnet_lite0'"),
+    (["classify", "sample:chelsea", "-m", "resnet181"], "did you mean 'resnet18'"),
+    (["dream", "--class", "goldfish", "-m", "alexnett"], "did you mean 'alexnet'"),
+    (["layers", "vgg61"], "'vgg16'"),
+    (["invert", "sample:chelsea", "--steps", "0"], "must be > 0"),
+    (["invert", "sample:chelsea", "--lambda-tv", "inf"], "must be finite"),
+    (["invert", "sample:chelsea", "--jitter", "-1"], "must be >= 0"),
+    (["dream", "--class", "goldfish", "--size", "8"], "too small"),
+    (["invert", "sample:chelsea", "--max-memory", "lots"], "not a size"),
+])
+def test_bad_names_and_numbers_are_one_line_before_any_model(argv, words, capsys, no_model, tmp_path):
+    code, _, err = _run(argv + ["--out", str(tmp_path / "o")] if argv[0] in ("invert", "dream") else argv, capsys)
+    assert code == 2
+    assert words in _one_line(err)
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_misspelt_model_is_named_before_the_missing_layer(capsys, no_model):
+    code, _, err = _run(["invert", "sample:chelsea", "-m", "efficientnet_lite00"], capsys)
+    assert code == 2 and "unknown model 'efficientnet_lite00'" in err and "--layer" not in err
+
+
+def test_unwritable_output_and_existing_outputs_are_refused(tmp_path, capsys, no_model):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        if os.access(locked, os.W_OK):  # running as root: permissions do not bind
+            pytest.skip("permissions are not enforced for this user")
+        code, _, err = _run(["invert", "sample:chelsea", "--out", locked / "o"], capsys)
+        assert code == 2 and "cannot write" in _one_line(err)
+    finally:
+        locked.chmod(0o700)
+
+
+def test_existing_outputs_are_never_overwritten_without_force(tmp_path, capsys, no_model):
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "chelsea.png").write_bytes(b"mine")
+    code, _, err = _run(["invert", "sample:chelsea", "--out", out], capsys)
+    assert code == 2 and "--force" in _one_line(err)
+    assert (out / "chelsea.png").read_bytes() == b"mine"
+
+
+# --- one validation for the API and the CLI ------------------------------------------------------
+
+def test_the_api_refuses_what_the_cli_refuses(tiny_model):
+    from preimage.tasks.invert import invert
+
+    ref = torch.rand(1, 3, 16, 16)
+    with pytest.raises(PreimageError, match="steps must be >= 1"):
+        invert(tiny_model, ref, layers=["conv2"], steps=0)
+    with pytest.raises(PreimageError, match="lambda_tv must be finite"):
+        invert(tiny_model, ref, layers=["conv2"], lambda_tv=float("inf"))
+    with pytest.raises(PreimageError, match="learning rate must be finite"):
+        invert(tiny_model, ref, layers=["conv2"], lr=float("nan"))
+
+
+# --- weights files ------------------------------------------------------------------------------
+
+class _Thing:
+    pass
+
+
+@pytest.mark.parametrize("kind, words", [
+    ("text", "is not a PyTorch weights file"), ("pickled object", "pickled Python objects"),
+    ("truncated", "damaged or truncated"), ("empty", "is empty"), ("not tensors", "not a state_dict of tensors"),
+])
+def test_damaged_weights_are_said_in_preimages_words(kind, words, tmp_path, capsys):
+    path = tmp_path / "w.pt"
+    if kind == "text":
+        path.write_text("hello")
+    elif kind == "pickled object":
+        torch.save({"a": _Thing()}, path)
+    elif kind == "truncated":
+        torch.save({"a": torch.zeros(100)}, path)
+        path.write_bytes(path.read_bytes()[:120])
+    elif kind == "empty":
+        path.write_bytes(b"")
+    else:
+        torch.save({"a": [1, 2]}, path)
+    code, _, err = _run(["classify", "sample:coffee", "-m", "efficientnet_lite0", "--weights", path], capsys)
+    line = _one_line(err)
+    assert code == 2 and words in line and "weights_only" not in line
+    assert "state_dict" in line  # what is accepted
+
+
+# --- memory guard -------------------------------------------------------------------------------
+
+def test_a_run_too_large_for_memory_is_refused_before_allocating(tmp_path, capsys):
+    code, _, err = _run(["dream", "--class", "goldfish", "--size", "100000", "--steps", "3", "--out", tmp_path / "d"],
+                        capsys)
+    line = _one_line(err)
+    assert code == 2 and "needs about" in line and "--size" in line and "--max-memory" in line
+    assert not (tmp_path / "d").exists()
+
+
+def test_the_memory_limit_can_be_set_by_flag_or_environment(tmp_path, capsys, monkeypatch):
+    argv = ["dream", "--class", "goldfish", "--size", "64", "--steps", "1", "--out", tmp_path / "d", "-q"]
+    code, _, err = _run(argv + ["--max-memory", "1M"], capsys)
+    assert code == 2 and "1.0 MB --max-memory" in _one_line(err)
+    monkeypatch.setenv("PREIMAGE_MAX_MEMORY", "2M")
+    code, _, err = _run(argv, capsys)
+    assert code == 2 and "PREIMAGE_MAX_MEMORY" in _one_line(err)
+    code, _, err = _run(argv + ["--max-memory", "off"], capsys)
+    assert code in (0, 1) and (tmp_path / "d" / "dream.json").is_file()
+
+
+def test_the_estimate_grows_with_batch_and_pixels(tiny_model):
+    from preimage.memory import estimate_bytes, parse_size
+
+    one = estimate_bytes(tiny_model, batch=1, size=16)
+    assert estimate_bytes(tiny_model, batch=2, size=16) > one
+    assert estimate_bytes(tiny_model, batch=1, size=32) > 3 * (one - estimate_bytes(tiny_model, batch=0, size=16))
+    assert parse_size("8G") == 8 * 1024 ** 3 and parse_size("500m") == 500 * 1024 ** 2 and parse_size("off") is None
+
+
+# --- interruption -------------------------------------------------------------------------------
+
+def test_sigterm_inside_a_command_exits_143_after_the_commands_own_cleanup(capsys, monkeypatch):
+    import argparse
+
+    import preimage.cli.models as cmd
+
+    def run(args: argparse.Namespace) -> int:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler raises before this ends
+        return 0
+
+    monkeypatch.setattr(cmd, "run", run)
+    before = signal.getsignal(signal.SIGTERM)
+    code, _, err = _run(["models"], capsys)
+    assert code == 143 and "terminated" in _one_line(err)
+    assert signal.getsignal(signal.SIGTERM) is before  # restored
+
+
+def test_terminated_is_what_every_ctrl_c_path_catches(tiny_model):
+    from preimage.objectives import l2
+    from preimage.optimize import optimize
+    from preimage.params import Pixels
+
+    def term(step):
+        if step.step == 3:
+            raise Terminated()
+
+    res = optimize(Pixels(torch.rand(1, 3, 16, 16)), l2(), tiny_model, steps=10, callbacks=[term])
+    assert res.status == "interrupted"
+    assert res.message == f"interrupted after {res.steps} steps"  # the same count the manifest records
+
+
+def test_sigterm_saves_the_partial_inversion_and_exits_143(tmp_path):
+    out = tmp_path / "o"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "preimage", "invert", "sample:chelsea", "--input-size", "64", "--steps", "100000",
+         "--out", str(out)], env={**ENV, "PREIMAGE_PROGRESS": "plain", "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    proc.stderr.readline()  # "inverting ...": the model is loaded, the loop starts
+    time.sleep(1.5)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "interrupted" and manifest["steps_run"] > 0
+    assert (out / "chelsea.png").is_file()
+    assert f"interrupted after {manifest['steps_run']} steps" in err
+
+
+# --- divergence ---------------------------------------------------------------------------------
+
+def test_divergence_names_the_term_that_became_non_finite(tmp_path, capsys):
+    code, _, err = _run(["invert", "sample:chelsea", "--input-size", "64", "--steps", "3", "--lambda-tv", "1e308",
+                         "--out", tmp_path / "o", "-q"], capsys)
+    line = _one_line(err)
+    assert code == 1 and "'tv' term" in line and "--lambda-tv" in line and "--lr" not in line
+
+
+# --- silent conversions -------------------------------------------------------------------------
+
+def test_an_animated_gif_and_transparency_are_announced_once_and_recorded(tmp_path, capsys):
+    frames = [Image.new("RGB", (32, 32), c) for c in ("red", "blue")]
+    gif = tmp_path / "anim.gif"
+    frames[0].save(gif, save_all=True, append_images=frames[1:])
+    rgba = tmp_path / "clear.png"
+    Image.new("RGBA", (32, 32), (0, 0, 0, 0)).save(rgba)
+    out = tmp_path / "o"
+    code, _, err = _run(["invert", gif, rgba, "--input-size", "64", "--steps", "1", "--out", out, "-q"], capsys)
+    assert code == 0, err
+    warnings = [ln for ln in err.splitlines() if "warning:" in ln]
+    assert len(warnings) == 2
+    assert "first frame" in warnings[0] and "flattened onto white" in warnings[1]
+    notes = json.loads((out / "manifest.json").read_text())["image_notes"]
+    assert "first frame" in notes[str(gif)][0] and "white" in notes[str(rgba)][0]
+
+
+def test_an_opaque_alpha_channel_is_not_announced(tmp_path, recwarn):
+    from preimage.images import load_image
+
+    path = tmp_path / "opaque.png"
+    Image.new("RGBA", (32, 32), (5, 5, 5, 255)).save(path)
+    load_image(path)
+    assert not [w for w in recwarn if "flattened" in str(w.message)]
+
+
+# --- progress in logs ---------------------------------------------------------------------------
+
+def test_progress_off_a_terminal_is_a_plain_line_every_tenth(tiny_model, capsys, monkeypatch):
+    from preimage.objectives import l2
+    from preimage.optimize import optimize
+    from preimage.params import Pixels
+
+    monkeypatch.delenv("PREIMAGE_PROGRESS", raising=False)
+    import preimage.progress as P
+
+    monkeypatch.setattr(P.PlainProgress, "__init__", _fast_plain(P.PlainProgress.__init__))
+    optimize(Pixels(torch.rand(1, 3, 16, 16)), l2(), tiny_model, steps=200, progress=True)
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert 2 <= len(lines) <= 11 and "\r" not in err
+    assert lines[-1].startswith("optimizing: 200/200 steps (100%)") and "l2=" in lines[-1]
+
+
+def _fast_plain(init):
+    def wrapped(self, *a, **k):
+        init(self, *a, **{**k, "min_seconds": 0.0})
+    return wrapped
+
+
+# --- sweeps and reports on damaged folders ------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def _computed_sweep(tmp_path_factory):
+    from preimage.sweep import run_sweep
+
+    out = tmp_path_factory.mktemp("sweep") / "s"
+    run_sweep({"image": "sample:chelsea", "input_size": 64, "steps": 2, "layer": ["blocks.1", "blocks.3"]}, out)
+    return out
+
+
+@pytest.fixture
+def small_sweep(_computed_sweep, tmp_path):
+    """A fresh copy of a finished two-run sweep (run folders are named relative to it)."""
+    import shutil
+
+    return Path(shutil.copytree(_computed_sweep, tmp_path / "s"))
+
+
+def test_a_cached_run_with_a_deleted_png_is_recomputed(small_sweep):
+    from preimage.sweep import run_sweep
+
+    run = sorted((small_sweep / "runs").iterdir())[0]
+    png = next(p for p in run.iterdir() if p.name.endswith("_compare.png"))
+    png.unlink()
+    res = run_sweep({"image": "sample:chelsea", "input_size": 64, "steps": 2, "layer": ["blocks.1", "blocks.3"]},
+                    small_sweep)
+    assert len(res.computed) == 1 and len(res.cached) == 1
+    assert png.is_file()
+
+
+@pytest.mark.parametrize("damage", ["png deleted", "png truncated", "manifest garbage", "run.json deleted"])
+def test_report_on_a_damaged_run_warns_and_never_ends_in_an_internal_error(small_sweep, damage, capsys):
+    run = sorted((small_sweep / "runs").iterdir())[0]
+    png = next(p for p in run.iterdir() if p.name.endswith(".png") and "_" not in p.name.split("-")[-1])
+    if damage == "png deleted":
+        png.unlink()
+    elif damage == "png truncated":
+        png.write_bytes(png.read_bytes()[:50])
+    elif damage == "manifest garbage":
+        (run / "manifest.json").write_text("{not json")
+    else:
+        (run / "run.json").unlink()
+    code, _, err = _run(["report", small_sweep, "-q"], capsys)
+    assert code == 0, err
+    assert "internal error" not in err and "damaged" in _one_line(err) or "missing" in err
+
+
+@pytest.mark.parametrize("damage", ["sweep.json garbage", "no runs list", "not a folder", "missing"])
+def test_report_on_a_damaged_or_missing_sweep_folder_is_one_line_exit_2(tmp_path, damage, capsys):
+    folder = tmp_path / "s"
+    if damage == "sweep.json garbage":
+        folder.mkdir()
+        (folder / "sweep.json").write_text("[[[")
+    elif damage == "no runs list":
+        folder.mkdir()
+        (folder / "sweep.json").write_text('{"runs": 3}')
+    elif damage == "not a folder":
+        folder.write_text("x")
+    code, _, err = _run(["report", folder], capsys)
+    line = _one_line(err)
+    assert code == 2 and "internal error" not in line
+    if damage == "missing":
+        assert "no such folder" in line
+
+
+# --- start-up -----------------------------------------------------------------------------------
+
+def test_help_and_argument_errors_do_not_import_torch():
+    code = ("import sys; import preimage, preimage.cli as c; c.build_parser(); "
+            "from preimage.cli import common; "
+            "bad = [m for m in ('torch', 'numpy', 'torchvision', 'timm') if m in sys.modules]; "
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], env=ENV, check=True)
+
+
+def test_a_missing_image_is_reported_without_importing_torch(capsys, monkeypatch):
+    code = ("import sys; from preimage.cli import main; rc = main(['invert', 'nope.png']); "
+            "assert rc == 2, rc; assert 'torch' not in sys.modules")
+    proc = subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.strip() == "preimage invert: error: no such file: nope.png"
+
+
+def test_the_package_keeps_its_public_names():
+    import preimage
+
+    assert callable(preimage.optimize) and callable(preimage.invert) and preimage.InvertConfig
+    import preimage.optimize as engine_or_function  # the package name stays the function, as before
+
+    assert callable(engine_or_function)
+    with pytest.raises(AttributeError):
+        preimage.no_such_name
+
+
+def test_light_lists_match_the_heavy_modules():
+    from preimage.cli.style import STYLE_PRESETS as listed
+    from preimage.models import DEFAULT_MODEL, efficientnet_lite
+    from preimage.recipes import RECIPES
+    from preimage.sweep import RECIPES as sweep_recipes
+    from preimage.tasks.style import STYLE_PRESETS
+    from preimage.validate import DEFAULT_MODEL as light_default, EMBEDDED_MODELS
+
+    assert tuple(listed) == tuple(STYLE_PRESETS)
+    assert light_default == DEFAULT_MODEL and tuple(EMBEDDED_MODELS) == tuple(efficientnet_lite.VARIANTS)
+    assert RECIPES is sweep_recipes
+
+
+def test_dream_help_says_when_it_exits_1(capsys):
+    assert main(["dream", "--help"]) == 0
+    assert "Exit code 1" in " ".join(capsys.readouterr().out.split())
