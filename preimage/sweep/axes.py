@@ -314,7 +314,8 @@ def _depth_layers(model: str) -> list[tuple[str, str]]:
 
     from ..models import vit
 
-    net = load_model(model, weights="none")
+    # only the layer structure is needed: random weights, except for ONNX files, which carry their own
+    net = load_model(model, weights="default" if model.lower().endswith(".onnx") else "none")
     if vit.token_layout(net.net) is not None:  # a Vision Transformer: an early, a middle and the last block
         n = len(net.net.blocks)
         pick = [f"blocks.{round(f * (n - 1))}" for f in (0.15, 0.5, 1.0)]
