@@ -28,6 +28,8 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM (``kill``, ``timeout``, a job scheduler), raised where Ctrl-C would be: every path that
     saves partial results on ``KeyboardInterrupt`` saves them on SIGTERM too. The CLI exits 143."""
 
+    exit_code = 143  # 128 + SIGTERM
+
 
 class PreimageWarning(UserWarning):
     """Something the user should know that does not stop the run (the CLI prints one ``warning:`` line)."""

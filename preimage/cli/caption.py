@@ -201,8 +201,6 @@ def _check_out(out: Path, force: bool) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    import signal
-
     from ..errors import PreimageError
 
     kind, path = _data_source(args)
@@ -266,19 +264,9 @@ def _train(args: argparse.Namespace) -> int:
     torch.set_num_threads(max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))
     task = CaptionTask(data, cfg, seed=args.seed)
 
-    previous = signal.getsignal(signal.SIGTERM)
-
-    def terminate(signum, frame):  # `kill PID` stops as cleanly as Ctrl-C
-        raise KeyboardInterrupt
-
-    if previous in (signal.SIG_DFL, None):
-        signal.signal(signal.SIGTERM, terminate)
-    try:
-        result = fit(task, out, epochs=args.epochs or 10, seed=args.seed, force=args.force,
-                     progress=not args.quiet, callbacks=[lambda r: _epoch_line(args, r)])
-    finally:
-        if previous in (signal.SIG_DFL, None):
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    # `kill PID` stops as cleanly as Ctrl-C (cli.main raises SIGTERM as errors.Terminated)
+    result = fit(task, out, epochs=args.epochs or 10, seed=args.seed, force=args.force,
+                 progress=not args.quiet, callbacks=[lambda r: _epoch_line(args, r)])
     if result.status != "done":
         print(f"preimage caption: {result.message}", file=sys.stderr)
         return result.exit_code

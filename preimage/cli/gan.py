@@ -5,7 +5,6 @@ The generator's pre-image is found by ``preimage invert IMAGE --model gan:CKPT``
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 from pathlib import Path
 
@@ -119,25 +118,9 @@ def run_train(args: argparse.Namespace) -> int:
     cfg = task.cfg
     say(args, f"training a {cfg.loss} {cfg.arch} GAN on {task.data.name} ({len(task.data)} images, "
               f"{cfg.channels} x {cfg.size} x {cfg.size}) for {args.epochs} epochs into {out}/")
-    previous = signal.getsignal(signal.SIGTERM)
-    if previous in (signal.SIG_DFL, None):  # `kill PID` stops as cleanly as Ctrl-C: the run resumes later
-        signal.signal(signal.SIGTERM, _terminate)
-    try:
-        res = fit(task, out, epochs=args.epochs, seed=args.seed, force=args.force, progress=not args.quiet)
-    finally:
-        if previous in (signal.SIG_DFL, None):
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    # `kill PID` stops as cleanly as Ctrl-C (cli.main raises SIGTERM as errors.Terminated): the run resumes later
+    res = fit(task, out, epochs=args.epochs, seed=args.seed, force=args.force, progress=not args.quiet)
     return _report(res, out)
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, seen by the training loop as an interruption; exit code 143 (128 + 15)."""
-
-    exit_code = 143
-
-
-def _terminate(signum, frame):
-    raise Terminated
 
 
 def _report(res, out: Path) -> int:
