@@ -15,6 +15,9 @@ Terms (``x`` is the image in the space a term is asked to read, see :class:`Stat
 - :func:`feature_loss`: ``||Φ(x) - Φ0||² / ||Φ0||²`` (Mahendran & Vedaldi 2015, eq. 2), or unnormalized.
 - :func:`gram_loss`: ``Σ (G(Φ(x)) - G0)²`` with ``G = F Fᵀ`` (Gatys et al. 2016).
 - :func:`class_score`: ``-S_c(x)``, the negated unnormalized score of class ``c``.
+- :func:`channel`: ``-mean_{y,x} Φ_k(x)[y, x]``, the negated spatial mean of channel ``k`` of a layer
+  (Olah et al. 2017's channel objective; a token layer ``(B, N, C)`` averages over tokens).
+- :func:`neuron`: ``-Φ_k(x)[y, x]``, one channel at one position (the centre by default).
 - :func:`alpha_norm`: ``Σ |x|^α / (H W B^α)`` (α-norm prior, with optional IJCV 2016 normalization).
 - :func:`total_variation`: ``Σ (dx² + dy²)^(β/2) / (H W V^β)`` with forward differences, zero on the border.
 - :func:`l2`: ``Σ x²``.
@@ -28,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 __all__ = [
-    "State", "Objective", "feature_loss", "gram_matrix", "gram_loss", "class_score",
+    "State", "Objective", "feature_loss", "gram_matrix", "gram_loss", "class_score", "channel", "neuron",
     "alpha_norm", "total_variation", "l2",
 ]
 
@@ -209,6 +212,48 @@ def class_score(index: int | Sequence[int], *, layer: str = "logits", name: str 
         idx = torch.as_tensor(index, device=logits.device).reshape(-1)
         idx = idx.expand(logits.shape[0]) if idx.numel() == 1 else _match_rows(idx, logits.shape[0])
         return -logits.gather(1, idx[:, None]).squeeze(1)
+
+    return Objective(fn, name, [layer])
+
+
+def _indices(index: int | Sequence[int], rows: int, device: torch.device) -> torch.Tensor:
+    """One index for every row: a single index for all images, or one per image (repeated per copy)."""
+    idx = torch.as_tensor(index, device=device).reshape(-1)
+    return idx.expand(rows) if idx.numel() == 1 else _match_rows(idx, rows)
+
+
+def _channel_maps(f: torch.Tensor) -> torch.Tensor:
+    """Activations as ``(B, C, H, W)``: convolutional maps as they are, token layers ``(B, N, C)`` as
+    ``(B, C, 1, N)``, vectors ``(B, C)`` as ``(B, C, 1, 1)``."""
+    if f.dim() == 4:
+        return f
+    if f.dim() == 3:
+        return f.transpose(1, 2)[:, :, None, :]
+    return f.reshape(f.shape[0], -1, 1, 1)
+
+
+def channel(layer: str, index: int | Sequence[int], *, name: str = "channel") -> Objective:
+    """``-mean_{y,x} Φ_k(x)[y, x]`` per image: minimizing it raises the mean activation of channel ``k``
+    (one channel for all images, or one per image, so one batch can visualize many channels)."""
+
+    def fn(s: State) -> torch.Tensor:
+        maps = _channel_maps(s.features[layer])
+        idx = _indices(index, maps.shape[0], maps.device)
+        return -maps.mean((2, 3)).gather(1, idx[:, None]).squeeze(1)
+
+    return Objective(fn, name, [layer])
+
+
+def neuron(layer: str, index: int | Sequence[int], *, at: tuple[int, int] | None = None,
+           name: str = "neuron") -> Objective:
+    """``-Φ_k(x)[y, x]`` per image: one channel at one position ``at = (y, x)`` of the map (default: the
+    centre, ``(H // 2, W // 2)``)."""
+
+    def fn(s: State) -> torch.Tensor:
+        maps = _channel_maps(s.features[layer])
+        y, x = at if at is not None else (maps.shape[2] // 2, maps.shape[3] // 2)
+        idx = _indices(index, maps.shape[0], maps.device)
+        return -maps[:, :, y, x].gather(1, idx[:, None]).squeeze(1)
 
     return Objective(fn, name, [layer])
 

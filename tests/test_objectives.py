@@ -8,7 +8,8 @@ import torch
 
 from preimage.layers import LOGITS, FeatureExtractor
 from preimage.objectives import (
-    Objective, State, alpha_norm, class_score, feature_loss, gram_loss, gram_matrix, l2, total_variation,
+    Objective, State, alpha_norm, channel, class_score, feature_loss, gram_loss, gram_matrix, l2, neuron,
+    total_variation,
 )
 
 
@@ -174,3 +175,33 @@ def test_objective_from_a_plain_function():
     obj = Objective(lambda s: s.image.sum((1, 2, 3)), name="sum")
     assert obj(_state(torch.ones(2, 3, 2, 2))).tolist() == [12.0, 12.0]
     assert obj.layers == []
+
+
+# -- channel and neuron objectives -------------------------------------------------------------------
+
+def test_channel_is_the_negated_spatial_mean_of_one_channel_per_image():
+    f = torch.arange(2 * 3 * 2 * 2, dtype=torch.float32).reshape(2, 3, 2, 2)
+    s = _state(torch.zeros(2, 3, 4, 4), {"b": f})
+    assert channel("b", 1)(s).tolist() == [-f[0, 1].mean().item(), -f[1, 1].mean().item()]
+    assert channel("b", [2, 0])(s).tolist() == [-f[0, 2].mean().item(), -f[1, 0].mean().item()]
+
+
+def test_channel_reads_token_layers_by_their_last_axis():
+    tokens = torch.randn(2, 5, 4)  # (B, N, C)
+    s = _state(torch.zeros(2, 3, 4, 4), {"t": tokens})
+    assert torch.allclose(channel("t", 3)(s), -tokens[:, :, 3].mean(1))
+
+
+def test_neuron_reads_one_position_the_centre_by_default():
+    f = torch.randn(1, 2, 5, 6)
+    s = _state(torch.zeros(1, 3, 4, 4), {"b": f})
+    assert neuron("b", 1)(s).item() == -f[0, 1, 2, 3].item()
+    assert neuron("b", 0, at=(4, 1))(s).item() == -f[0, 0, 4, 1].item()
+
+
+def test_channel_averages_augmented_copies_back_to_one_value_per_image():
+    f = torch.randn(4, 3, 2, 2)  # 2 copies x 2 images, copy-major
+    s = _state(torch.zeros(2, 3, 4, 4), {"b": f})
+    got = channel("b", [0, 2])(s)
+    want = -torch.stack([(f[0, 0].mean() + f[2, 0].mean()) / 2, (f[1, 2].mean() + f[3, 2].mean()) / 2])
+    assert torch.allclose(got, want)
