@@ -5,6 +5,8 @@ Stages (each resumable: rerunning continues where it stopped, finished runs are 
 
     python benchmarks/gan.py classifier               # LeNet for the score -> runs/lenet (>= 90 % test acc.)
     python benchmarks/gan.py train --loss ls --arch dc --epochs 10    # one model -> runs/ls-dc
+    python benchmarks/gan.py train --loss ls --arch dc --preset dcgan --track   # -> runs/ls-dc-dcgan,
+                                                      # scored on 5,000 samples after every epoch
     python benchmarks/gan.py score                    # every trained model -> results + figures
     python benchmarks/gan.py all --epochs 10          # all of the above, one after the other
 
@@ -47,8 +49,16 @@ N_SCORE = 10_000
 N_INVERT = 20
 
 
-def run_dir(args, loss: str, arch: str) -> Path:
-    return Path(args.runs) / f"{loss}-{arch}"
+PRESETS = ["cs231n", "dcgan"]
+N_TRACK = 5_000
+
+
+def model_key(loss: str, arch: str, preset: str = "cs231n") -> str:
+    return f"{loss}-{arch}" if preset == "cs231n" else f"{loss}-{arch}-{preset}"
+
+
+def run_dir(args, loss: str, arch: str, preset: str = "cs231n") -> Path:
+    return Path(args.runs) / model_key(loss, arch, preset)
 
 
 def stage_classifier(args) -> dict:
@@ -71,12 +81,32 @@ def load_classifier(args):
     return task.net, train, test
 
 
+def track_epoch(args, folder: Path, epoch: int) -> None:
+    """FD-LeNet and the smallest class share of 5,000 samples of the generator as it is after ``epoch``
+    (``track.json`` in the run folder: how quality and mode coverage move during training)."""
+    while not (Path(args.runs) / "lenet" / "done").exists():  # the classifier trains in another process
+        time.sleep(20)
+    net, train, _ = load_classifier(args)
+    G, cfg = gan.load_generator(folder)
+    fake = _generate(G, N_TRACK, cfg.noise_dim, seed=100)
+    s = frechet_kid(net, reference(train, N_TRACK), fake, kid_subsets=20, kid_subset_size=1000, seed=0)
+    hist = class_histogram(net, fake)
+    path = folder / "track.json"
+    rows = [r for r in (json.loads(path.read_text()) if path.is_file() else []) if r["epoch"] != epoch]
+    rows.append({"epoch": epoch, "fd": round(s["fd"], 3), "kid": round(s["kid"], 5),
+                 "class_histogram": [round(h, 4) for h in hist], "min_class_fraction": round(min(hist), 4)})
+    write_json(path, sorted(rows, key=lambda r: r["epoch"]))
+    print(f"  {folder.name} after epoch {epoch}: FD-LeNet ({N_TRACK}) {s['fd']:.2f}, smallest class {min(hist):.3f}",
+          flush=True)
+
+
 def stage_train(args, loss: str, arch: str) -> None:
     """Train epoch by epoch up to ``--epochs``; with ``--deadline HH:MM`` (UTC), stop starting epochs
-    that would end after it. Then score the model (``score.json`` in its run folder)."""
+    that would end after it; with ``--track``, score every epoch on 5,000 samples (``track.json``).
+    Then score the model (``score.json`` in its run folder)."""
     import datetime as dt
 
-    folder = run_dir(args, loss, arch)
+    folder = run_dir(args, loss, arch, args.preset)
     deadline = None
     if args.deadline:
         h, m = map(int, args.deadline.split(":"))
@@ -84,22 +114,29 @@ def stage_train(args, loss: str, arch: str) -> None:
         deadline = now.replace(hour=h, minute=m, second=0, microsecond=0).timestamp()
     res = None
     for epochs in range(1, args.epochs + 1):
-        res = gan.train(out=folder, data=args.data, loss=loss, arch=arch, epochs=epochs, seed=0)
+        res = gan.train(out=folder, data=args.data, loss=loss, arch=arch, epochs=epochs, seed=0, preset=args.preset)
         if res.status != "done":
             break
         last = res.history["epochs"][-1]["seconds"]
-        print(f"{loss}-{arch}: epoch {res.epochs_done} done in {last:.0f} s", flush=True)
+        print(f"{folder.name}: epoch {res.epochs_done} done in {last:.0f} s", flush=True)
+        if args.track and not any(r["epoch"] == epochs for r in _track(folder)):
+            track_epoch(args, folder, epochs)
         if deadline is not None and time.time() + 1.1 * last > deadline:
-            print(f"{loss}-{arch}: stopping after {res.epochs_done} epochs (the next would end after {args.deadline})",
+            print(f"{folder.name}: stopping after {res.epochs_done} epochs (the next would end after {args.deadline})",
                   flush=True)
             break
-    print(f"{loss}-{arch}: {res.status} after {res.epochs_done} epochs {res.message}", flush=True)
+    print(f"{folder.name}: {res.status} after {res.epochs_done} epochs {res.message}", flush=True)
     if args.score_after:
         while not (Path(args.runs) / "lenet" / "done").exists():  # the classifier trains in another process
             time.sleep(20)
         net, train, test = load_classifier(args)
-        entry = score_model(args, net, train, test, loss, arch)
+        entry = score_model(args, net, train, test, loss, arch, args.preset)
         write_json(folder / "score.json", entry)
+
+
+def _track(folder: Path) -> list[dict]:
+    path = folder / "track.json"
+    return json.loads(path.read_text()) if path.is_file() else []
 
 
 def _subset(x: torch.Tensor, n: int, seed: int) -> torch.Tensor:
@@ -126,20 +163,23 @@ def reference(train, n: int) -> torch.Tensor:
     return _subset(train.pixels(), n, seed=1)
 
 
-def score_model(args, net, train, test, loss: str, arch: str) -> dict:
-    folder = run_dir(args, loss, arch)
+def score_model(args, net, train, test, loss: str, arch: str, preset: str = "cs231n") -> dict:
+    folder = run_dir(args, loss, arch, preset)
+    key = model_key(loss, arch, preset)
     n = min(N_SCORE, len(test))
     ckpt = load_checkpoint(folder, kind="gan")
     G, cfg = gan.load_generator(folder)
     epochs = ckpt["history"]["epochs"]
     fake = _generate(G, n, cfg.noise_dim, seed=100)
-    entry = {"loss": loss, "arch": arch, "epochs": ckpt["epoch"],
+    entry = {"loss": loss, "arch": arch, "preset": preset, "epochs": ckpt["epoch"],
              "seconds_per_epoch": [e["seconds"] for e in epochs],
              "final_losses": {k: round(v, 4) for k, v in epochs[-1].items() if k in ("D", "G")},
-             **_score(net, reference(train, n), fake, f"{loss}-{arch} ({ckpt['epoch']} epochs)")}
-    entry["inversion"] = _inversion(args, (G, cfg), train, test, f"{loss}-{arch}")
+             **_score(net, reference(train, n), fake, f"{key} ({ckpt['epoch']} epochs)")}
+    if _track(folder):
+        entry["track"] = _track(folder)
+    entry["inversion"] = _inversion(args, (G, cfg), train, test, key)
     if args.figures:
-        save_image(gan.image_grid(fake[:64], 8), Path(args.figures) / f"gan_{loss}_{arch}.png")
+        save_image(gan.image_grid(fake[:64], 8), Path(args.figures) / f"gan_{key.replace('-', '_')}.png")
     return entry
 
 
@@ -161,17 +201,18 @@ def stage_score(args) -> None:
             z = torch.rand(n, 96, generator=torch.Generator().manual_seed(3)) * 2 - 1
             fake = torch.cat([to_pixels(G(z[i:i + 1000])) for i in range(0, n, 1000)])
         results[f"untrained_{arch}"] = _score(net, ref, fake, f"untrained {arch}")
-    for loss, arch in COMBOS:
-        folder = run_dir(args, loss, arch)
-        if not (folder / "checkpoint.pt").is_file():
-            print(f"  {loss}-{arch}: not trained, skipped")
-            continue
-        ckpt = load_checkpoint(folder, kind="gan")
-        saved = folder / "score.json"
-        if saved.is_file() and json.loads(saved.read_text())["epochs"] == ckpt["epoch"]:
-            results["models"][f"{loss}-{arch}"] = json.loads(saved.read_text())
-        else:
-            results["models"][f"{loss}-{arch}"] = score_model(args, net, train, test, loss, arch)
+    for preset in PRESETS:
+        for loss, arch in COMBOS:
+            folder, key = run_dir(args, loss, arch, preset), model_key(loss, arch, preset)
+            if not (folder / "checkpoint.pt").is_file():
+                print(f"  {key}: not trained, skipped")
+                continue
+            ckpt = load_checkpoint(folder, kind="gan")
+            saved = folder / "score.json"
+            if saved.is_file() and json.loads(saved.read_text())["epochs"] == ckpt["epoch"]:
+                results["models"][key] = json.loads(saved.read_text())
+            else:
+                results["models"][key] = score_model(args, net, train, test, loss, arch, preset)
     results["versions"] = versions()
     results["machine"] = f"{platform.machine()}, torch threads {torch.get_num_threads()}"
     if args.results:
@@ -227,6 +268,9 @@ def main(argv=None) -> int:
     p.add_argument("--loss", choices=["vanilla", "ls"])
     p.add_argument("--arch", choices=["fc", "dc"])
     p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--preset", choices=PRESETS, default="cs231n", help="train: the GAN preset (run folder "
+                   "LOSS-ARCH for cs231n, LOSS-ARCH-PRESET otherwise)")
+    p.add_argument("--track", action="store_true", help="train: FD-LeNet on 5,000 samples after every epoch")
     p.add_argument("--classifier-epochs", type=int, default=3)
     p.add_argument("--invert-steps", type=int, default=150)
     p.add_argument("--results", default=str(ROOT / "benchmarks" / "results"), help="'' writes no results")

@@ -10,7 +10,9 @@ import torch
 from torch import nn
 
 from preimage.gan import losses as L
-from preimage.gan.nets import build_pair, sample_noise
+from preimage.errors import PreimageError
+from preimage.gan.nets import build_pair, init_weights, sample_noise
+from preimage.gan.task import gan_config
 from preimage.gan.score import LeNet, class_histogram, frechet_kid
 
 
@@ -82,6 +84,37 @@ def test_both_pairs_adapt_to_channels_and_size(arch, channels, size):
     x = G(sample_noise(3, 16))
     assert x.shape == (3, channels, size, size) and x.abs().max() <= 1
     assert D(x).shape == (3,)
+
+
+def test_the_normal_initialization_is_radford_et_als():
+    torch.manual_seed(0)
+    G, D = build_pair("dc")
+    init_weights(G, "normal"), init_weights(D, "normal")
+    big = G[3].weight  # Linear 1024 -> 6272: 6.4 million draws
+    assert big.mean().item() == pytest.approx(0.0, abs=1e-4) and big.std().item() == pytest.approx(0.02, rel=1e-3)
+    bn = G[5]  # BatchNorm1d(6272)
+    assert bn.weight.mean().item() == pytest.approx(1.0, abs=2e-3) and bn.weight.std().item() == pytest.approx(0.02, rel=0.05)
+    assert all(m.bias.abs().max() == 0 for m in [*G.modules(), *D.modules()] if getattr(m, "bias", None) is not None)
+    conv = D.body[0].weight
+    assert conv.std().item() == pytest.approx(0.02, rel=0.15)
+
+
+def test_the_torch_initialization_leaves_the_layer_defaults():
+    torch.manual_seed(0)
+    G, _ = build_pair("fc")
+    before = [p.clone() for p in G.parameters()]
+    init_weights(G, "torch")
+    assert all(torch.equal(a, b) for a, b in zip(before, G.parameters()))
+
+
+def test_the_presets_carry_their_papers_settings():
+    assert (gan_config("cs231n").lr, gan_config("cs231n").init) == (1e-3, "torch")
+    assert (gan_config("dcgan").lr, gan_config("dcgan").init, gan_config("dcgan").beta1) == (2e-4, "normal", 0.5)
+    assert gan_config("dcgan", lr=1e-3).lr == 1e-3
+    with pytest.raises(PreimageError, match="unknown initialization 'xavier'"):
+        gan_config("cs231n", init="xavier")
+    with pytest.raises(PreimageError, match="unknown GAN preset"):
+        gan_config("radford")
 
 
 def test_an_unknown_architecture_is_refused():

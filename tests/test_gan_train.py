@@ -111,6 +111,16 @@ def test_cli_train_writes_checkpoint_curves_samples_and_manifest(trained):
     assert manifest["status"] == "done"
 
 
+def test_cli_train_with_the_dcgan_preset_records_its_settings(tmp_path):
+    import json
+
+    out = tmp_path / "run"
+    assert main(["gan", "train", "--data", "digits", "--arch", "fc", "--preset", "dcgan", "--epochs", "1",
+                 "--out", str(out), "-q"]) == 0
+    config = json.loads((out / "manifest.json").read_text())["config"]
+    assert (config["lr"], config["init"], config["beta1"]) == (2e-4, "normal", 0.5)
+
+
 def test_cli_train_resumes_to_more_epochs_and_refuses_other_settings(trained, tmp_path, capsys):
     import shutil
 

@@ -23,9 +23,28 @@ import torch
 from torch import nn
 
 __all__ = ["build_pair", "fc_generator", "fc_discriminator", "dc_generator", "dc_discriminator", "sample_noise",
-           "ARCHS"]
+           "ARCHS", "INITS", "init_weights"]
 
 ARCHS = ("fc", "dc")
+INITS = ("torch", "normal")
+
+
+def init_weights(net: nn.Module, scheme: str = "torch") -> nn.Module:
+    """Re-draw ``net``'s initial weights in place (from torch's global RNG). ``torch`` leaves PyTorch's
+    layer defaults; ``normal`` is Radford et al. 2016's: every convolution, transposed convolution and
+    linear weight ~ N(0, 0.02), batch-norm scales ~ N(1, 0.02), all biases 0."""
+    if scheme not in INITS:
+        raise ValueError(f"unknown initialization {scheme!r} ({', '.join(INITS)})")
+    if scheme == "normal":
+        for m in net.modules():
+            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+                nn.init.normal_(m.weight, 0.0, 0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+                nn.init.normal_(m.weight, 1.0, 0.02)
+                nn.init.zeros_(m.bias)
+    return net
 
 
 def sample_noise(n: int, dim: int, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -8,7 +8,8 @@ Each step (Goodfellow et al. 2014, alternating updates)::
     z'     ~ U[-1, 1]^noise_dim
     L_G    = g_loss(D(G(z')))                 ->  Adam step on G
 
-with batches of 128 (full batches only), Adam lr 1e-3, β = (0.5, 0.999): the ``cs231n`` preset.
+with batches of 128 (full batches only), Adam lr 1e-3, β = (0.5, 0.999): the ``cs231n`` preset. The
+``dcgan`` preset has Radford et al. 2016's settings instead: lr 2e-4 and weights drawn from N(0, 0.02).
 After every epoch a grid of samples from a fixed noise batch is written to ``samples/epoch_NNN.png``
 and ``samples.png`` (the latest).
 """
@@ -26,7 +27,7 @@ from torch import nn
 from ..data import ImageData
 from ..errors import PreimageError
 from .losses import LOSSES
-from .nets import ARCHS, build_pair, sample_noise
+from .nets import ARCHS, INITS, build_pair, init_weights, sample_noise
 
 __all__ = ["GanConfig", "GanTask", "GAN_PRESETS", "gan_config", "SAMPLE_SEED"]
 
@@ -50,12 +51,16 @@ class GanConfig:
     beta2: float = 0.999         # Adam β2
     grid: int = 64               # samples in the per-epoch grid (a square number looks best)
     init_seed: int = 0           # seeds the networks' initial weights (train() passes the run's seed)
+    init: str = "torch"          # initial weights: torch (PyTorch's layer defaults) | normal (Radford et al.
+                                 # 2016: conv/linear weights N(0, 0.02), batch-norm scales N(1, 0.02), biases 0)
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
-GAN_PRESETS = {"cs231n": GanConfig()}
+#: ``cs231n``: the notes' settings. ``dcgan``: Radford et al. 2016's (Adam lr 2e-4, β1 0.5, weights
+#: drawn from N(0, 0.02)), which keep the DCGAN pair balanced over longer runs (docs/gan.md).
+GAN_PRESETS = {"cs231n": GanConfig(), "dcgan": GanConfig(lr=2e-4, init="normal")}
 
 
 def gan_config(preset: str = "cs231n", **overrides: Any) -> GanConfig:
@@ -71,6 +76,8 @@ def gan_config(preset: str = "cs231n", **overrides: Any) -> GanConfig:
         raise PreimageError(f"unknown loss {cfg.loss!r} ({', '.join(LOSSES)})")
     if cfg.arch not in ARCHS:
         raise PreimageError(f"unknown architecture {cfg.arch!r} ({', '.join(ARCHS)})")
+    if cfg.init not in INITS:
+        raise PreimageError(f"unknown initialization {cfg.init!r} ({', '.join(INITS)})")
     if cfg.size not in (28, 32, 64):
         raise PreimageError(f"image size must be 28, 32 or 64, not {cfg.size}")
     if cfg.channels not in (1, 3):
@@ -102,6 +109,8 @@ class GanTask:
         with torch.random.fork_rng(devices=[]):  # seeded initial weights; the caller's RNG is left alone
             torch.manual_seed(config.init_seed)
             G, D = build_pair(config.arch, noise_dim=config.noise_dim, channels=config.channels, size=config.size)
+            init_weights(G, config.init)
+            init_weights(D, config.init)
         self.G, self.D = G.to(self.device), D.to(self.device)
         betas = (config.beta1, config.beta2)
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=config.lr, betas=betas)
