@@ -1,4 +1,5 @@
-"""``preimage gan train|sample|interpolate``: train a GAN (vanilla, least squares; FC or DCGAN) and use it.
+"""``preimage gan train|sample|interpolate|classifier|score``: train a GAN (vanilla, least squares; FC or
+DCGAN), use it, and score it (FD-LeNet offline; FID where Inception weights can be had).
 
 The generator's pre-image is found by ``preimage invert IMAGE --model gan:CKPT``.
 """
@@ -26,9 +27,11 @@ def add_parser(sub) -> None:
                "  preimage gan train --data digits --loss ls --arch dc --epochs 5 --out out/gan-digits\n"
                "  preimage gan train --data fashion-mnist --loss vanilla --arch fc --epochs 10 --out out/gan-fc\n"
                "  preimage gan sample out/gan-digits --n 64 --out samples.png\n"
-               "  preimage gan interpolate out/gan-digits --rows 4 --steps 10 --out strip.png\n",
+               "  preimage gan interpolate out/gan-digits --rows 4 --steps 10 --out strip.png\n"
+               "  preimage gan classifier --data digits --out out/lenet-digits\n"
+               "  preimage gan score out/gan-digits --classifier out/lenet-digits\n",
     )
-    cmds = p.add_subparsers(dest="gan_command", metavar="{train,sample,interpolate}")
+    cmds = p.add_subparsers(dest="gan_command", metavar="{train,sample,interpolate,classifier,score}")
     cmds.required = True
 
     t = cmds.add_parser("train", help="train a GAN; a checkpoint every epoch, rerun to resume",
@@ -77,6 +80,38 @@ def add_parser(sub) -> None:
         s.add_argument("--force", action="store_true", help="overwrite --out")
         s.add_argument("--quiet", "-q", action="store_true", help="no log lines")
         s.set_defaults(run=run_sample if name == "sample" else run_interpolate)
+    c = cmds.add_parser("classifier", help="train the LeNet that FD-LeNet scores with",
+                        description="Train the small classifier whose 128 penultimate features give FD-LeNet and "
+                                    "KID-LeNet (`preimage gan score --classifier DIR`), on the labelled data the "
+                                    "GAN learns from. Prints the test accuracy of every epoch; rerun to resume.")
+    c.add_argument("--data", default="fashion-mnist",
+                   help="fashion-mnist, mnist, digits or a folder with one sub-folder per class (default: fashion-mnist)")
+    c.add_argument("--data-root", dest="data_root", default=None, help="folder of the IDX files / download cache")
+    c.add_argument("--epochs", type=positive_int, default=3, help="epochs in total (default: 3)")
+    c.add_argument("--out", "-o", default="out/lenet", help="run folder (default: out/lenet)")
+    c.add_argument("--force", action="store_true", help="start over in a folder that holds another run")
+    c.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    c.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    c.set_defaults(run=run_classifier)
+
+    r = cmds.add_parser("score", help="FD-LeNet, KID-LeNet and class histogram (and FID) of a generator",
+                        description="Compare N samples of a trained generator with N training images of its data: "
+                                    "FD-LeNet and KID-LeNet on the features of a classifier trained by `preimage gan "
+                                    "classifier`, the class histogram of the samples (mode coverage), and with "
+                                    "--inception the standard FID/KID on Inception-v3 (torch-fidelity's weights: "
+                                    "downloaded once, or --inception-weights FILE). Writes JSON with --out.")
+    r.add_argument("checkpoint", metavar="RUN", help="a `gan train` run folder or its checkpoint.pt")
+    r.add_argument("--classifier", default=None, metavar="DIR", help="a `gan classifier` run folder (FD-LeNet)")
+    r.add_argument("--inception", action="store_true", help="also FID and KID on Inception-v3 (needs torch-fidelity)")
+    r.add_argument("--inception-weights", dest="inception_weights", default=None, metavar="FILE",
+                   help="torch-fidelity's weights-inception-2015-12-05-6726825d.pth (default: download it once, ~100 MB)")
+    r.add_argument("--n", type=positive_int, default=10_000, help="samples and real images (default: 10000)")
+    r.add_argument("--data-root", dest="data_root", default=None, help="folder of the run's IDX files / download cache")
+    r.add_argument("--seed", type=int, default=0, help="seed of the noise and the real subset (default: 0)")
+    r.add_argument("--out", "-o", default=None, help="write the scores as JSON here")
+    r.add_argument("--force", action="store_true", help="overwrite --out")
+    r.add_argument("--quiet", "-q", action="store_true", help="no log lines")
+    r.set_defaults(run=run_score)
     p.set_defaults(run=lambda args: (p.print_help(sys.stderr), 2)[1])
 
 
@@ -170,6 +205,70 @@ def run_interpolate(args: argparse.Namespace) -> int:
     images = interpolate(G, noise_dim=cfg.noise_dim, steps=args.steps, rows=args.rows, seed=args.seed)
     save_image(image_grid(images, args.steps), args.out)
     print(f"wrote {args.rows} strips of {args.steps} images to {args.out}")
+    return 0
+
+
+def run_classifier(args: argparse.Namespace) -> int:
+    _check_data(args)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise PreimageError(f"{out} is a file; --out must be a folder")
+    from ..gan.evaluate import train_classifier
+
+    say(args, f"training the scoring LeNet on {args.data} for {args.epochs} epochs into {out}/")
+    res = train_classifier(data=args.data, out=out, epochs=args.epochs, seed=args.seed, data_root=args.data_root,
+                           force=args.force, progress=not args.quiet)
+    if res.status == "interrupted":
+        print(f"preimage gan classifier: {res.message}", file=sys.stderr)
+        return res.exit_code or 130
+    if res.status == "diverged":
+        raise _Diverged(f"diverged: {res.message}")
+    if res.message:
+        print(res.message)
+    for e in res.history.get("epochs", []):
+        if "test_accuracy" in e:
+            print(f"epoch {e['epoch']}: test accuracy {e['test_accuracy']:.4f}")
+    print(f"checkpoint {res.checkpoint}")
+    return 0
+
+
+def run_score(args: argparse.Namespace) -> int:
+    _check_checkpoint(args.checkpoint)
+    if args.classifier is None and not args.inception:
+        raise PreimageError("nothing to score with: give --classifier DIR (FD-LeNet) and/or --inception (FID)")
+    if args.classifier is not None:
+        _check_checkpoint(args.classifier)
+    if args.inception_weights is not None and not Path(args.inception_weights).expanduser().is_file():
+        raise PreimageError(f"no such Inception weights file: {args.inception_weights}")
+    if args.inception_weights is not None and not args.inception:
+        raise PreimageError("--inception-weights needs --inception")
+    if args.data_root is not None and not Path(args.data_root).expanduser().is_dir():
+        raise PreimageError(f"no such folder: {args.data_root}")
+    if args.out is not None:
+        from ..io import check_outputs
+
+        check_outputs([args.out], args.force)
+    from ..gan.evaluate import score_run
+
+    say(args, f"scoring {args.checkpoint} with {args.n} samples"
+              + (" (FID: Inception weights are downloaded once if not cached)" if args.inception and
+                 args.inception_weights is None else ""))
+    r = score_run(args.checkpoint, classifier=args.classifier, inception=args.inception,
+                  inception_weights=args.inception_weights, n=args.n, seed=args.seed, data_root=args.data_root)
+    if "lenet" in r:
+        m = r["lenet"]
+        acc = f" (classifier test accuracy {m['test_accuracy']:.4f})" if m["test_accuracy"] is not None else ""
+        print(f"FD-LeNet {m['fd']:.3f}  KID-LeNet {m['kid']:.5f} ± {m['kid_std']:.5f}{acc}")
+        print("class shares: " + " ".join(f"{h:.3f}" for h in m["class_histogram"])
+              + f"  (smallest {m['min_class_fraction']:.1%})")
+    if "inception" in r:
+        m = r["inception"]
+        print(f"FID {m['fid']:.3f}  KID {m['kid']:.5f} ± {m['kid_std']:.5f} (Inception-v3, n={r['n']})")
+    if args.out is not None:
+        from ..io import write_json
+
+        write_json(args.out, r)
+        say(args, f"wrote {args.out}")
     return 0
 
 

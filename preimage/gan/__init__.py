@@ -6,10 +6,13 @@ teach them, trained by :func:`preimage.train.fit`, scored offline, and inverted.
 >>> G, cfg = gan.load_generator("out/gan-digits")
 >>> images = gan.sample(G, 64, noise_dim=cfg.noise_dim)          # 64 x 1 x 28 x 28 in [0, 1]
 >>> inv = gan.invert("out/gan-digits", images[:4])                # pre-images: z with G(z) ≈ image
+>>> gan.train_classifier(data="digits", out="out/lenet-digits")     # the scoring classifier
+>>> gan.score("out/gan-digits", classifier="out/lenet-digits")      # FD-LeNet, KID-LeNet, class histogram
 
 Modules: :mod:`.losses` (the notes' four losses), :mod:`.nets` (FC and DC pairs), :mod:`.task`
 (the training step), :mod:`.sample`, :mod:`.score` (FD-LeNet, KID-LeNet, class histogram),
-:mod:`.inversion` (GAN inversion through :func:`preimage.optimize`).
+:mod:`.evaluate` (scoring a run; FID with Inception weights), :mod:`.inversion` (GAN inversion
+through :func:`preimage.optimize`).
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ __all__ = [
     "train", "GanConfig", "GanTask", "GAN_PRESETS", "gan_config", "build_pair", "sample_noise", "LOSSES",
     "discriminator_loss", "generator_loss", "ls_discriminator_loss", "ls_generator_loss",
     "load_generator", "sample", "interpolate", "image_grid", "invert", "make_task",
+    "train_classifier", "load_classifier", "score",
 ]
 
 
@@ -56,6 +60,28 @@ def train(*, out: str | os.PathLike, epochs: int = 10, data: str = "fashion-mnis
     task = make_task(data=data, preset=preset, data_root=data_root, device=device, loss=loss, arch=arch,
                      **overrides)
     return fit(task, out, epochs=epochs, seed=seed, resume=resume, force=force, progress=progress)
+
+
+def train_classifier(**kwargs: Any):
+    """Train the scoring LeNet; see :func:`preimage.gan.evaluate.train_classifier`."""
+    from .evaluate import train_classifier as _train
+
+    return _train(**kwargs)
+
+
+def load_classifier(path: str | os.PathLike):
+    """The scoring LeNet and its settings; see :func:`preimage.gan.evaluate.load_classifier`."""
+    from .evaluate import load_classifier as _load
+
+    return _load(path)
+
+
+def score(run: str | os.PathLike, **kwargs: Any) -> dict[str, Any]:
+    """FD-LeNet / KID-LeNet / class histogram and, optionally, FID of a run's generator; see
+    :func:`preimage.gan.evaluate.score_run`."""
+    from .evaluate import score_run
+
+    return score_run(run, **kwargs)
 
 
 def invert(*args: Any, **kwargs: Any):

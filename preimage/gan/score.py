@@ -74,6 +74,17 @@ class LeNetFeatures(nn.Module):
         return self.net.features(x.float())
 
 
+class _GivenFeatures(nn.Module):
+    """The identity as torchmetrics' feature module: the features are computed once, outside."""
+
+    def __init__(self, num_features: int):
+        super().__init__()
+        self.num_features = num_features
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        return f
+
+
 @dataclass
 class ClassifierConfig:
     """Training settings of the scoring classifier."""
@@ -151,25 +162,31 @@ def class_histogram(net: LeNet, images: torch.Tensor, classes: int = 10) -> list
     return (counts / counts.sum()).tolist()
 
 
-def frechet_kid(net: LeNet, real: torch.Tensor, fake: torch.Tensor, *, kid_subsets: int = 100,
+def frechet_kid(net: nn.Module, real: torch.Tensor, fake: torch.Tensor, *, kid_subsets: int = 100,
                 kid_subset_size: int = 1000, seed: int = 0, batch: int = 1000) -> dict[str, float]:
-    """FD-LeNet and KID-LeNet (mean, std) between two image sets in [0, 1] (``N x C x S x S``).
+    """FD-LeNet and KID-LeNet (mean, std) between two image sets in [0, 1] (``N x C x S x S``); ``net`` is
+    a :class:`LeNet` or any feature module with a ``num_features`` attribute (e.g.
+    :class:`preimage.gan.evaluate.InceptionFeatures`: then they are FID and KID).
 
     ``kid_subset_size`` is capped at the smaller set; KID's subsets are drawn from a torch RNG
     seeded with ``seed`` (the caller's global RNG state is restored afterwards)."""
     from torchmetrics.image.fid import FrechetInceptionDistance
     from torchmetrics.image.kid import KernelInceptionDistance
 
-    feats = LeNetFeatures(net).eval()
+    feats = (LeNetFeatures(net) if isinstance(net, LeNet) else net).eval()
     size = min(kid_subset_size, len(real), len(fake))
-    fid = FrechetInceptionDistance(feature=feats, normalize=True)
+    with torch.no_grad():  # each image through the network once; both metrics read the same features
+        f_real, f_fake = ([feats(images[i:i + batch].float()) for i in range(0, len(images), batch)]
+                          for images in (real, fake))
+    given = _GivenFeatures(feats.num_features)
+    fid = FrechetInceptionDistance(feature=given)
     with warnings.catch_warnings():  # "KID keeps every feature in memory": 128 floats per image here
         warnings.simplefilter("ignore", UserWarning)
-        kid = KernelInceptionDistance(feature=feats, normalize=True, subsets=kid_subsets, subset_size=size)
+        kid = KernelInceptionDistance(feature=given, subsets=kid_subsets, subset_size=size)
     for metric in (fid, kid):
-        for images, is_real in ((real, True), (fake, False)):
-            for i in range(0, len(images), batch):
-                metric.update(images[i:i + batch].float(), real=is_real)
+        for chunks, is_real in ((f_real, True), (f_fake, False)):
+            for f in chunks:
+                metric.update(f, real=is_real)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         kid_mean, kid_std = kid.compute()
