@@ -1,11 +1,14 @@
-"""The named sweep studies (``preimage sweep --recipe NAME``), described in one line each.
-
-Kept apart from :mod:`preimage.sweep` (which builds their axes) so that ``preimage sweep --help``
-lists them without importing torch.
+"""Named defaults that the CLI and the web app share, kept free of heavy imports: the sweep studies
+(``preimage sweep --recipe NAME``, described in one line each; :mod:`preimage.sweep` builds their
+axes) and the layer each bundled model inverts when none is given.
 """
 from __future__ import annotations
 
-__all__ = ["RECIPES"]
+__all__ = ["RECIPES", "DEFAULT_LAYERS"]
+
+#: the layer inverted when none is given (``preimage invert``, ``preimage serve``)
+DEFAULT_LAYERS = {"efficientnet_lite0": "blocks.3", "efficientnet_lite1": "blocks.3",
+                  "efficientnet_lite2": "blocks.3", "alexnet": "conv3", "hog": "hog", "dsift": "dsift"}
 
 #: name -> one-line description (shown by ``preimage sweep --help``)
 RECIPES = {

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from ..errors import PreimageError
+from ..recipes import DEFAULT_LAYERS  # the layer inverted when none is given
 from .common import (add_model_args, add_output_args, add_run_args, check_images, check_memory, check_model,
                      device_from_args, divergence_fix, nonneg_float, nonneg_int, positive_float, positive_int, say)
 
@@ -22,9 +23,6 @@ ORIGINAL_ONLY = {"--image_path", "--layer_name", "--lambda_alpha", "--lambda_tv"
 NEW_ONLY = {"--layer", "-l", "--preset", "--steps", "--optimizer", "--init", "--init-scale", "--jitter",
             "--rec-weight", "--decay-steps", "--gif", "--frames", "--copies", "--color-shift", "--noise"}
 
-#: the layer inverted when none is given
-DEFAULT_LAYERS = {"efficientnet_lite0": "blocks.3", "efficientnet_lite1": "blocks.3",
-                  "efficientnet_lite2": "blocks.3", "alexnet": "conv3", "hog": "hog", "dsift": "dsift"}
 
 
 def add_parser(sub) -> None:

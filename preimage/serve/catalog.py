@@ -114,7 +114,7 @@ class Layers:
 
 
 def _default_layer(name: str, picked: list[str], infos: list[Any]) -> str:
-    from ..cli.invert import DEFAULT_LAYERS
+    from ..recipes import DEFAULT_LAYERS
 
     if name in DEFAULT_LAYERS:
         return DEFAULT_LAYERS[name]
