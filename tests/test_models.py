@@ -140,6 +140,16 @@ def test_timm_model_with_random_init():
         assert model(torch.rand(1, 3, 64, 64)).shape == (1, 1000)
 
 
+def test_a_timm_model_built_for_grey_input_reports_one_channel():
+    model = load_model("timm:resnet18,in_chans=1", weights="none", input_size=64)
+    assert model.channels == 1 and len(model.mean) == len(model.std) == 1
+    assert model.mean[0] == pytest.approx(sum((0.485, 0.456, 0.406)) / 3, abs=1e-3)
+    with torch.no_grad():
+        assert model(torch.rand(2, 1, 64, 64)).shape == (2, 1000)
+    with pytest.raises(PreimageError, match="not in_chans=4"):
+        load_model("timm:resnet18,in_chans=4", weights="none")
+
+
 def test_unknown_timm_model_suggests():
     with pytest.raises(PreimageError, match="unknown timm model.*did you mean 'resnet18'"):
         load_model("timm:resnet18x", weights="none")

@@ -480,11 +480,18 @@ def _load_timm(spec: str, weights: str, input_size: int | None = None) -> Model:
     else:
         classes = None
     size = int(kwargs.get("img_size", cfg.get("input_size", (3, 224, 224))[-1]))  # type: ignore[arg-type]
+    mean, std = tuple(cfg.get("mean", IMAGENET_MEAN)), tuple(cfg.get("std", IMAGENET_STD))
+    channels = int(kwargs.get("in_chans", 3))  # type: ignore[arg-type]
+    if channels not in (1, 3):
+        raise PreimageError(f"timm:{spec}: preimage feeds 1-channel (grey) or 3-channel (RGB) images, "
+                            f"not in_chans={channels}")
+    if channels == 1:  # timm sums pretrained RGB filters into one: grey in, normalized by the RGB averages
+        mean, std = (sum(mean) / len(mean),), (sum(std) / len(std),)
     return Model(
-        name=f"timm:{spec}", net=net, input_size=size,
-        mean=tuple(cfg.get("mean", IMAGENET_MEAN)), std=tuple(cfg.get("std", IMAGENET_STD)),
+        name=f"timm:{spec}", net=net, input_size=size, mean=mean, std=std, channels=channels,
         classes=classes, weights=weights,
-        normalization=f"mean {tuple(cfg.get('mean'))}, std {tuple(cfg.get('std'))} (timm pretrained_cfg)",
+        normalization=f"mean {mean}, std {std} (timm pretrained_cfg"
+                      + (", averaged over RGB for in_chans=1)" if channels == 1 else ")"),
     )
 
 
