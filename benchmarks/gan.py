@@ -257,6 +257,15 @@ def markdown(r: dict) -> str:
         u = r[f"untrained_{arch}"]
         lines.append(f"| untrained {arch} generator | 0 | | {u['fd']:.3f} | {u['kid']:.5f} | "
                      f"{u['min_class_fraction']:.1%} | |")
+    tracked = {k: m["track"] for k, m in r["models"].items() if m.get("track")}
+    if tracked:
+        epochs = sorted({t["epoch"] for rows in tracked.values() for t in rows})
+        lines += ["", f"FD-LeNet on {N_TRACK:,} samples after each epoch (smallest class share in brackets):", "",
+                  "| model | " + " | ".join(str(e) for e in epochs) + " |", "|---|" + "---|" * len(epochs)]
+        for key, rows in tracked.items():
+            by = {t["epoch"]: t for t in rows}
+            cells = [f"{by[e]['fd']:.1f} ({by[e]['min_class_fraction']:.1%})" if e in by else "" for e in epochs]
+            lines.append(f"| {key} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
