@@ -5,6 +5,7 @@ import argparse
 
 from .common import (add_model_args, add_output_args, add_run_args, check_memory, model_from_args, nonneg_float,
                      nonneg_int, positive_float, positive_int, say)
+from ._deepdream import add_deepdream_args, run_deepdream
 
 
 def add_parser(sub) -> None:
@@ -15,8 +16,9 @@ def add_parser(sub) -> None:
                     "L2 decay and periodic blur; in the fourier preset, a decorrelated Fourier "
                     "parameterization). Writes CLASS.png per class, dream_grid.png and dream.json, and "
                     "prints the probability of the class for the saved 8-bit PNG. Exit code 1 when a class "
-                    "is not the top-1 class of its saved PNG (the images are saved all the same).")
-    p.add_argument("--class", "-c", dest="target", action="append", required=True, metavar="C",
+                    "is not the top-1 class of its saved PNG (the images are saved all the same). With --image "
+                    "and --layer instead: DeepDream on a photo (NAME_dream.png, NAME_compare.png, deepdream.json).")
+    p.add_argument("--class", "-c", dest="target", action="append", default=None, metavar="C",
                    help="class index or name (fuzzy); repeat for several classes (one batch)")
     p.add_argument("--preset", choices=("fourier", "classic"), default="fourier",
                    help="fourier: Fourier/decorrelated colour, Adam (default); classic: CS231n pixels, "
@@ -33,6 +35,7 @@ def add_parser(sub) -> None:
                    help="per-copy colour shift x*exp(U(-s,s)) + U(-s,s), normalized input units (default: 0, off)")
     a.add_argument("--noise", type=nonneg_float, default=None,
                    help="per-copy Gaussian noise std, normalized input units (default: 0, off)")
+    add_deepdream_args(p)
     add_model_args(p)
     add_output_args(p, "out/dream")
     add_run_args(p)
@@ -40,6 +43,12 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.image:
+        return run_deepdream(args)
+    if not args.target:
+        from ..errors import PreimageError
+
+        raise PreimageError("give --class C (class visualization) or --image IMAGE --layer L (DeepDream)")
     if args.size is not None and args.size < 16:
         from ..errors import PreimageError
 
