@@ -39,7 +39,7 @@ if TYPE_CHECKING:  # torch and numpy load on first use: checking a path must not
 __all__ = [
     "load_image", "to_tensor", "load_tensor", "to_pil", "save_image", "encode_png",
     "SAMPLES", "MAX_PIXELS", "MIN_SIDE", "image_name", "unique_names", "load_batch", "to_channels",
-    "conversion_notes",
+    "conversion_notes", "IMAGE_SUFFIXES", "expand_sources",
 ]
 
 #: decompression-bomb guard (Pillow's own default limit)
@@ -282,3 +282,27 @@ def load_batch(images: "torch.Tensor | str | os.PathLike | Sequence[str | os.Pat
         raise PreimageError("no image given")
     batch = torch.cat([load_tensor(s, size, channels=channels) for s in sources])
     return batch, unique_names([image_name(s) for s in sources]), [str(s) for s in sources]
+
+
+#: file name endings :func:`expand_sources` takes from a folder
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".ppm", ".pgm")
+
+
+def expand_sources(sources: "Sequence[str | os.PathLike]") -> list[str]:
+    """Sources with each folder replaced by the image files in it (by name ending, sorted, not
+    recursive); ``sample:NAME`` and files pass as they are. A folder without images, or a path that
+    does not exist, raises :class:`PreimageError`. Nothing is decoded here."""
+    out: list[str] = []
+    for src in sources:
+        s = str(src)
+        path = Path(s).expanduser()
+        if not s.startswith("sample:") and path.is_dir():
+            files = sorted(str(p) for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if not files:
+                raise PreimageError(f"no images found in {s} (looked for {', '.join(IMAGE_SUFFIXES)})")
+            out.extend(files)
+        elif not s.startswith("sample:") and "://" not in s and not path.exists():
+            raise PreimageError(f"no such file or folder: {s}")
+        else:
+            out.append(s)
+    return out

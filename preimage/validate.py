@@ -12,7 +12,8 @@ from typing import Any
 
 from .errors import PreimageError, did_you_mean
 
-__all__ = ["check_number", "check_config", "check_model_name", "DEFAULT_MODEL", "EMBEDDED_MODELS"]
+__all__ = ["check_number", "check_config", "check_model_name", "DEFAULT_MODEL", "EMBEDDED_MODELS",
+           "parse_channels", "check_channels"]
 
 #: the model used when none is named (kept in step with preimage.models.DEFAULT_MODEL; tested)
 DEFAULT_MODEL = "efficientnet_lite0"
@@ -101,3 +102,37 @@ def check_model_name(name: str) -> str:
         raise PreimageError(f"unknown model {name!r}" + did_you_mean(name, names)
                             + "; `preimage models` lists them, timm models are timm:NAME")
     return name
+
+
+def parse_channels(spec: str) -> list[int]:
+    """``"0:32"`` (a half-open range: 0..31), ``"3,7,9"`` or a mix (``"0:4,10"``) -> channel indices
+    in the order given, without repeats. A malformed part raises :class:`PreimageError` naming it."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise PreimageError("no channels given (e.g. 0:32 or 3,7,9)")
+    out: list[int] = []
+    for part in spec.split(","):
+        item = part.strip()
+        lo, sep, hi = item.partition(":")
+        try:
+            numbers = [int(lo), int(hi)] if sep else [int(item)]
+        except ValueError:
+            raise PreimageError(f"malformed channel list {spec!r}: {item!r} is not a channel (N) or a range "
+                                "(START:STOP); e.g. 0:32 or 3,7,9") from None
+        if sep:
+            a, b = numbers
+            if a < 0 or b <= a:
+                raise PreimageError(f"channel range {item!r} in {spec!r} must be START:STOP with "
+                                    "0 <= START < STOP (STOP excluded)")
+            out.extend(range(a, b))
+        elif numbers[0] < 0:
+            raise PreimageError(f"channel {item!r} in {spec!r} must be >= 0")
+        else:
+            out.append(numbers[0])
+    return list(dict.fromkeys(out))
+
+
+def check_channels(channels: list[int], count: int, layer: str) -> None:
+    """Every channel must exist in a layer of ``count`` channels."""
+    bad = [c for c in channels if c >= count]
+    if bad:
+        raise PreimageError(f"channel {bad[0]} is out of range: {layer} has {count} channels (0..{count - 1})")
