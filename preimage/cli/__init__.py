@@ -34,7 +34,7 @@ from ..errors import PreimageError, PreimageWarning, Terminated
 __all__ = ["main", "build_parser"]
 
 #: the order commands appear in ``--help``; other modules in this package follow alphabetically
-ORDER = ["invert", "style", "saliency", "fool", "dream", "sweep", "report", "classify", "models", "layers"]
+ORDER = ["invert", "style", "saliency", "fool", "dream", "atlas", "sweep", "report", "classify", "models", "layers"]
 
 
 class Parser(argparse.ArgumentParser):

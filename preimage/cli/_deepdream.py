@@ -37,13 +37,15 @@ def run_deepdream(args: argparse.Namespace) -> int:
         raise PreimageError("--image needs --layer (the layer to amplify, e.g. --layer blocks.4)")
     if args.size is not None and args.size < 16:
         raise PreimageError(f"--size {args.size} is too small (at least 16 pixels)")
+    if args.octave_scale is not None and args.octave_scale < 1:
+        raise PreimageError(f"octave scale must be >= 1, not {args.octave_scale:g}")
+    check_images(args.image)  # all of the above without torch: bad input answers at once
     from ..io import check_outputs
     from ..tasks.deepdream import deep_dream, dream_names, make_config, output_paths
 
     settings = dict(octaves=args.octaves, octave_scale=args.octave_scale, steps=args.steps, lr=args.lr,
                     jitter=args.jitter, loss=args.dream_loss, channel=args.channel)
-    make_config(**settings)  # bad settings fail before anything loads
-    check_images(args.image)
+    make_config(**settings)
     check_outputs(output_paths(args.out, dream_names(args.image)), args.force)
     model = model_from_args(args)
     from ..layers import FeatureExtractor

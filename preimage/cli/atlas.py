@@ -44,20 +44,24 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..images import expand_sources
+    from ..errors import PreimageError
+    from ..images import SAMPLES, expand_sources
     from ..io import check_outputs
     from ..validate import check_channels, parse_channels
     from .common import check_images
 
     channels = parse_channels(args.channel_spec)
+    for flag in ("size", "photo_size", "crop"):
+        value = getattr(args, flag)
+        if value is not None and value < 16:
+            raise PreimageError(f"--{flag.replace('_', '-')} {value} is too small (at least 16 pixels)")
+    sources = expand_sources(args.images) if args.images else [f"sample:{n}" for n in SAMPLES]
+    check_images(sources)  # all of the above without torch: bad input answers at once
     settings = dict(size=args.size, steps=args.steps, lr=args.lr, batch=args.batch, top_k=args.top_k,
-                    crop=args.crop, photo_size=args.photo_size,
-                    jitter=args.jitter)
-    from ..tasks.atlas import default_sources, layer_channels, make_config, output_paths
+                    crop=args.crop, photo_size=args.photo_size, jitter=args.jitter)
+    from ..tasks.atlas import layer_channels, make_config, output_paths
 
     make_config(**settings)
-    sources = expand_sources(args.images) if args.images else default_sources()
-    check_images(sources)
     check_outputs(output_paths(args.out, channels), args.force)
     model = model_from_args(args)
     check_channels(channels, layer_channels(model, args.layer), args.layer)  # unknown layer: a did-you-mean
