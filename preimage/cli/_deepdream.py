@@ -12,9 +12,10 @@ from .common import check_images, check_memory, model_from_args, nonneg_int, pos
 
 def add_deepdream_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group(
-        "DeepDream on a photo (Mordvintsev et al. 2015): --image with --layer instead of --class; "
-        "--steps (per octave, default 10), --lr (mean step per pixel in [0, 1] units, default 1.5/255), "
-        "--jitter (default 32) and --size (the photo's short side, default: as it is) apply too")
+        "DeepDream on a photo (Mordvintsev et al. 2015)",
+        "--image with --layer instead of --class. --steps (per octave, default 10), --lr (mean step per "
+        "pixel in [0, 1] units, default 1.5/255), --jitter (default 32) and --size (the photo's short side, "
+        "default: as it is) apply too.")
     g.add_argument("--image", action="append", default=None, metavar="IMAGE",
                    help="a photo (file or sample:NAME) to dream on; repeat for several")
     g.add_argument("--layer", default=None, metavar="L",
@@ -33,6 +34,10 @@ def run_deepdream(args: argparse.Namespace) -> int:
 
     if getattr(args, "target", None):
         raise PreimageError("--class and --image do not go together (class visualization or DeepDream on a photo)")
+    extra = [f for f, d in (("--copies", "copies"), ("--color-shift", "color_shift"), ("--noise", "noise"))
+             if getattr(args, d, None) is not None]
+    if extra:
+        raise PreimageError(f"{extra[0]} is for class visualization (--class), not DeepDream (--image)")
     if not args.layer:
         raise PreimageError("--image needs --layer (the layer to amplify, e.g. --layer blocks.4)")
     if args.size is not None and args.size < 16:
