@@ -193,3 +193,10 @@ def test_bad_specs_and_missing_images_answer_before_torch_loads() -> None:
         proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
         assert proc.returncode == 0, proc.stderr
         assert words in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_embedded_model_visualizations_beat_their_best_photo_crops(lite0, one_thread) -> None:
+    r = channel_atlas(lite0, "blocks.5", [0, 12], ["sample:chelsea", "sample:coffee", "sample:astronaut"],
+                      size=64, steps=30, photo_size=128)
+    for act, ex in zip(r.activation, r.examples):
+        assert len(ex) == 3 and act > 1.5 * max(e.activation for e in ex)
