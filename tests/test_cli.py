@@ -174,6 +174,8 @@ def test_misspelt_layer_in_any_command_exits_2_with_a_suggestion(command, option
         argv += ["--steps", "1"]
     if "quiet" in opts:
         argv += ["--quiet"]
+    if "image" in opts:  # dream --image IMAGE --layer L (DeepDream): the layer goes with a photo
+        argv += ["--image", "sample:chelsea"]
     assert main(argv) == 2, argv
     line = _one_line(capsys.readouterr().err)
     assert "conv33" in line and "did you mean 'conv3'" in line
