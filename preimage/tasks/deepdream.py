@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import PreimageError
-from ..images import load_image, save_image, to_tensor, image_name, unique_names, to_channels
+from ..images import image_name, load_image, save_image, to_channels, to_tensor, unique_names
 from ..layers import FeatureExtractor
 from ..models import Model
 from ..objectives import Objective, State, _channel_maps
@@ -225,13 +225,10 @@ def deep_dream(
         raise PreimageError("no image given")
     FeatureExtractor(model, [layer])  # an unknown layer fails before any photo is processed
     if cfg.channel is not None:
-        from ..layers import list_layers, resolve_layer
+        from ..validate import check_channels
+        from .atlas import layer_channels
 
-        shapes = {i.name: i.shape for i in list_layers(model)}
-        shape = shapes.get(resolve_layer(model, layer))
-        count = shape[0] if shape else None
-        if count is not None and cfg.channel >= count:
-            raise PreimageError(f"channel {cfg.channel} is out of range: {layer} has {count} channels (0..{count - 1})")
+        check_channels([cfg.channel], layer_channels(model, layer), layer)
     names = [image_name(s) if not isinstance(s, torch.Tensor) else f"image{i}" for i, s in enumerate(sources)]
     names = unique_names(names)
     photos = [_load(s, size, model.channels) for s in sources]
