@@ -61,15 +61,18 @@ def test_octaves_run_small_to_full_size_and_carry_the_detail(monkeypatch) -> Non
         return result
 
     monkeypatch.setattr(dd, "optimize", spy)
-    x = photo(28, 56)
-    deep_dream(make_tiny_model(), x, layer="conv2", steps=2, octaves=3, octave_scale=2.0, jitter=0, lr=0.05)
-    assert [tuple(s.shape[-2:]) for s in starts] == [(7, 14), (14, 28), (28, 56)]
+    x = photo(64, 96)
+    r = deep_dream(make_tiny_model(), x, layer="conv2", steps=2, octaves=3, octave_scale=2.0, jitter=0, lr=0.05)
+    assert [tuple(s.shape[-2:]) for s in starts] == [(16, 24), (32, 48), (64, 96)] == r.octave_sizes[0]
     for k in (1, 2):  # each octave starts from the photo at its scale plus the enlarged detail of the last
         base = dd._resize(x, tuple(starts[k].shape[-2:])).clamp(0, 1)
         prev_base = dd._resize(x, tuple(starts[k - 1].shape[-2:])).clamp(0, 1)
         detail = dd._resize(ends[k - 1].clamp(0, 1) - prev_base, tuple(starts[k].shape[-2:]))
         torch.testing.assert_close(starts[k], (base + detail).clamp(0, 1))
         assert float((starts[k] - base).abs().mean()) > 1e-3  # the detail is not lost
+    starts.clear()
+    r = deep_dream(make_tiny_model(), photo(28, 56), layer="conv2", steps=1, octaves=3, octave_scale=2.0)
+    assert r.octave_sizes == [[(28, 56)]] and len(starts) == 1  # 7 x 14 and 14 x 28: under 16 px, skipped
 
 
 def test_step_normalization_makes_the_mean_absolute_gradient_one_per_image() -> None:

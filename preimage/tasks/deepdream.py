@@ -13,7 +13,8 @@ photo and ascend the gradient of the size of a layer's activations,
 with a random roll (jitter) of the image at every step, over *octaves*: the photo is shrunk by
 ``octave_scale`` ``octaves - 1`` times; the dream starts at the smallest scale, and after each octave
 the detail it added (dream − photo at that scale) is enlarged and added to the photo at the next
-scale, so large structures grow at coarse scales and fine ones at the full size. Defaults are the
+scale, so large structures grow at coarse scales and fine ones at the full size (octaves smaller
+than 16 px on a side are skipped). Defaults are the
 original notebook's: 4 octaves, scale 1.4, 10 steps per octave, step 1.5/255, jitter 32 px.
 
 Each step runs on the engine's one loop (:func:`preimage.optimize.optimize`, SGD without momentum and
@@ -44,6 +45,8 @@ from ..validate import check_config
 __all__ = ["DeepDreamConfig", "DeepDreamResult", "deep_dream", "dream_objective", "make_config", "output_paths"]
 
 LOSSES = ("l2", "mean")
+#: octaves whose image would be smaller than this on its short side are skipped
+MIN_OCTAVE_SIDE = 16
 
 
 @dataclass(frozen=True)
@@ -142,6 +145,7 @@ class DeepDreamResult:
     status: str = "done"
     model: str = ""
     history: list[list[dict[str, float]]] = field(default_factory=list)  # per photo: every step of every octave
+    octave_sizes: list[list[tuple[int, int]]] = field(default_factory=list)  # per photo: (H, W) of each octave run
 
     def save(self, out_dir: str | os.PathLike, *, force: bool = False) -> list[Path]:
         """``NAME_dream.png``, ``NAME.png`` (the photo at the size dreamt on), ``NAME_compare.png``
@@ -162,9 +166,11 @@ class DeepDreamResult:
             "config": asdict(self.config), "seconds": self.seconds, "status": self.status,
             "images": [{"source": s, "dream": f"{n}_dream.png", "photo": f"{n}.png",
                         "size": [int(d.shape[-2]), int(d.shape[-1])],
+                        "octave_sizes": [list(hw) for hw in sizes],
                         "before": asdict(b), "after": asdict(a),
                         "norm_gain": a.norm / b.norm if b.norm > 0 else None}
-                       for s, n, d, b, a in zip(self.sources, self.names, self.images, self.before, self.after)],
+                       for s, n, d, b, a, sizes in zip(self.sources, self.names, self.images, self.before,
+                                                       self.after, self.octave_sizes)],
             "versions": versions(),
         }
         written.append(write_json(out / "deepdream.json", manifest))
@@ -243,13 +249,15 @@ def deep_dream(
     objective = dream_objective(layer, loss=cfg.loss, channel=cfg.channel)
     g = torch.Generator().manual_seed(seed)
     device = model.device
-    dreams, before, after, history = [], [], [], []
+    dreams, before, after, history, octave_sizes = [], [], [], [], []
     seconds, status = 0.0, "done"
     for photo in photos:
         photo = photo.to(device)
         h, w = photo.shape[-2:]
         sizes = [(max(1, round(h / cfg.octave_scale ** i)), max(1, round(w / cfg.octave_scale ** i)))
                  for i in reversed(range(cfg.octaves))]
+        sizes = [hw for hw in sizes if min(hw) >= MIN_OCTAVE_SIDE] or sizes[-1:]
+        octave_sizes.append(sizes)
         detail = torch.zeros_like(_resize(photo, sizes[0]))
         steps: list[dict[str, float]] = []
         image = photo
@@ -284,5 +292,5 @@ def deep_dream(
         images=dreams, photos=[p.cpu() for p in photos[:n]], names=names[:n],
         sources=[str(s) if not isinstance(s, torch.Tensor) else names[i] for i, s in enumerate(sources[:n])],
         layer=layer, config=cfg, before=before, after=after, seconds=seconds, seed=seed, status=status,
-        model=model.name, history=history,
+        model=model.name, history=history, octave_sizes=octave_sizes[:n],
     )
