@@ -200,3 +200,9 @@ def test_embedded_model_visualizations_beat_their_best_photo_crops(lite0, one_th
                       size=64, steps=30, photo_size=128)
     for act, ex in zip(r.activation, r.examples):
         assert len(ex) == 3 and act > 1.5 * max(e.activation for e in ex)
+
+
+def test_atlas_is_listed_in_the_main_help_after_dream(capsys) -> None:
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "atlas     channel atlas" in out and out.index("  dream ") < out.index("  atlas ")

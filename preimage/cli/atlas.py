@@ -8,7 +8,8 @@ from .common import add_model_args, channel_count, add_output_args, add_run_args
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
-        "atlas", conflict_handler="resolve",  # --channels here names the layer's channels, not an ONNX input's help="channel atlas: each channel's visualization beside the photo crops that excite it most",
+        "atlas", help="channel atlas: each channel's visualization beside the photo crops that excite it most",
+        conflict_handler="resolve",  # --channels here names the layer's channels, not an ONNX input's
         description="Channel atlas (Olah et al. 2017, 'Feature Visualization'): for each channel of a layer, an "
                     "image optimized to raise its spatial mean (Fourier parameterization, jitter and random "
                     "scale; many channels in one batch) beside crops of the top-k photos where it peaks "

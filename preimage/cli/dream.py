@@ -10,7 +10,7 @@ from ._deepdream import add_deepdream_args, run_deepdream
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
-        "dream", help="class visualization: an image the network is sure shows a class",
+        "dream", help="class visualization (an image the network is sure shows a class); DeepDream on a photo",
         description="Class visualization (Simonyan et al. 2014; Yosinski et al. 2015; Olah et al. 2017): "
                     "gradient ascent from noise on a class score with jitter (and, in the classic preset, "
                     "L2 decay and periodic blur; in the fourier preset, a decorrelated Fourier "
