@@ -76,6 +76,6 @@ def run(args: argparse.Namespace) -> int:
     say(args, f"wrote {args.out}/atlas.png, atlas.html, atlas.json ({len(result.channels)} channels, "
               f"{result.channels_per_minute:.1f} channels/min)")
     if result.status == "interrupted":
-        say(args, "interrupted: the atlas holds the channels finished before")
+        say(args, "interrupted: the atlas holds the visualizations as far as they got")
         return 130
     return 0
