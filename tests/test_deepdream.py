@@ -121,4 +121,6 @@ def test_cli_writes_the_dream_the_photo_and_the_norms(tmp_path, capsys) -> None:
         assert code == 2 and words in err and len(err.splitlines()) == 1
     assert main(["dream", *tiny, "--out", str(tmp_path / "no")]) == 2
     assert "--class C" in capsys.readouterr().err
+    assert main(["dream", "--class", "3", "--octaves", "2", *tiny, "--out", str(tmp_path / "no")]) == 2
+    assert "--octaves goes with --image" in capsys.readouterr().err
     assert not (tmp_path / "no").exists()

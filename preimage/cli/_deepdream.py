@@ -29,6 +29,20 @@ def add_deepdream_args(p: argparse.ArgumentParser) -> None:
                    help="l2: raise mean Φ², the activations' L2 norm (default); mean: raise mean Φ")
 
 
+#: options that go with --image only: flag -> argparse dest
+DEEPDREAM_ONLY = {"--layer": "layer", "--channel": "channel", "--octaves": "octaves", "--octave-scale": "octave_scale",
+                  "--dream-loss": "dream_loss"}
+
+
+def check_no_deepdream_args(args: argparse.Namespace) -> None:
+    """Without --image, DeepDream's options would be ignored: refuse them in one line."""
+    given = [flag for flag, dest in DEEPDREAM_ONLY.items() if getattr(args, dest, None) is not None]
+    if given:
+        from ..errors import PreimageError
+
+        raise PreimageError(f"{given[0]} goes with --image (DeepDream on a photo)")
+
+
 def run_deepdream(args: argparse.Namespace) -> int:
     from ..errors import PreimageError
 

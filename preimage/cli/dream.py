@@ -5,7 +5,7 @@ import argparse
 
 from .common import (add_model_args, add_output_args, add_run_args, check_memory, model_from_args, nonneg_float,
                      nonneg_int, positive_float, positive_int, say)
-from ._deepdream import add_deepdream_args, run_deepdream
+from ._deepdream import add_deepdream_args, check_no_deepdream_args, run_deepdream
 
 
 def add_parser(sub) -> None:
@@ -45,6 +45,7 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.image:
         return run_deepdream(args)
+    check_no_deepdream_args(args)
     if not args.target:
         from ..errors import PreimageError
 
