@@ -245,8 +245,7 @@ def _examples(model: Model, fx: FeatureExtractor, layer: str, sources: Sequence[
               cfg: AtlasConfig) -> list[list[Example]]:
     """The ``top_k`` photos per channel by peak activation, each with its crop box (see the module docstring)."""
     photo_size = cfg.photo_size or model.input_size
-    found: list[list[Example]] = [[] for _ in channels]
-    crops: dict[str, torch.Tensor] = {}
+    best: list[list[Example]] = [[] for _ in channels]  # per channel, the top_k so far, highest peak first
     idx = torch.as_tensor(list(channels))
     seen: set[int] = set()
     for src in sources:
@@ -262,20 +261,19 @@ def _examples(model: Model, fx: FeatureExtractor, layer: str, sources: Sequence[
         side = cfg.crop or (3 * max(round(h / mh), round(w / mw)))
         if mh == mw == 1:
             side = min(h, w)  # a layer without positions: the whole (square-cropped) photo
-        sel = maps[idx].reshape(len(channels), -1)
-        peak, where = sel.max(1)
-        for j in range(len(channels)):
+        peak, where = maps[idx].reshape(len(channels), -1).max(1)
+        for j, top_k in enumerate(best):
+            value = float(peak[j])
+            if len(top_k) == cfg.top_k and value <= top_k[-1].peak:
+                continue  # only the crops that may be shown are cut (memory stays bounded for big folders)
             y, x = divmod(int(where[j]), mw)
             box = _box((y + 0.5) * h / mh, (x + 0.5) * w / mw, side, h, w)
-            found[j].append(Example(src, float(peak[j]), (y, x), box))
-        crops[src] = photo[0]
-    best = [sorted(f, key=lambda e: -e.peak)[:cfg.top_k] for f in found]
-    for ex in best:
-        for e in ex:
-            top, left, s = e.box
-            crop = crops[e.source][:, top:top + s, left:left + s].unsqueeze(0)
-            e.image = F.interpolate(crop, size=(cfg.size, cfg.size), mode="bilinear", align_corners=False,
-                                    antialias=True).clamp(0, 1)[0]
+            top, left, s = box
+            crop = F.interpolate(photo[:, :, top:top + s, left:left + s], size=(cfg.size, cfg.size), mode="bilinear",
+                                 align_corners=False, antialias=True).clamp(0, 1)[0]
+            top_k.append(Example(src, value, (y, x), box, image=crop))
+            top_k.sort(key=lambda e: -e.peak)  # stable: a tie keeps the earlier photo first
+            del top_k[cfg.top_k:]
     return best
 
 
