@@ -124,3 +124,14 @@ def test_cli_writes_the_dream_the_photo_and_the_norms(tmp_path, capsys) -> None:
     assert main(["dream", "--class", "3", "--octaves", "2", *tiny, "--out", str(tmp_path / "no")]) == 2
     assert "--octaves goes with --image" in capsys.readouterr().err
     assert not (tmp_path / "no").exists()
+
+
+def test_vit_token_layers_dream_at_the_photos_own_size() -> None:
+    from preimage.models import load_model
+
+    vit = load_model("timm:vit_tiny_patch16_224,patch_size=8,embed_dim=32,depth=2,num_heads=2,num_classes=10",
+                     weights="none", input_size=32)
+    x = photo(40, 48)
+    for layer in ("blocks.1", "blocks.1.cls"):
+        r = deep_dream(vit, x, layer=layer, steps=3, octaves=2, jitter=2, lr=0.02)
+        assert r.images[0].shape == x.shape and r.after[0].mean_square > r.before[0].mean_square
