@@ -168,7 +168,8 @@ class AtlasResult:
             f"<h1>Channel atlas: {e(self.model)} <code>{e(self.layer)}</code></h1>",
             f"<p>{len(self.channels)} channels. Left: an image optimized to raise the channel's spatial mean "
             f"(Fourier parameterization, {cfg.steps} Adam steps at {cfg.size} px, jitter and random scale). Right: "
-            f"crops of the {cfg.top_k} photos (of {len(self.sources)}) where the channel peaks highest, centred on "
+            f"crops of the {min(cfg.top_k, len(self.sources))} photos (of {len(self.sources)}) where the channel peaks "
+            "highest, one per photo, centred on "
             f"the peak. Numbers: the channel's spatial mean on the image shown (crops resized to {cfg.size} px); "
             "in brackets, the peak on the whole photo.</p>",
             "<table><thead><tr><th>channel</th><th>visualization</th><th>dataset examples</th></tr></thead><tbody>",
