@@ -123,7 +123,9 @@ class AtlasResult:
 
     @property
     def channels_per_minute(self) -> float:
-        return 60.0 * len(self.channels) / self.seconds if self.seconds > 0 else 0.0
+        """Channels visualized per minute of optimization (an interrupted chunk counts by its steps done)."""
+        done = sum(h.get("chunk_size", 0.0) for h in self.history) / max(1, self.config.steps)
+        return 60.0 * done / self.seconds if self.seconds > 0 else 0.0
 
     def grid(self):
         """The atlas as one Pillow image: per channel its visualization, then its crops."""
@@ -340,7 +342,7 @@ def channel_atlas(
                           transforms=[jitter(jit), random_scale(cfg.scales)], generator=g, progress=progress,
                           progress_desc=f"atlas channels {i + 1}-{i + len(part)} of {len(chans)}")
         seconds += result.seconds
-        history.extend({**r, "chunk": i // chunk} for r in result.history)
+        history.extend({**r, "chunk": i // chunk, "chunk_size": len(part)} for r in result.history)
         if result.status == "diverged":
             raise PreimageError(f"channel visualization diverged: {result.message}; try a smaller --lr")
         images_out.append(png_roundtrip(result.image.clamp(0, 1).cpu()))
