@@ -132,9 +132,10 @@ def cam_layer(model: Model, layer: str | None) -> str:
     return name
 
 
-def _layer_gradients(model: Model, pixels: torch.Tensor, classes: Sequence[int], layer: str
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(A, ∂S_c/∂A)`` of one layer for a batch, from one forward/backward pass."""
+def _layer_gradients(model: Model, pixels: torch.Tensor, classes: Sequence[int] | None, layer: str
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(A, ∂S_c/∂A, logits)`` of one layer for a batch, from one forward/backward pass (``classes``
+    ``None``: each image's top-1 class)."""
     x = model.normalize(pixels.to(model.device).float()).requires_grad_(True)
     fx = FeatureExtractor(model, [layer, LOGITS])
     view = fx.views.get(layer)
@@ -145,9 +146,9 @@ def _layer_gradients(model: Model, pixels: torch.Tensor, classes: Sequence[int],
         raw = f"{fx.paths[layer]}.tokens"
         feats = FeatureExtractor(model, [raw, LOGITS])(x)
         act = feats[raw]
-    idx = torch.as_tensor(list(classes), device=act.device)
-    score = feats[LOGITS].reshape(act.shape[0], -1).gather(1, idx[:, None]).sum()
-    (grad,) = torch.autograd.grad(score, act)
+    logits = feats[LOGITS].reshape(act.shape[0], -1)
+    idx = logits.detach().argmax(1) if classes is None else torch.as_tensor(list(classes), device=act.device)
+    (grad,) = torch.autograd.grad(logits.gather(1, idx[:, None]).sum(), act)
     act, grad = act.detach(), grad.detach()
     if view not in (None, "tokens"):
         layout = vit.token_layout(model.net)
@@ -155,29 +156,43 @@ def _layer_gradients(model: Model, pixels: torch.Tensor, classes: Sequence[int],
         grid = vit.grid_size(model.net, *x.shape[-2:])
         prefix = fx._has_prefix[layer]
         act, grad = (vit.token_view(t, view, layout, grid, prefix) for t in (act, grad))
-    return act, grad
+    return act, grad, logits.detach()
 
 
 def grad_cam(model: Model, pixels: torch.Tensor, classes: Sequence[int], *, layer: str | None = None,
              plus: bool = False, upsample: bool = True, batch_size: int = 32) -> torch.Tensor:
     """Grad-CAM (or Grad-CAM++ with ``plus``) maps, ``B x H x W`` (``B x h x w`` without ``upsample``)."""
+    variant = "gradcam++" if plus else "gradcam"
+    maps, _ = cam_maps(model, pixels, classes, layer=layer, variants=(variant,), upsample=upsample,
+                       batch_size=batch_size)
+    return maps[variant]
+
+
+def cam_maps(model: Model, pixels: torch.Tensor, classes: Sequence[int] | None, *, layer: str | None = None,
+             variants: Sequence[str] = ("gradcam",), upsample: bool = True, batch_size: int = 32
+             ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Grad-CAM and/or Grad-CAM++ maps from one forward/backward pass per batch, and the logits."""
     name = cam_layer(model, layer)
-    out = []
+    out: dict[str, list[torch.Tensor]] = {v: [] for v in variants}
+    logits = []
     for s in range(0, pixels.shape[0], batch_size):
-        act, grad = _layer_gradients(model, pixels[s:s + batch_size], classes[s:s + batch_size], name)
-        if plus:
-            g2, g3 = grad.pow(2), grad.pow(3)
-            denom = 2 * g2 + act.sum((2, 3), keepdim=True) * g3
-            a = torch.where(grad != 0, g2 / torch.where(denom != 0, denom, torch.ones_like(denom)),
-                            torch.zeros_like(grad))
-            weights = (a * grad.clamp(min=0)).sum((2, 3), keepdim=True)
-        else:
-            weights = grad.mean((2, 3), keepdim=True)
-        cam = (weights * act).sum(1, keepdim=True).clamp(min=0)
-        if upsample:
-            cam = F.interpolate(cam, size=pixels.shape[-2:], mode="bilinear", align_corners=False)
-        out.append(cam[:, 0].cpu())
-    return torch.cat(out)
+        act, grad, lg = _layer_gradients(model, pixels[s:s + batch_size],
+                                         None if classes is None else classes[s:s + batch_size], name)
+        logits.append(lg.cpu())
+        for v in variants:
+            if v == "gradcam++":
+                g2, g3 = grad.pow(2), grad.pow(3)
+                denom = 2 * g2 + act.sum((2, 3), keepdim=True) * g3
+                a = torch.where(grad != 0, g2 / torch.where(denom != 0, denom, torch.ones_like(denom)),
+                                torch.zeros_like(grad))
+                weights = (a * grad.clamp(min=0)).sum((2, 3), keepdim=True)
+            else:
+                weights = grad.mean((2, 3), keepdim=True)
+            cam = (weights * act).sum(1, keepdim=True).clamp(min=0)
+            if upsample:
+                cam = F.interpolate(cam, size=pixels.shape[-2:], mode="bilinear", align_corners=False)
+            out[v].append(cam[:, 0].cpu())
+    return {v: torch.cat(c) for v, c in out.items()}, torch.cat(logits)
 
 
 # -- guided backprop -----------------------------------------------------------------------------
@@ -242,16 +257,23 @@ def guided_backprop(model: Model, pixels: torch.Tensor, classes: Sequence[int], 
 
     The rule is not linear in the output gradient (negative gradients are cut), so the backward pass
     starts from ``+S_c``, not from the engine's ``-S_c`` objective."""
-    out = []
+    return _guided(model, pixels, classes, batch_size)[0]
+
+
+def _guided(model: Model, pixels: torch.Tensor, classes: Sequence[int] | None, batch_size: int
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+    out, logits = [], []
     fx = FeatureExtractor(model, [LOGITS])
     with guided_relus(model.net):
         for s in range(0, pixels.shape[0], batch_size):
             x = pixels[s:s + batch_size].to(model.device).float().requires_grad_(True)
-            logits = fx(model.normalize(x))[LOGITS]
-            idx = torch.as_tensor(list(classes[s:s + batch_size]), device=logits.device)
-            (g,) = torch.autograd.grad(logits.gather(1, idx[:, None]).sum(), x)
+            lg = fx(model.normalize(x))[LOGITS]
+            idx = lg.detach().argmax(1) if classes is None else \
+                torch.as_tensor(list(classes[s:s + batch_size]), device=lg.device)
+            (g,) = torch.autograd.grad(lg.gather(1, idx[:, None]).sum(), x)
             out.append(g.cpu())
-    return torch.cat(out)
+            logits.append(lg.detach().cpu())
+    return torch.cat(out), torch.cat(logits)
 
 
 # -- Integrated Gradients ------------------------------------------------------------------------
@@ -356,33 +378,47 @@ def occlusion(model: Model, pixels: torch.Tensor, classes: Sequence[int], *, win
 
 # -- dispatch ------------------------------------------------------------------------------------
 
-def attribution_maps(model: Model, pixels: torch.Tensor, classes: Sequence[int], methods: Sequence[str],
+#: methods whose own pass yields the logits (no separate clean pass needed)
+ONE_PASS = ("gradcam", "gradcam++", "guided-backprop", "guided-gradcam")
+
+
+def attribution_maps(model: Model, pixels: torch.Tensor, classes: Sequence[int] | None, methods: Sequence[str],
                      cfg: AttributionConfig) -> tuple[dict[str, torch.Tensor], dict[str, object]]:
     """Maps (``B x H x W``, non-negative) of the methods of this module, and extra results
-    (``"ig"``: the completeness of each image; ``"layer"``: the Grad-CAM layer)."""
+    (``"ig"``: the completeness of each image; ``"layer"``: the Grad-CAM layer; ``"logits"`` and
+    ``"classes"``). ``classes`` may be ``None`` (each image's top-1 class) only if every method is in
+    :data:`ONE_PASS`."""
     maps: dict[str, torch.Tensor] = {}
     extra: dict[str, object] = {}
     bs = cfg.batch_size
-    cams: dict[bool, torch.Tensor] = {}
+    if classes is None and not set(methods) <= set(ONE_PASS):
+        raise ValueError("classes are needed for IG and occlusion")
+    cams: dict[str, torch.Tensor] = {}
+    wanted_cams = tuple(v for v in ("gradcam", "gradcam++") if v in methods
+                        or (v == "gradcam" and "guided-gradcam" in methods))
+    if wanted_cams:
+        extra["layer"] = cam_layer(model, cfg.layer)
+        cams, logits = cam_maps(model, pixels, classes, layer=cfg.layer, variants=wanted_cams, batch_size=bs)
+        if classes is None:
+            classes = logits.argmax(1).tolist()
+        extra["logits"] = logits
     guided: torch.Tensor | None = None
+    if "guided-backprop" in methods or "guided-gradcam" in methods:
+        guided, logits = _guided(model, pixels, classes, bs)
+        if classes is None:
+            classes = logits.argmax(1).tolist()
+        extra["logits"] = logits
+    assert classes is not None
+    extra["classes"] = list(classes)
     for m in methods:
-        if m in ("gradcam", "gradcam++", "guided-gradcam"):
-            extra["layer"] = cam_layer(model, cfg.layer)
-            plus = m == "gradcam++"
-            if plus not in cams:
-                cams[plus] = grad_cam(model, pixels, classes, layer=cfg.layer, plus=plus, batch_size=bs)
-        if m in ("guided-backprop", "guided-gradcam") and guided is None:
-            guided = guided_backprop(model, pixels, classes, batch_size=bs)
-        if m == "gradcam":
-            maps[m] = cams[False]
-        elif m == "gradcam++":
-            maps[m] = cams[True]
+        if m in ("gradcam", "gradcam++"):
+            maps[m] = cams[m]
         elif m == "guided-backprop":
             assert guided is not None
             maps[m] = guided.abs().amax(1)
         elif m == "guided-gradcam":
             assert guided is not None
-            maps[m] = (guided * cams[False][:, None]).abs().amax(1)
+            maps[m] = (guided * cams["gradcam"][:, None]).abs().amax(1)
         elif m == "ig":
             attr, info = integrated_gradients(model, pixels, classes, baseline=cfg.baseline, steps=cfg.steps,
                                               rule=cfg.rule, blur_sigma=cfg.blur_sigma, seed=cfg.seed, batch_size=bs)

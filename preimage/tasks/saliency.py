@@ -42,7 +42,7 @@ from ..models import Model
 from ..objectives import class_score
 from ..optimize import forward_state
 from ..params import Pixels
-from .attribution import ATTRIBUTION_METHODS, AttributionConfig, attribution_maps, check_config
+from .attribution import ATTRIBUTION_METHODS, ONE_PASS, AttributionConfig, attribution_maps, check_config
 
 __all__ = ["METHODS", "GRADIENT_METHODS", "saliency", "gradients", "SaliencyResult", "output_paths", "parse_methods",
            "unique_names", "pixels_size"]
@@ -243,21 +243,31 @@ def saliency(
         if len(wanted) != b:
             raise PreimageError(f"{len(wanted)} classes for {b} images")
 
-    # clean pass, chunked: gradients, logits and (when not given) the predicted classes
+    # clean pass, chunked: logits, (when not given) the predicted classes, and the input gradient when
+    # vanilla or gradxinput needs it (a forward pass alone otherwise)
+    need_grad = "vanilla" in methods or "gradxinput" in methods
+    one_pass = set(methods) <= set(ONE_PASS)  # those passes give the logits: no clean pass
     grads, logits, classes = [], [], []
-    for s in range(0, b, batch_size):
-        g, lg, cl = gradients(model, pixels[s:s + batch_size], None if wanted is None else wanted[s:s + batch_size])
-        grads.append(g.cpu())
-        logits.append(lg.cpu())
+    for s in range(0, b if not one_pass else 0, batch_size):
+        if need_grad:
+            g, lg, cl = gradients(model, pixels[s:s + batch_size],
+                                  None if wanted is None else wanted[s:s + batch_size])
+            grads.append(g.cpu())
+        else:
+            with torch.no_grad():
+                lg = model(pixels[s:s + batch_size].to(model.device).float())
+            cl = lg.argmax(1).tolist() if wanted is None else wanted[s:s + batch_size]
+        logits.append(lg.detach().cpu())
         classes += cl
-    grad = torch.cat(grads)
-    logit = torch.cat(logits)
+    grad = torch.cat(grads) if need_grad else torch.empty(0)
     maps: dict[str, torch.Tensor] = {}
     extra: dict[str, object] = {}
     more: dict[str, torch.Tensor] = {}
     new = [m for m in methods if m in ATTRIBUTION_METHODS]
     if new:
-        more, extra = attribution_maps(model, pixels, classes, new, cfg)
+        more, extra = attribution_maps(model, pixels, wanted if one_pass else classes, new, cfg)
+        classes = list(extra["classes"])  # type: ignore[call-overload]
+    logit = torch.cat(logits) if logits else extra["logits"]  # type: ignore[assignment]
     for m in methods:
         if m in ATTRIBUTION_METHODS:
             maps[m] = more[m]
