@@ -108,6 +108,18 @@ def test_default_grad_cam_layer_is_the_last_spatial_map(lite0, photos, classes) 
     close(r.maps["gradcam"], grad_cam(lite0, photos, classes, layer="head"))  # bn2's alias
 
 
+@pytest.mark.parametrize("name,size,layer", [("resnet18", 64, "layer4"), ("vgg11", 64, "features"),
+                                             ("timm:vit_tiny_patch16_224,img_size=32,patch_size=8,depth=2", 32,
+                                              "blocks.1.norm1")])
+def test_grad_cam_runs_on_other_zoo_models_at_their_last_map(name, size, layer) -> None:
+    model = load_model(name, weights="none", input_size=size)  # random init: mechanics only
+    x = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+    r = saliency(model, x, target=[0, 1], method=["gradcam", "gradcam++"])
+    assert r.settings["gradcam_layer"] == layer
+    for m in ("gradcam", "gradcam++"):
+        assert r.maps[m].shape == (2, size, size) and torch.isfinite(r.maps[m]).all() and r.maps[m].max() > 0
+
+
 def relu_copy(model: Model) -> Model:
     """lite0 with every ReLU6 replaced by a ReLU (what Captum's GuidedBackprop hooks)."""
     net = copy.deepcopy(model.net)

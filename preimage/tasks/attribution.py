@@ -106,7 +106,8 @@ def check_config(cfg: AttributionConfig, methods: Sequence[str], size: int | Non
 # -- Grad-CAM ------------------------------------------------------------------------------------
 
 def default_cam_layer(model: Model) -> str:
-    """The last layer with a spatial map (``C x h x w``, ``h·w > 1``) — before the global pooling.
+    """The last layer with a spatial map (``C x h x w``, ``h·w > 1``, not an adaptive pooling) — before
+    the global pooling: ``bn2`` on EfficientNet-Lite, ``layer4`` on a ResNet, ``features`` on a VGG.
 
     Vision Transformers: the last block's ``norm1`` (the final patch tokens do not reach a class-token head).
     """
@@ -114,7 +115,9 @@ def default_cam_layer(model: Model) -> str:
         blocks = [n for n, _ in model.net.named_modules() if n.startswith("blocks.") and n.endswith(".norm1")]
         if blocks:
             return blocks[-1]
-    spatial = [i.name for i in list_layers(model) if len(i.shape) == 3 and i.shape[1] * i.shape[2] > 1]
+    # adaptive pooling resamples to a fixed grid (VGG's avgpool turns 2x2 into 7x7): not a map of its own
+    spatial = [i.name for i in list_layers(model) if len(i.shape) == 3 and i.shape[1] * i.shape[2] > 1
+               and not i.kind.startswith("Adaptive")]
     if not spatial:
         raise PreimageError(f"{model.name} has no layer with a spatial map; Grad-CAM needs one")
     return spatial[-1]
