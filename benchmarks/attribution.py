@@ -163,7 +163,13 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results"))
     ap.add_argument("--grid", default=str(ROOT / "docs/images/attribution_grid.png"))
+    ap.add_argument("--render", metavar="JSON", help="only rewrite attribution.md from a saved attribution.json")
     args = ap.parse_args()
+    if args.render:
+        import json
+
+        atomic_write(Path(args.out) / "attribution.md", markdown(json.loads(Path(args.render).read_text())).encode())
+        return
     torch.set_num_threads(1)
     start = time.perf_counter()
     model = preimage.load_model("efficientnet_lite0")
@@ -265,14 +271,32 @@ def main() -> None:
     log(f"done in {total:.0f} s")
 
 
+def confident(r: dict, threshold: float = 0.5) -> list[str]:
+    """Photos whose explained class starts at p >= threshold (the first point of every deletion curve)."""
+    first = next(iter(r["faithfulness"].values()))["per_photo"]
+    return [p for p, v in first.items() if v["deletion_curve"][0] >= threshold]
+
+
+def normalized(f: dict, photos: list[str]) -> tuple[float, float]:
+    """Deletion and insertion AUCs of ``photos`` with each curve divided by the photo's p(class):
+    curves of photos the model is unsure of are not swamped by confident ones."""
+    d = [v["deletion"] / v["deletion_curve"][0] for p, v in f["per_photo"].items() if p in photos]
+    i = [v["insertion"] / v["deletion_curve"][0] for p, v in f["per_photo"].items() if p in photos]
+    return sum(d) / len(d), sum(i) / len(i)
+
+
 def markdown(r: dict) -> str:
     lines = [f"# Attribution benchmark ({r['model']}, {r['input_size']} px, {len(r['photos'])} photos, "
              f"{r['threads']} thread)", "", f"`{r['command']}`", "",
              f"Deletion / insertion: {r['deletion_insertion_steps']} steps; randomization: "
              f"{len(r['randomization']['photos'])} photos; speed: batch of {len(r['speed']['photos'])} photos, "
              f"best of {r['speed']['repeats']}.", "",
-             "| method | deletion AUC ↓ | insertion AUC ↑ | Spearman, classifier re-drawn | Spearman, top block re-drawn "
-             "| preimage s/image | Captum s/image |", "|---|---|---|---|---|---|---|"]
+             "Deletion and insertion: the mean AUC of p(class) over all photos, then over the "
+             f"{len(confident(r))} photos whose class starts at p >= 0.5 ({', '.join(confident(r))}) with each "
+             "curve divided by the photo's p(class) (1 = the score never drops / is restored at once).", "",
+             "| method | deletion AUC ↓ | insertion AUC ↑ | deletion, p≥0.5, normalized ↓ | insertion, p≥0.5, "
+             "normalized ↑ | Spearman, classifier re-drawn | Spearman, top block re-drawn "
+             "| preimage s/image | Captum s/image |", "|---|---|---|---|---|---|---|---|---|"]
     levels = list(r["randomization"]["spearman"])
     for m, f in r["faithfulness"].items():
         sp = [r["randomization"]["spearman"][lv].get(m) for lv in levels]
@@ -280,7 +304,8 @@ def markdown(r: dict) -> str:
         cap = speed.get("captum")
         ours = f"{speed['preimage']:.3f}" if speed else ""
         theirs = "" if not speed else ("n/a" if cap is None else f"{cap:.3f}")
-        lines.append(f"| {m} | {f['deletion']:.3f} | {f['insertion']:.3f} | "
+        nd, ni = normalized(f, confident(r))
+        lines.append(f"| {m} | {f['deletion']:.3f} | {f['insertion']:.3f} | {nd:.3f} | {ni:.3f} | "
                      + " | ".join("" if v is None else f"{v:.2f}" for v in sp) + f" | {ours} | {theirs} |")
     sec = r["seconds"]
     lines += ["", f"Wall time: {sec['total']:.0f} s (maps {sec['maps']:.0f} s, deletion/insertion "
