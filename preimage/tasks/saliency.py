@@ -18,10 +18,13 @@ Methods, for an image ``x`` in [0, 1] RGB and the unnormalized score ``S_c`` of 
   It does not use gradients and does not depend on the class; the pictures show it with its minimum
   subtracted (every patch keeps a floor of flow through the residual). ``all`` means the three
   gradient methods; ask for ``rollout`` by name.
+- ``gradcam``, ``gradcam++``, ``guided-backprop``, ``guided-gradcam``, ``ig`` (Integrated Gradients) and
+  ``occlusion``: see :mod:`preimage.tasks.attribution`, where they live.
 
 The default class is the one the network predicts. Example::
 
     preimage saliency sample:chelsea sample:coffee --method all --out out/saliency
+    preimage saliency sample:chelsea --method gradcam,ig --baseline blur --steps 32
 """
 from __future__ import annotations
 
@@ -39,11 +42,12 @@ from ..models import Model
 from ..objectives import class_score
 from ..optimize import forward_state
 from ..params import Pixels
+from .attribution import ATTRIBUTION_METHODS, ONE_PASS, AttributionConfig, attribution_maps, check_config
 
 __all__ = ["METHODS", "GRADIENT_METHODS", "saliency", "gradients", "SaliencyResult", "output_paths", "parse_methods",
-           "unique_names"]
+           "unique_names", "pixels_size"]
 
-METHODS = ("vanilla", "smoothgrad", "gradxinput", "rollout")
+METHODS = ("vanilla", "smoothgrad", "gradxinput", *ATTRIBUTION_METHODS, "rollout")
 GRADIENT_METHODS = ("vanilla", "smoothgrad", "gradxinput")  # what "all" means
 
 def gradients(model: Model, pixels: torch.Tensor, classes: Sequence[int] | int | None = None
@@ -78,6 +82,8 @@ class SaliencyResult:
     predicted: list[int]
     names: list[str]
     settings: dict[str, object] = field(default_factory=dict)
+    # Integrated Gradients, per image: {"sum", "delta" = S_c(x) - S_c(x'), "gap" = sum - delta, "relative_gap"}
+    completeness: list[dict[str, float]] | None = None
 
     def save(self, out_dir: str | os.PathLike, *, force: bool = False, cmap: str = "inferno",
              percentile: float = 99.0) -> list[Path]:
@@ -117,8 +123,10 @@ class SaliencyResult:
             "task": "saliency", **self.settings,
             "images": [
                 {"name": n, "class": c, "class_name": cn, "prob": p, "predicted": pr,
-                 "files": [f"{n}_{m}.png" for m in methods] + [f"{n}_{m}_overlay.png" for m in methods]}
-                for n, c, cn, p, pr in zip(self.names, self.classes, self.class_names, self.probs, self.predicted)
+                 "files": [f"{n}_{m}.png" for m in methods] + [f"{n}_{m}_overlay.png" for m in methods],
+                 **({"ig_completeness": self.completeness[i]} if self.completeness else {})}
+                for i, (n, c, cn, p, pr) in enumerate(zip(self.names, self.classes, self.class_names, self.probs,
+                                                          self.predicted))
             ],
             "grid": "saliency_grid.png", "versions": versions(),
         }
@@ -166,19 +174,32 @@ def saliency(
     seed: int = 0,
     batch_size: int = 32,
     names: Sequence[str] | None = None,
+    layer: str | None = None,
+    steps: int = 32,
+    baseline: str = "black",
+    rule: str = "gausslegendre",
+    blur_sigma: float = 10.0,
+    window: int = 32,
+    stride: int = 16,
+    fill: float = 0.5,
 ) -> SaliencyResult:
     """Saliency maps of ``images`` (a ``B x 3 x H x W`` [0, 1] tensor, or paths / ``sample:NAME``).
 
     Args:
         target: the class to explain — an index or (fuzzy) name for all images, one per image, or
             ``None`` for each image's predicted class.
-        method: ``"vanilla"``, ``"smoothgrad"``, ``"gradxinput"``, ``"rollout"`` (ViTs), a list of
-            them, or ``"all"`` (the three gradient methods).
+        method: ``"vanilla"``, ``"smoothgrad"``, ``"gradxinput"``, ``"gradcam"``, ``"gradcam++"``,
+            ``"guided-backprop"``, ``"guided-gradcam"``, ``"ig"``, ``"occlusion"``, ``"rollout"`` (ViTs),
+            a list of them, or ``"all"`` (the three input-gradient methods).
         samples, noise: SmoothGrad's number of noisy copies and their standard deviation (pixel units).
-        seed: the SmoothGrad noise.
-        batch_size: at most this many images (noisy copies included) per forward/backward pass;
-            the maps do not depend on it.
+        seed: the SmoothGrad noise and IG's noise baseline.
+        batch_size: at most this many images (noisy copies, IG points, occluded copies included) per
+            forward/backward pass; the maps do not depend on it.
         names: output file stems (default: from the sources).
+        layer: the Grad-CAM layer (default: the last layer with a spatial map).
+        steps, baseline, rule, blur_sigma: Integrated Gradients' quadrature nodes, baseline (``"black"``,
+            ``"blur"``, ``"noise"``), rule (``"gausslegendre"`` or ``"riemann"``) and blur std in pixels.
+        window, stride, fill: occlusion's square side and step in pixels, and its grey level in [0, 1].
     """
     if model.classes is None:
         raise PreimageError(f"{model.name} is not a classifier; saliency needs class scores")
@@ -189,12 +210,25 @@ def saliency(
         raise PreimageError("noise must be >= 0")
     if batch_size < 1:
         raise PreimageError("batch size must be at least 1")
+    cfg = AttributionConfig(layer=layer, steps=steps, rule=rule, baseline=baseline, blur_sigma=blur_sigma,
+                            window=window, stride=stride, fill=fill, seed=seed, batch_size=batch_size)
+    size = pixels_size(images) or model.input_size
+    check_config(cfg, methods, size=size)
     if "rollout" in methods:
         from ..models import vit
 
         if vit.token_layout(model.net) is None:
             raise PreimageError(f"attention rollout needs a Vision Transformer (timm vit_*, deit_*); "
                                 f"{model.name} is not one")
+    if any(m in methods for m in ("gradcam", "gradcam++", "guided-gradcam")):
+        from .attribution import cam_layer
+
+        cam_layer(model, layer)  # a layer without a spatial map fails before any work
+    if any(m in methods for m in ("guided-backprop", "guided-gradcam")):
+        from .attribution import guided_relus
+
+        with guided_relus(model.net):  # so does a network without ReLUs
+            pass
     pixels, default_names = _load(model, images)
     b = pixels.shape[0]
     names = unique_names(list(names) if names is not None else default_names)
@@ -209,18 +243,35 @@ def saliency(
         if len(wanted) != b:
             raise PreimageError(f"{len(wanted)} classes for {b} images")
 
-    # clean pass, chunked: gradients, logits and (when not given) the predicted classes
+    # clean pass, chunked: logits, (when not given) the predicted classes, and the input gradient when
+    # vanilla or gradxinput needs it (a forward pass alone otherwise)
+    need_grad = "vanilla" in methods or "gradxinput" in methods
+    one_pass = set(methods) <= set(ONE_PASS)  # those passes give the logits: no clean pass
     grads, logits, classes = [], [], []
-    for s in range(0, b, batch_size):
-        g, lg, cl = gradients(model, pixels[s:s + batch_size], None if wanted is None else wanted[s:s + batch_size])
-        grads.append(g.cpu())
-        logits.append(lg.cpu())
+    for s in range(0, b if not one_pass else 0, batch_size):
+        if need_grad:
+            g, lg, cl = gradients(model, pixels[s:s + batch_size],
+                                  None if wanted is None else wanted[s:s + batch_size])
+            grads.append(g.cpu())
+        else:
+            with torch.no_grad():
+                lg = model(pixels[s:s + batch_size].to(model.device).float())
+            cl = lg.argmax(1).tolist() if wanted is None else wanted[s:s + batch_size]
+        logits.append(lg.detach().cpu())
         classes += cl
-    grad = torch.cat(grads)
-    logit = torch.cat(logits)
+    grad = torch.cat(grads) if need_grad else torch.empty(0)
     maps: dict[str, torch.Tensor] = {}
+    extra: dict[str, object] = {}
+    more: dict[str, torch.Tensor] = {}
+    new = [m for m in methods if m in ATTRIBUTION_METHODS]
+    if new:
+        more, extra = attribution_maps(model, pixels, wanted if one_pass else classes, new, cfg)
+        classes = list(extra["classes"])  # type: ignore[call-overload]
+    logit = torch.cat(logits) if logits else extra["logits"]  # type: ignore[assignment]
     for m in methods:
-        if m == "vanilla":
+        if m in ATTRIBUTION_METHODS:
+            maps[m] = more[m]
+        elif m == "vanilla":
             maps[m] = grad.abs().amax(1)
         elif m == "gradxinput":
             maps[m] = (grad * pixels).sum(1).abs()
@@ -233,26 +284,44 @@ def saliency(
             maps[m] = _smoothgrad(model, pixels, classes, samples=samples, noise=noise, seed=seed,
                                   batch_size=batch_size)
     probs = logit.float().softmax(1)
+    settings: dict[str, object] = {
+        "model": model.name, "methods": methods, "samples": samples, "noise": noise, "seed": seed,
+        "input_size": int(pixels.shape[-1]), "target": "predicted" if wanted is None else "given"}
+    if "layer" in extra:
+        settings["gradcam_layer"] = extra["layer"]
+    if "ig" in methods:
+        settings["ig"] = {"steps": steps, "baseline": baseline, "rule": rule,
+                          **({"blur_sigma": blur_sigma} if baseline == "blur" else {})}
+    if "occlusion" in methods:
+        settings["occlusion"] = {"window": window, "stride": stride, "fill": fill}
     return SaliencyResult(
         images=pixels, maps=maps, classes=classes,
         class_names=[model.classes[c] for c in classes],
         probs=[float(probs[i, c]) for i, c in enumerate(classes)],
-        predicted=logit.argmax(1).tolist(), names=names,
-        settings={"model": model.name, "methods": methods, "samples": samples, "noise": noise, "seed": seed,
-                  "input_size": int(pixels.shape[-1]), "target": "predicted" if wanted is None else "given"},
+        predicted=logit.argmax(1).tolist(), names=names, settings=settings,
+        completeness=extra.get("ig"),  # type: ignore[arg-type]
     )
 
 
+def pixels_size(images: object) -> int | None:
+    """The smaller side of a tensor of images (``None`` for paths: they are resized to the model's size)."""
+    return int(min(images.shape[-2:])) if isinstance(images, torch.Tensor) else None
+
+
 def _smoothgrad(model: Model, pixels: torch.Tensor, classes: list[int], *, samples: int, noise: float,
-                seed: int, batch_size: int) -> torch.Tensor:
+                seed: int, batch_size: int, reduce=lambda g: g.abs().amax(1)) -> torch.Tensor:
+    """The mean of ``reduce(∂S_c/∂x)`` over the noisy copies (``reduce``: the vanilla map by default)."""
     g = torch.Generator().manual_seed(seed)
     eps = torch.randn((samples, *pixels.shape[1:]), generator=g) * noise  # shared by every image
     rows = [(i, t) for i in range(pixels.shape[0]) for t in range(samples)]
-    total = torch.zeros(pixels.shape[0], *pixels.shape[-2:])
+    total: torch.Tensor | None = None
     for s in range(0, len(rows), batch_size):
         chunk = rows[s:s + batch_size]
         idx = torch.tensor([i for i, _ in chunk])
         x = pixels[idx] + eps[torch.tensor([t for _, t in chunk])]
         grad, _, _ = gradients(model, x, [classes[i] for i, _ in chunk])
-        total.index_add_(0, idx, grad.cpu().abs().amax(1))
+        r = reduce(grad.cpu())
+        total = torch.zeros(pixels.shape[0], *r.shape[1:]) if total is None else total
+        total.index_add_(0, idx, r)
+    assert total is not None
     return total / samples
