@@ -10,6 +10,8 @@ efficientnet_lite2 (the judge) classifies the reconstruction and the original ph
     python benchmarks/invert_deep.py table --jobs 2
     # 3. tabulate raw rows of (possibly partial) runs together, redraw the layer grids
     python benchmarks/invert_deep.py summary benchmarks/results/invert_deep_table*.jsonl --table --grid chelsea coffee
+    # 4. seconds per step of both recipes at the deep stages, interleaved in one process
+    python benchmarks/invert_deep.py speed --steps 40 --rounds 2
 
 ``before`` is the default preset as it was before the deep-layer recipe (``deep={}``: the same
 settings at every depth). Writes benchmarks/results/invert_deep_<mode>.{json,md}; ``table`` also
@@ -150,6 +152,31 @@ def per_photo(rows: list[dict], recipes: list[str], stages: list[str], photos: l
     return lines
 
 
+_TILE, _PAD, _LABEL, _COLS = 224, 6, 22, 5  # the layer grid's layout
+
+
+def carry_tiles(photo: str, folder: Path, recipe: str, stages: list[str]) -> list[str]:
+    """Crop the tiles of ``stages`` whose reconstruction is missing from ``folder/recipe`` out of the
+    current figure docs/images/layers_PHOTO.png (drawn by :func:`grid`, the original first, then
+    every stage): for stages whose settings have not changed, the same seed gives the same image, so
+    the figure can be redrawn without rerunning them. Returns the stages carried over."""
+    from PIL import Image
+
+    old = ROOT / "docs" / "images" / f"layers_{photo}.png"
+    if not old.exists():
+        return []
+    fig, done = Image.open(old).convert("RGB"), []
+    (folder / recipe).mkdir(parents=True, exist_ok=True)
+    for s in stages:
+        path = folder / recipe / f"{photo}_{s}.png"
+        i = 1 + STAGES.index(s)
+        x, y = _PAD + (i % _COLS) * (_TILE + _PAD), _PAD + (i // _COLS) * (_TILE + _LABEL + _PAD) + _LABEL
+        if not path.exists() and y + _TILE <= fig.height:
+            fig.crop((x, y, x + _TILE, y + _TILE)).save(path)
+            done.append(s)
+    return done
+
+
 def grid(photo: str, folder: Path, recipe: str) -> None:
     from PIL import Image, ImageDraw
 
@@ -160,7 +187,7 @@ def grid(photo: str, folder: Path, recipe: str) -> None:
         path = folder / recipe / f"{photo}_{s}.png"
         if path.exists():
             tiles.append((s, Image.open(path).convert("RGB")))
-    w, pad, label, cols = 224, 6, 22, 5
+    w, pad, label, cols = _TILE, _PAD, _LABEL, _COLS
     rows = (len(tiles) + cols - 1) // cols
     canvas = Image.new("RGB", (cols * (w + pad) + pad, rows * (w + label + pad) + pad), "white")
     draw = ImageDraw.Draw(canvas)
@@ -216,6 +243,8 @@ def main() -> None:
     ap.add_argument("--tag", default="", help="suffix of the results files")
     ap.add_argument("--table", action="store_true", help="summary: fill 'before' from 'default' where only it ran")
     ap.add_argument("--grid", nargs="*", default=[], help="summary: redraw docs/images/layers_PHOTO.png")
+    ap.add_argument("--carry", nargs="*", default=[],
+                    help="summary with --grid: stages whose tiles come from the current figure (unchanged settings)")
     args = ap.parse_args()
     if args.mode == "summary":  # tabulate raw rows kept by earlier (possibly stopped) runs
         rows = [json.loads(ln) for f in args.files for ln in Path(f).read_text().splitlines() if ln.strip()]
@@ -231,6 +260,9 @@ def main() -> None:
         runs = sum(not r.get("same_as_default") for r in rows)
         lines.append(f"{runs} inversions from {', '.join(Path(f).name for f in args.files)}.")
         for ph in args.grid:
+            carried = carry_tiles(ph, RESULTS / "invert_deep_table", "default", args.carry)
+            if carried:
+                lines.append(f"{ph}: the tiles of {', '.join(carried)} are carried over from the previous figure.")
             grid(ph, RESULTS / "invert_deep_table", "default")
         (RESULTS / f"invert_deep_summary{args.tag}.md").write_text("\n".join(lines) + "\n")
         print("\n".join(lines))
