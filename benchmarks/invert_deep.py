@@ -11,7 +11,7 @@ efficientnet_lite2 (the judge) classifies the reconstruction and the original ph
     # 3. tabulate raw rows of (possibly partial) runs together, redraw the layer grids
     python benchmarks/invert_deep.py summary benchmarks/results/invert_deep_table*.jsonl --table --grid chelsea coffee
     # 4. seconds per step of both recipes at the deep stages, interleaved in one process
-    python benchmarks/invert_deep.py speed --steps 40 --rounds 2
+    python benchmarks/invert_deep.py speed --steps 8 --rounds 3
 
 ``before`` is the default preset as it was before the deep-layer recipe (``deep={}``: the same
 settings at every depth). Writes benchmarks/results/invert_deep_<mode>.{json,md}; ``table`` also
@@ -206,8 +206,10 @@ def speed(stages: list[str], steps: int, rounds: int, tag: str = "") -> None:
     torch.set_num_threads(1)
     from preimage.tasks.invert import invert
 
-    model, _ = _models()
-    invert(model, "sample:chelsea", layers=[stages[0]], steps=5, deep={})  # warm-up
+    import preimage
+
+    model = preimage.load_model("efficientnet_lite0")  # no judge: only the steps are timed
+    invert(model, "sample:chelsea", layers=[stages[0]], steps=2, deep={})  # warm-up
     times: dict = {(s, r): [] for s in stages for r in ("before", "default")}
     for _ in range(rounds):
         for s in stages:
