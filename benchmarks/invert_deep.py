@@ -10,6 +10,8 @@ efficientnet_lite2 (the judge) classifies the reconstruction and the original ph
     python benchmarks/invert_deep.py table --jobs 2
     # 3. tabulate raw rows of (possibly partial) runs together, redraw the layer grids
     python benchmarks/invert_deep.py summary benchmarks/results/invert_deep_table*.jsonl --table --grid chelsea coffee
+    # 4. seconds per step of both recipes at the deep stages, interleaved in one process
+    python benchmarks/invert_deep.py speed --steps 8 --rounds 3
 
 ``before`` is the default preset as it was before the deep-layer recipe (``deep={}``: the same
 settings at every depth). Writes benchmarks/results/invert_deep_<mode>.{json,md}; ``table`` also
@@ -45,6 +47,25 @@ CANDIDATES: dict[str, dict] = {
                       "color_weight": 0.05},
     "fourier_stats_slow": {"deep": {}, "param": "fourier", "lr": 0.02, "lr_stride": 0, "init_scale": 0.01,
                            "color_weight": 0.05},
+    # third round: detail and geometry (lower TV, slower or flatter spectra, a Laplacian pyramid,
+    # transformation robustness: jitter 8 px, zoom ±10 %, rotation ±5°)
+    "px_tv": {"deep": {}, "lambda_tv": 0.1},
+    "px_rob": {"deep": {}, "jitter": 8, "jitter_stride": 4, "scale_jitter": 0.1, "rotate": 5},
+    "px_tv_rob": {"deep": {}, "lambda_tv": 0.1, "jitter": 8, "jitter_stride": 4, "scale_jitter": 0.1, "rotate": 5},
+    "px_tv_stats": {"deep": {}, "lambda_tv": 0.1, "color_weight": 0.05},
+    "pyr": {"deep": {}, "param": "pyramid"},
+    "pyr_tv": {"deep": {}, "param": "pyramid", "lambda_tv": 0.1},
+    "pyr_tv_rob": {"deep": {}, "param": "pyramid", "lambda_tv": 0.1, "jitter": 8, "jitter_stride": 4,
+                   "scale_jitter": 0.1, "rotate": 5},
+    # fourth round: the pyramid with a middle TV weight, and with the colour-statistics prior
+    "pyr_tv2": {"deep": {}, "param": "pyramid", "lambda_tv": 0.2},
+    "pyr_tv2_stats": {"deep": {}, "param": "pyramid", "lambda_tv": 0.2, "color_weight": 0.05},
+    "pyr_dec": {"deep": {}, "param": "pyramid", "decorrelate": True},
+    "pyr_dec_tv2": {"deep": {}, "param": "pyramid", "decorrelate": True, "lambda_tv": 0.2},
+    "fourier_flat": {"deep": {}, "param": "fourier", "lr": 0.05, "lr_stride": 0, "init_scale": 0.01,
+                     "color_weight": 0.05, "fourier_decay": 0.5},
+    "fourier_tv": {"deep": {}, "param": "fourier", "lr": 0.05, "lr_stride": 0, "init_scale": 0.01,
+                   "color_weight": 0.05, "lambda_tv": 0.1},
 }
 
 _CACHE: dict = {}
@@ -131,6 +152,31 @@ def per_photo(rows: list[dict], recipes: list[str], stages: list[str], photos: l
     return lines
 
 
+_TILE, _PAD, _LABEL, _COLS = 224, 6, 22, 5  # the layer grid's layout
+
+
+def carry_tiles(photo: str, folder: Path, recipe: str, stages: list[str]) -> list[str]:
+    """Crop the tiles of ``stages`` whose reconstruction is missing from ``folder/recipe`` out of the
+    current figure docs/images/layers_PHOTO.png (drawn by :func:`grid`, the original first, then
+    every stage): for stages whose settings have not changed, the same seed gives the same image, so
+    the figure can be redrawn without rerunning them. Returns the stages carried over."""
+    from PIL import Image
+
+    old = ROOT / "docs" / "images" / f"layers_{photo}.png"
+    if not old.exists():
+        return []
+    fig, done = Image.open(old).convert("RGB"), []
+    (folder / recipe).mkdir(parents=True, exist_ok=True)
+    for s in stages:
+        path = folder / recipe / f"{photo}_{s}.png"
+        i = 1 + STAGES.index(s)
+        x, y = _PAD + (i % _COLS) * (_TILE + _PAD), _PAD + (i // _COLS) * (_TILE + _LABEL + _PAD) + _LABEL
+        if not path.exists() and y + _TILE <= fig.height:
+            fig.crop((x, y, x + _TILE, y + _TILE)).save(path)
+            done.append(s)
+    return done
+
+
 def grid(photo: str, folder: Path, recipe: str) -> None:
     from PIL import Image, ImageDraw
 
@@ -141,7 +187,7 @@ def grid(photo: str, folder: Path, recipe: str) -> None:
         path = folder / recipe / f"{photo}_{s}.png"
         if path.exists():
             tiles.append((s, Image.open(path).convert("RGB")))
-    w, pad, label, cols = 224, 6, 22, 5
+    w, pad, label, cols = _TILE, _PAD, _LABEL, _COLS
     rows = (len(tiles) + cols - 1) // cols
     canvas = Image.new("RGB", (cols * (w + pad) + pad, rows * (w + label + pad) + pad), "white")
     draw = ImageDraw.Draw(canvas)
@@ -152,11 +198,46 @@ def grid(photo: str, folder: Path, recipe: str) -> None:
     canvas.save(ROOT / "docs" / "images" / f"layers_{photo}.png")
 
 
+def speed(stages: list[str], steps: int, rounds: int, tag: str = "") -> None:
+    """Seconds per step of ``before`` and ``default`` at each stage, in one process on one thread,
+    the two recipes interleaved round by round (so both see the same machine load); median of rounds."""
+    import torch
+
+    torch.set_num_threads(1)
+    from preimage.tasks.invert import invert
+
+    import preimage
+
+    model = preimage.load_model("efficientnet_lite0")  # no judge: only the steps are timed
+    invert(model, "sample:chelsea", layers=[stages[0]], steps=2, deep={})  # warm-up
+    times: dict = {(s, r): [] for s in stages for r in ("before", "default")}
+    for _ in range(rounds):
+        for s in stages:
+            for r in ("before", "default"):
+                over = {**(CANDIDATES["before"] if r == "before" else {}), "steps": steps,
+                        "decay_steps": (int(round(steps * 0.8)),)}
+                res = invert(model, "sample:chelsea", layers=[s], **over)
+                times[(s, r)].append(res.result.seconds / res.result.steps)
+    lines = ["| stage | before s/step | default s/step | ratio |", "|---|---|---|---|"]
+    rows = []
+    for s in stages:
+        b, d = statistics.median(times[(s, "before")]), statistics.median(times[(s, "default")])
+        rows.append({"stage": s, "before": b, "default": d, "all": {r: times[(s, r)] for r in ("before", "default")}})
+        lines.append(f"| {s} | {b * 1000:.1f} ms | {d * 1000:.1f} ms | {d / b:.2f} |")
+    lines.append(f"chelsea, {steps} steps per run, median of {rounds} rounds, one thread.")
+    (RESULTS / f"invert_deep_speed{tag}.json").write_text(json.dumps({"steps": steps, "rounds": rounds,
+                                                                      "rows": rows}, indent=2) + "\n")
+    (RESULTS / f"invert_deep_speed{tag}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("mode", choices=["screen", "table", "summary"])
+    ap.add_argument("mode", choices=["screen", "table", "summary", "speed"])
     ap.add_argument("files", nargs="*", help="summary: raw .jsonl results to tabulate together")
-    ap.add_argument("--recipes", nargs="+", default=None, help="screen: candidates (default: all)")
+    ap.add_argument("--recipes", nargs="+", default=None,
+                    help="screen: candidates (default: all); table: before and/or default (default: both)")
+    ap.add_argument("--rounds", type=int, default=3, help="speed: rounds (the median is reported)")
     ap.add_argument("--photos", nargs="+", default=None)
     ap.add_argument("--stages", nargs="+", default=None)
     ap.add_argument("--steps", type=int, default=None, help="shorter runs (default: the preset's)")
@@ -164,6 +245,8 @@ def main() -> None:
     ap.add_argument("--tag", default="", help="suffix of the results files")
     ap.add_argument("--table", action="store_true", help="summary: fill 'before' from 'default' where only it ran")
     ap.add_argument("--grid", nargs="*", default=[], help="summary: redraw docs/images/layers_PHOTO.png")
+    ap.add_argument("--carry", nargs="*", default=[],
+                    help="summary with --grid: stages whose tiles come from the current figure (unchanged settings)")
     args = ap.parse_args()
     if args.mode == "summary":  # tabulate raw rows kept by earlier (possibly stopped) runs
         rows = [json.loads(ln) for f in args.files for ln in Path(f).read_text().splitlines() if ln.strip()]
@@ -179,9 +262,15 @@ def main() -> None:
         runs = sum(not r.get("same_as_default") for r in rows)
         lines.append(f"{runs} inversions from {', '.join(Path(f).name for f in args.files)}.")
         for ph in args.grid:
+            carried = carry_tiles(ph, RESULTS / "invert_deep_table", "default", args.carry)
+            if carried:
+                lines.append(f"{ph}: the tiles of {', '.join(carried)} are carried over from the previous figure.")
             grid(ph, RESULTS / "invert_deep_table", "default")
         (RESULTS / f"invert_deep_summary{args.tag}.md").write_text("\n".join(lines) + "\n")
         print("\n".join(lines))
+        return
+    if args.mode == "speed":
+        speed(args.stages or DEEP, args.steps or 60, args.rounds, args.tag)
         return
     if args.mode == "screen":
         recipes = args.recipes or list(CANDIDATES)
@@ -189,7 +278,7 @@ def main() -> None:
         photos, stages = args.photos or ["chelsea"], args.stages or ["blocks.5", "conv_head"]
         jobs = [(r, table[r], ph, s, args.steps, "screen") for r in recipes for ph in photos for s in stages]
     else:
-        recipes = ["before", "default"]
+        recipes = args.recipes or ["before", "default"]
         photos, stages = args.photos or ["chelsea", "coffee", "astronaut"], args.stages or STAGES
         same = shallow_stages(stages)
         jobs = []
@@ -199,6 +288,8 @@ def main() -> None:
                     if r == "before" and s in same:
                         continue  # the default preset is today's default there: one run serves both
                     jobs.append((r, CANDIDATES["before"] if r == "before" else {}, ph, s, args.steps, "table"))
+                if "default" not in recipes and s in same:  # one run serves both columns there
+                    jobs.append(("default", {}, ph, s, args.steps, "table"))
         jobs.sort(key=lambda j: j[3] in same)  # the stages where the recipes differ first
     t0 = time.perf_counter()
     rows = []

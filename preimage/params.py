@@ -7,6 +7,8 @@ as the original inversion script optimizes) and may constrain itself after each 
 - :class:`Pixels`: one free value per pixel, optionally kept in a box (the bounded-range constraint).
 - :class:`Upsampled`: free pixels on a coarser grid, bilinearly upsampled to the full size (the
   first phase of coarse-to-fine optimization).
+- :class:`Pyramid`: a Laplacian pyramid of free levels, each bilinearly upsampled and summed, so
+  coarse structure moves as fast as fine detail under Adam (a multi-scale pixel image).
 - :class:`Fourier`: a scaled Fourier spectrum with decorrelated colour and a sigmoid (as Lucid's
   ``fft_image`` + ``to_valid_rgb``), which favours smooth, natural-looking images.
 - :class:`Latent`: the image is a frozen generator's output ``G(z)`` and ``z`` is what moves, so
@@ -19,7 +21,7 @@ import math
 import torch
 from torch import nn
 
-__all__ = ["ImageParam", "Pixels", "Upsampled", "Fourier", "Latent"]
+__all__ = ["ImageParam", "Pixels", "Upsampled", "Pyramid", "Fourier", "Latent"]
 
 
 class ImageParam(nn.Module):
@@ -107,6 +109,78 @@ class Upsampled(ImageParam):
 _COLOR_SQRT = torch.tensor([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]])
 
 
+class Pyramid(ImageParam):
+    """A Laplacian pyramid of ``levels`` free tensors: level k lives on a grid 2^k times coarser than
+    the image, and the image is their sum, each bilinearly upsampled (align_corners=False):
+
+        x = Σ_k up_k(L_k),   k = 0 … levels − 1
+
+    Every value of level k moves a 2^k × 2^k patch, so an optimizer with per-parameter steps (Adam)
+    moves coarse structure (layout, colour) as fast as fine detail: a multi-scale pixel image (as
+    Lucid's Laplacian-pyramid parameterization). Started from ``init`` (the coarsest level holds
+    its area-downsampled copy, each finer level what the coarser ones miss, so the sum is ``init``)
+    and, with ``bounds``, kept in the box in image space: after each step the finest level absorbs
+    ``clamp(x) − x``, the exact projection of the image, the coarse levels untouched.
+
+    With ``decorrelate``, the levels hold colour in ImageNet's decorrelated basis (as :class:`Fourier`):
+    ``x = M Σ_k up_k(L_k)`` with ``M`` the square root of the pixel colour covariance scaled so its
+    largest column has norm 1; equal steps on the levels then move brightness most and hue least, so
+    the image does not drift into colours no photo has.
+    """
+
+    space = "pixel"
+
+    def __init__(self, init: torch.Tensor, *, levels: int = 4, bounds: tuple[float, float] | None = None,
+                 decorrelate: bool = False):
+        super().__init__()
+        if levels < 1:
+            raise ValueError(f"levels must be >= 1, not {levels}")
+        self.size = tuple(init.shape[-2:])
+        self.bounds = bounds
+        self.decorrelate = decorrelate and init.shape[1] == 3  # colour decorrelation is for RGB only
+        color = _COLOR_SQRT / _COLOR_SQRT.norm(dim=0).max()
+        self.register_buffer("color", color.to(init))
+        self.register_buffer("uncolor", torch.linalg.inv(color).to(init))
+        self.sizes = [(max(1, self.size[0] >> k), max(1, self.size[1] >> k)) for k in range(levels)]
+        self.levels = nn.ParameterList([nn.Parameter(torch.zeros(*init.shape[:2], *s, dtype=init.dtype,
+                                                                 device=init.device)) for s in self.sizes])
+        self.set_(init.detach())
+
+    def _up(self, x: torch.Tensor) -> torch.Tensor:
+        if tuple(x.shape[-2:]) == self.size:
+            return x
+        return torch.nn.functional.interpolate(x, size=self.size, mode="bilinear", align_corners=False)
+
+    def _mix(self, x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("bchw,dc->bdhw", x, m) if self.decorrelate else x
+
+    def forward(self) -> torch.Tensor:
+        out = self.levels[0]
+        for level in list(self.levels)[1:]:
+            out = out + self._up(level)
+        return self._mix(out, self.color)
+
+    @torch.no_grad()
+    def project_(self) -> None:
+        if self.bounds is not None:
+            x = self.forward()
+            self.levels[0].add_(self._mix(x.clamp(*self.bounds) - x, self.uncolor))
+
+    @torch.no_grad()
+    def set_(self, image: torch.Tensor) -> None:
+        image = self._mix(image.to(self.levels[0]), self.uncolor)
+        downs = [image] + [torch.nn.functional.interpolate(image, size=s, mode="area") for s in self.sizes[1:]]
+        self.levels[-1].copy_(downs[-1])
+        for k in range(len(self.sizes) - 2, -1, -1):  # each level: what the coarser ones leave out
+            coarser = torch.nn.functional.interpolate(downs[k + 1], size=self.sizes[k], mode="bilinear",
+                                                      align_corners=False)
+            self.levels[k].copy_(downs[k] - coarser)
+        # the sum of upsampled levels is only approximately `image` (bilinear up of a bilinear up is not
+        # one bilinear up): the finest level takes up the difference, so the sum is exact
+        self.levels[0].add_(image - self._mix(self.forward(), self.uncolor))
+        self.project_()
+
+
 def _freqs(h: int, w: int) -> torch.Tensor:
     fy = torch.fft.fftfreq(h)[:, None]
     fx = torch.fft.rfftfreq(w)[None, :]
@@ -149,8 +223,15 @@ class Fourier(ImageParam):
         return torch.sigmoid(self._linear())
 
     @torch.no_grad()
-    def set_(self, image: torch.Tensor) -> None:
-        raise NotImplementedError("a Fourier image is restored through its spectrum")
+    def set_(self, image: torch.Tensor, eps: float = 1e-3) -> None:
+        """The spectrum whose image is ``image`` (clamped to [eps, 1 − eps], where the sigmoid is
+        invertible): logit, colour correlation undone, rfft2, divided by the frequency scale; so a
+        Fourier image can continue from any picture (a two-stage recipe, a restored state)."""
+        img = torch.logit(image.to(self.scale.dtype).clamp(eps, 1 - eps)) * 4.0
+        if self.decorrelate:
+            img = torch.einsum("bdhw,cd->bchw", img, torch.linalg.inv(self.color.to(img.dtype)))
+        spec = torch.fft.rfft2(img, s=self.shape[-2:]) / self.scale
+        self.spectrum.copy_(torch.view_as_real(spec).to(self.spectrum))
 
 
 class Latent(ImageParam):

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-__all__ = ["Transform", "jitter", "random_scale", "compose", "gaussian_blur", "repeat", "color_shift",
+__all__ = ["Transform", "jitter", "random_scale", "random_affine", "compose", "gaussian_blur", "repeat", "color_shift",
            "gaussian_noise", "ensemble"]
 
 Transform = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
@@ -104,6 +104,27 @@ def random_scale(scales: Sequence[float]) -> Transform:
         if s == 1:
             return x
         return F.interpolate(x, scale_factor=s, mode="bilinear", align_corners=False)
+
+    return fn
+
+
+def random_affine(scale: float = 0.0, degrees: float = 0.0) -> Transform:
+    """Zoom by a factor ``exp(u)``, ``u ~ U(-log(1 + scale), log(1 + scale))``, and rotate by an angle
+    ``~ U(-degrees, degrees)`` about the centre, one draw for the batch, bilinear with reflected borders
+    (the image keeps its size): the small random scalings and rotations of feature visualization
+    (Olah et al. 2017, "Feature Visualization", transformation robustness), which keep an optimized
+    image from leaning on one exact pixel grid."""
+
+    def fn(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        if scale <= 0 and degrees <= 0:
+            return x
+        u = torch.rand(2, generator=g) * 2 - 1
+        zoom = float(torch.exp(u[0] * torch.log1p(torch.tensor(max(scale, 0.0)))))
+        angle = float(u[1]) * max(degrees, 0.0) * torch.pi / 180
+        c, s = torch.cos(torch.tensor(angle)) / zoom, torch.sin(torch.tensor(angle)) / zoom
+        theta = torch.tensor([[c, -s, 0.0], [s, c, 0.0]], dtype=x.dtype, device=x.device)
+        grid = F.affine_grid(theta.expand(x.shape[0], 2, 3), list(x.shape), align_corners=False)
+        return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
     return fn
 

@@ -272,7 +272,9 @@ def test_settings_the_user_gives_win_over_the_deep_recipe(tiny_model):
     cfg = config_for("default", **{key: value})
     assert key not in cfg.deep and getattr(recipe_for(cfg, 1e9), key) == value
     assert key in INVERT_PRESETS["default"].deep  # the preset itself is left intact
-    assert config_for("default", init="sample:coffee").deep == {}  # the Fourier recipe starts from noise
+    # a pyramid starts from any image; a Fourier image starts from noise, so its recipe gives way
+    assert config_for("default", init="sample:coffee").deep == INVERT_PRESETS["default"].deep
+    assert config_for("default", deep={"param": "fourier", "lr": 0.05}, init="sample:coffee").deep == {}
     assert config_for("default", init="noise").deep == INVERT_PRESETS["default"].deep
     assert config_for("pixels").deep == {} and recipe_for(config_for("pixels"), 1e9).param == "pixels"
     with pytest.raises(PreimageError, match="deep-layer recipe"):
@@ -297,6 +299,51 @@ def test_fourier_parameterization_inverts_and_stays_in_range(tiny_model):
     assert 0 <= inv.image.min() and inv.image.max() <= 1
     with pytest.raises(PreimageError, match="fourier"):
         config_for("default", param="fourier", init="zeros")
+
+
+def test_pyramid_parameterization_inverts_stays_in_range_and_can_start_from_an_image(tiny_model):
+    ref = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+    inv = invert(tiny_model, ref, layers=["conv2"], steps=40, param="pyramid", pyramid_levels=3, jitter=0,
+                 deep={})
+    first, last = inv.history[0]["rec[conv2]"], inv.history[-1]["rec[conv2]"]
+    assert last < 0.5 * first
+    assert 0 <= inv.image.min() and inv.image.max() <= 1
+    # one step at a tiny rate from a flat start: the pyramid starts exactly there
+    start = invert(tiny_model, ref, layers=["conv2"], steps=1, param="pyramid", init="zeros", lr=1e-6, jitter=0,
+                   deep={})
+    assert torch.allclose(start.image, torch.full_like(ref, 0.5), atol=1e-4)
+    with pytest.raises(PreimageError, match="pyramid"):
+        config_for("default", param="pyramid", pyramid_levels=0)
+    with pytest.raises(PreimageError, match="did you mean 'pyramid'"):
+        config_for("default", param="pyramd")
+
+
+def test_robustness_transforms_act_in_the_jitter_phase_only_and_are_seeded(tiny_model):
+    from preimage.tasks import invert as inv_mod
+
+    seen = []
+    real = inv_mod.random_affine
+
+    def spy(scale, degrees):
+        inner = real(scale, degrees)
+
+        def fn(x, g):
+            seen.append(True)
+            return inner(x, g)
+        return fn
+
+    ref = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+    kw = dict(layers=["conv2"], steps=10, jitter_until=0.5, scale_jitter=0.1, rotate=5, deep={})
+    try:
+        inv_mod.random_affine = spy
+        a = invert(tiny_model, ref, **kw)
+    finally:
+        inv_mod.random_affine = real
+    assert len(seen) == 5  # the first half of the steps
+    b = invert(tiny_model, ref, **kw)
+    assert torch.equal(a.image, b.image)
+    with pytest.raises(PreimageError, match="rotate"):
+        config_for("default", rotate=-1)
 
 
 def test_coarse_to_fine_starts_smooth_and_continues_the_same_run(tiny_model):

@@ -189,3 +189,16 @@ def test_progress_bar_goes_to_stderr_and_can_be_off(tiny_model, capsys):
     assert captured.out == ""
     optimize(Pixels(_noise()), l2(space="pixel"), tiny_model, steps=2, progress=False)
     assert capsys.readouterr() == ("", "")
+
+
+def test_random_affine_keeps_the_size_is_seeded_and_is_the_identity_when_off():
+    from preimage.transforms import random_affine
+
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    t = random_affine(0.2, 10)
+    a, b = t(x, torch.Generator().manual_seed(4)), t(x, torch.Generator().manual_seed(4))
+    assert a.shape == x.shape and torch.equal(a, b) and not torch.allclose(a, x, atol=1e-3)
+    assert torch.equal(random_affine(0, 0)(x, torch.Generator()), x)
+    grad = torch.rand(1, 3, 8, 8, requires_grad=True)
+    random_affine(0.1, 5)(grad, torch.Generator().manual_seed(1)).sum().backward()
+    assert grad.grad is not None and grad.grad.abs().sum() > 0

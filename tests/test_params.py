@@ -1,10 +1,11 @@
-"""Image parameterizations: Pixels (spaces, bounds, restore) and Fourier (valid range, seeding, shapes)."""
+"""Image parameterizations: Pixels (spaces, bounds, restore), Fourier (valid range, seeding, shapes) and
+Pyramid (exact start, coarse levels, projection)."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from preimage.params import Fourier, Pixels
+from preimage.params import Fourier, Pixels, Pyramid
 
 
 def test_pixels_start_at_init_and_are_a_copy():
@@ -71,3 +72,70 @@ def test_fourier_favours_low_frequencies():
     a, b = x[:, :, :-1].flatten(), x[:, :, 1:].flatten()
     corr = torch.corrcoef(torch.stack([a, b]))[0, 1]
     assert corr > 0.5
+
+
+# -- Laplacian pyramid ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 16, 16), (2, 3, 15, 22)])
+@pytest.mark.parametrize("decorrelate", [False, True])
+def test_pyramid_starts_exactly_at_init_with_one_level_per_octave(shape, decorrelate):
+    init = torch.rand(shape)
+    p = Pyramid(init, levels=3, decorrelate=decorrelate)
+    assert torch.allclose(p(), init, atol=1e-6) and p.space == "pixel"
+    h, w = shape[-2:]
+    assert [tuple(q.shape[-2:]) for q in p.levels] == [(h, w), (h // 2, w // 2), (h // 4, w // 4)]
+    # the coarsest level holds the image's coarse copy, the finer ones only what it misses
+    coarse = p._mix(p._up(p.levels[-1]), p.color)
+    assert torch.allclose(coarse.mean((-2, -1)), init.mean((-2, -1)), atol=0.02)
+    assert p.levels[0].mean().abs() < 0.05
+
+
+def test_pyramid_coarse_level_moves_whole_patches():
+    p = Pyramid(torch.full((1, 3, 16, 16), 0.5), levels=3)
+    with torch.no_grad():
+        p.levels[2][..., 0, 0] += 0.2  # one value of the 4x4 grid
+    d = p() - 0.5
+    assert d[..., :4, :4].min() > 0.05  # a 4x4 patch (and then some, bilinearly) moves
+    assert d[..., 12:, 12:].abs().max() < 1e-6  # the far corner does not
+
+
+@pytest.mark.parametrize("decorrelate", [False, True])
+def test_pyramid_projection_keeps_the_image_in_the_box_and_the_coarse_levels(decorrelate):
+    p = Pyramid(torch.rand(1, 3, 8, 8), levels=2, bounds=(0.0, 1.0), decorrelate=decorrelate)
+    with torch.no_grad():
+        p.levels[1].add_(3.0)
+    coarse = p.levels[1].detach().clone()
+    before = p().detach()
+    p.project_()
+    assert torch.allclose(p(), before.clamp(0, 1), atol=1e-6)
+    assert torch.equal(p.levels[1], coarse)
+
+
+def test_pyramid_gradient_reaches_every_level():
+    p = Pyramid(torch.rand(1, 3, 16, 16), levels=4)
+    p().sum().backward()
+    assert all(q.grad is not None and q.grad.abs().sum() > 0 for q in p.levels)
+    with pytest.raises(ValueError, match="levels"):
+        Pyramid(torch.rand(1, 3, 8, 8), levels=0)
+
+
+def test_fourier_set_finds_the_spectrum_of_an_image():
+    for shape, decorrelate in [((1, 3, 16, 16), True), ((2, 3, 15, 22), True), ((1, 1, 8, 9), False)]:
+        f = Fourier(shape, generator=torch.Generator().manual_seed(0), decorrelate=decorrelate)
+        x = torch.rand(shape, generator=torch.Generator().manual_seed(1)) * 0.9 + 0.05
+        f.set_(x)
+        assert torch.allclose(f(), x, atol=1e-5)
+
+
+def test_decorrelated_pyramid_moves_brightness_more_than_hue():
+    p = Pyramid(torch.full((1, 3, 8, 8), 0.5), levels=1, decorrelate=True)
+    with torch.no_grad():
+        p.levels[0][:, 0] += 0.1  # the first basis direction: grey
+    d0 = (p() - 0.5)[0, :, 0, 0]
+    with torch.no_grad():
+        p.levels[0][:, 0] -= 0.1
+        p.levels[0][:, 2] += 0.1  # the last: a colour contrast
+    d2 = (p() - 0.5)[0, :, 0, 0]
+    assert (d0 > 0).all() and d0.std() < 0.1 * d0.mean()  # all channels together
+    assert d2.norm() < 0.3 * d0.norm()

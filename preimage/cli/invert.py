@@ -46,7 +46,7 @@ def add_parser(sub) -> None:
                         "(default: a middle layer of the model; original preset: avgpool)")
     p.add_argument("--preset", choices=["default", "pixels", "fast", "natural", "original", "shallow"], default=None,
                    help="default: natural pre-image objective with Adam, tuned per depth (from stride 32: "
-                        "Fourier parameterization + colour-statistics prior); pixels: the same on free pixels at every "
+                        "a Laplacian-pyramid image, λ_TV 0.2); pixels: the same on free pixels at every "
                         "depth; fast: the same without "
                         "jitter, 200 steps; natural: IJCV 2016 with SGD; original: the original script; "
                         "shallow: HOG/DSIFT (default: 'default', 'shallow' for hog/dsift, or 'original' when "

@@ -19,12 +19,13 @@ Presets (``INVERT_PRESETS``; every field can be overridden):
   pixels kept in the box, C = 1, λ_α = 0.01, λ_TV = 0.4·min(1, s/32) and jitter of min(4, s/8)
   pixels for the first 40% of the steps, where s is the stride of the target layer: shallow layers
   pin the image down and need less TV and jitter; deep layers settle better with smaller steps.
-  From stride 32 on (``deep_stride``) the image is a decorrelated-colour Fourier spectrum through a
-  sigmoid (:class:`~preimage.params.Fourier`, Adam at lr 0.05) with a colour-statistics prior
-  ``λ_c Σ_c [(μ_c − μ*_c)² + (σ_c − σ*_c)²] / σ*_c²`` (``DEEP_RECIPE``): deep features leave colour
-  and contrast free, and free pixels turn into a grey haze with rainbow texture there.
-- ``pixels``: the default preset without its deep-layer recipe (free pixels at every depth): closer
-  to the photo in PSNR at deep layers, but grey and hazy there and less often recognised.
+  From stride 32 on (``deep_stride``) the image is a Laplacian pyramid of free levels
+  (:class:`~preimage.params.Pyramid`, ``x = Σ_k up_k(L_k)``, six octaves) with λ_TV = 0.2
+  (``DEEP_RECIPE``): deep features leave layout, colour and contrast loosely pinned, and free pixels
+  turn into a grey haze with rainbow texture there; the pyramid moves coarse structure as fast as
+  detail and keeps the photo's layout and colours better.
+- ``pixels``: the default preset without its deep-layer recipe (free pixels at every depth): the
+  grey, hazy pre-images of deep layers that the default had before.
 - ``fast``: the default objective without jitter, Adam at lr 0.02 (×0.1 at step 150), 200 steps:
   a quick look, and the fastest way to a low feature error (it can leave more noise at deep layers).
 - ``shallow``: HOG and dense SIFT (``--model hog`` / ``dsift``), after the CVPR 2015 paper: 800
@@ -58,8 +59,8 @@ from ..layers import FeatureExtractor, parse_layer_spec, resolve_layer
 from ..models import Model
 from ..objectives import Objective, alpha_norm, feature_loss, total_variation
 from ..optimize import Result, optimize, step_schedule
-from ..params import Fourier, Pixels, Upsampled
-from ..transforms import Transform, compose, ensemble, jitter
+from ..params import Fourier, Pixels, Pyramid, Upsampled
+from ..transforms import Transform, compose, ensemble, jitter, random_affine
 from ..validate import check_config, check_number
 from .classify import predict
 
@@ -97,6 +98,8 @@ class InvertConfig:
     jitter_until: float = 0.4        # fraction of the steps that use jitter
     jitter_stride: float | None = 8.0  # cap the jitter at s / jitter_stride pixels (s: layer stride);
                                      # a shift finer than the layer's grid only blurs shallow layers
+    scale_jitter: float = 0.0        # during the jitter phase, also zoom by up to ×(1 ± this) ...
+    rotate: float = 0.0              # ... and rotate by up to ± this many degrees (transforms.random_affine)
     copies: int = 1                  # augmentation ensembling during the jitter phase (Ghiasi et al.
                                      # 2022): copies of each image per step, each jittered on its own
     color_shift: float = 0.0         # ... and colour-shifted per copy: x*exp(U(-s, s)) + U(-s, s) (0: off)
@@ -105,7 +108,10 @@ class InvertConfig:
     finish_optimizer: str = "lbfgs"  # ... this one ...
     finish_lr: float = 1.0           # ... at this learning rate (a two-phase schedule)
     param: str = "pixels"            # pixels: one free value per pixel | fourier: decorrelated-colour
-                                     # Fourier spectrum through a sigmoid (params.Fourier)
+                                     # Fourier spectrum through a sigmoid (params.Fourier) | pyramid: a
+                                     # Laplacian pyramid of free levels (params.Pyramid)
+    pyramid_levels: int = 6          # pyramid: number of levels (the coarsest 2^(levels-1) times coarser)
+    decorrelate: bool = False        # pyramid: levels in ImageNet's decorrelated colour basis
     fourier_decay: float = 1.0       # fourier: the spectrum is scaled by 1 / f^decay
     tv_end: float = 1.0              # λ_TV schedule: the weight goes linearly from λ_TV to tv_end·λ_TV
                                      # over the run (1: constant)
@@ -138,11 +144,10 @@ _NATURAL = InvertConfig(
     init="noise", init_scale=0.05, seed=0,
 )
 #: the deep-layer part of the default preset (stride >= 32: blocks.5, blocks.6 and conv_head of the
-#: EfficientNet-Lites): the decorrelated-colour Fourier parameterization with Adam at lr 0.05 (no
-#: stride rule) and the colour-statistics prior; everything else as at shallower layers
-#: (benchmarks/invert_deep.py, docs/inversion.md)
-DEEP_RECIPE: dict[str, Any] = {"param": "fourier", "lr": 0.05, "lr_stride": 0, "init_scale": 0.01,
-                               "color_weight": 0.05}
+#: EfficientNet-Lites): the image is a Laplacian pyramid of six levels (params.Pyramid), so layout and
+#: colour move as fast as detail, with half the TV weight (λ_TV 0.2); everything else (Adam at the
+#: stride-ruled lr, jitter, steps) as at shallower layers (benchmarks/invert_deep.py, docs/inversion.md)
+DEEP_RECIPE: dict[str, Any] = {"param": "pyramid", "lambda_tv": 0.2}
 _DEFAULT = InvertConfig(deep_stride=32.0, deep=dict(DEEP_RECIPE))
 _SHALLOW = InvertConfig(
     steps=800, optimizer="adam", lr=0.05, decay_factor=0.1, decay_steps=(200, 400, 600),
@@ -169,10 +174,11 @@ def config_for(preset: str = "default", **overrides: Any) -> InvertConfig:
 
 def _user_wins(deep: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     """The depth-aware overrides ``deep`` without the fields the user set (a copy: presets stay intact).
-    A recipe that changes the parameterization is dropped whole when the user sets ``space``, ``param``
-    or an ``init`` other than noise (it starts from noise in pixel space)."""
+    A recipe that changes the parameterization is dropped whole when the user sets ``space`` or
+    ``param``, and a Fourier one also when the user starts from an image or zeros (it starts from
+    noise); a pyramid starts from any image."""
     if "param" in deep and (overrides.get("space") is not None or overrides.get("param") is not None
-                            or overrides.get("init") not in (None, "noise")):
+                            or (deep["param"] == "fourier" and overrides.get("init") not in (None, "noise"))):
         return {}
     return {k: v for k, v in deep.items() if overrides.get(k) is None}
 
@@ -200,8 +206,13 @@ def _validate(cfg: InvertConfig) -> None:
     check_config(cfg, positive_int=("copies",), nonneg=("color_shift", "noise"))
     if cfg.space not in ("pixel", "input"):
         raise PreimageError(f"space must be pixel or input, not {cfg.space!r}")
-    if cfg.param not in ("pixels", "fourier"):
-        raise PreimageError(f"unknown parameterization {cfg.param!r} (pixels, fourier)")
+    if cfg.param not in ("pixels", "fourier", "pyramid"):
+        raise PreimageError(f"unknown parameterization {cfg.param!r}" + did_you_mean(str(cfg.param), ("pixels", "fourier", "pyramid"))
+                            + " (pixels, fourier, pyramid)")
+    if cfg.param == "pyramid" and (cfg.space != "pixel" or cfg.pyramid_levels < 1):
+        raise PreimageError("the pyramid parameterization works in pixel space with pyramid_levels >= 1")
+    if cfg.scale_jitter < 0 or cfg.rotate < 0:
+        raise PreimageError("scale_jitter and rotate must be >= 0")
     if cfg.param == "fourier" and (cfg.space != "pixel" or cfg.init != "noise"):
         raise PreimageError("the fourier parameterization works in pixel space and starts from noise")
     if cfg.coarse < 1 or not 0 <= cfg.coarse_until <= 1 or (cfg.coarse > 1 and cfg.space != "pixel"):
@@ -479,6 +490,8 @@ def invert(
     if cfg.copies > 1 or cfg.color_shift or cfg.noise:  # augmentation ensembling, in the same phase
         aug = ensemble(cfg.copies, jitter_pixels=eff["jitter"], shift=cfg.color_shift, noise=cfg.noise)
         transforms = [_phase(compose(aug), int(round(cfg.jitter_until * cfg.steps)))]
+    if cfg.scale_jitter or cfg.rotate:  # transformation robustness, in the same phase
+        transforms.append(_phase(random_affine(cfg.scale_jitter, cfg.rotate), int(round(cfg.jitter_until * cfg.steps))))
     finish = min(max(0, cfg.finish_steps), cfg.steps)
     main = cfg.steps - finish
     coarse = int(round(cfg.coarse_until * main)) if cfg.coarse > 1 and cfg.param == "pixels" else 0
@@ -486,6 +499,9 @@ def invert(
     if cfg.param == "fourier":
         param: Any = Fourier(tuple(ref.shape), sd=cfg.init_scale, decay=cfg.fourier_decay, generator=gen,
                              device=ref.device)
+    elif cfg.param == "pyramid":
+        param = Pyramid(_init(cfg, model, ref, gen), levels=cfg.pyramid_levels, bounds=cfg.bounds,
+                        decorrelate=cfg.decorrelate)
     elif coarse:
         param = Upsampled(_init(cfg, model, ref, gen), factor=cfg.coarse, bounds=cfg.bounds)
     else:
