@@ -1,0 +1,272 @@
+"""Feature-visualization benchmark on the embedded efficientnet_lite0 (issue 15).
+
+    nice -n 10 OMP_NUM_THREADS=1 .venv/bin/python benchmarks/featviz.py --parts sweep,activation,lucent,throughput
+
+Every score is a channel's *spatial-mean activation on the saved 8-bit visualization* (decoded again,
+no transforms, at the size it was made) divided by the channel's *photo maximum*: the largest
+spatial-mean activation over all crops of all bundled photos (``preimage.images.SAMPLES``, 22
+photos of scikit-image; each resized so its shorter side is 224 px and again 448 px, then every
+224 x 224 window at a stride of 112 px, plus the last window of each row and column).
+
+Parts (each writes benchmarks/results/featviz_PART.json; featviz.md collects the tables):
+
+- ``sweep``: the robustness transforms (pad, jitter, scale, rotation) compared on 8 channels
+  (4 of blocks.4, 4 of blocks.5) at 128 px, 128 steps. Besides the ratio on the saved PNG as it is,
+  the *robust ratio*: the mean over 8 fixed random perturbations of the saved PNG (shift up to
+  ±12 px, scale 0.85-1.15, rotation ±10°), i.e. whether the picture still excites the channel when it
+  is not seen pixel-aligned. The default recipe is the one with the best robust ratio.
+- ``activation``: 32 channels (evenly spaced) of each of blocks.4 and blocks.5 at 224 px, the default
+  recipe (256 steps), one batch of 32 per layer. Target: median ratio >= 3, none below 1.
+- ``lucent``: torch-lucent's ``render_vis`` with its own defaults (fft + decorrelated image, Adam
+  5e-2, its standard transforms) against ``preimage.visualize_objective`` with its defaults, the
+  same channels (the first CHANNELS_LUCENT of each layer's 32), the same steps (256), the same batch
+  (one batch per layer), lite0's normalization wrapped in front of the network for Lucent; median
+  ratio and wall time per step.
+- ``throughput``: channels per minute at 128 and 224 px, batches of 16 channels, 256 steps.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import preimage  # noqa: E402
+from preimage.images import SAMPLES, load_image, save_image, to_tensor  # noqa: E402
+from preimage.layers import FeatureExtractor  # noqa: E402
+from preimage.objectives import channel  # noqa: E402
+from preimage.tasks.featviz import visualize_objective  # noqa: E402
+from preimage.tasks.fool import png_roundtrip  # noqa: E402
+from preimage.transforms import rotate  # noqa: E402
+from preimage.viz import grid  # noqa: E402
+
+LAYERS = ("blocks.4", "blocks.5")
+CHANNELS_LUCENT = 8  # per layer
+SWEEP = {  # name -> FeatVizConfig overrides
+    "none": dict(pad=0, jitter=0, scales=(), rotate=0.0),
+    "jitter": dict(pad=0, jitter=16, scales=(), rotate=0.0),
+    "jitter+scale": dict(pad=0, jitter=16, scales=(0.9, 0.95, 1.0, 1.05, 1.1), rotate=0.0),
+    "jitter+scale+rotate": dict(pad=0, jitter=16, scales=(0.9, 0.95, 1.0, 1.05, 1.1), rotate=5.0),
+    "pad+jitter+scale+rotate": dict(pad=16, jitter=16, scales=(0.9, 0.95, 1.0, 1.05, 1.1), rotate=5.0),
+    "lucid (pad 12, jitter 8, scale 0.9-1.1, rotate 10)": dict(pad=12, jitter=8, scales=tuple(1 + (i - 5) / 50 for i in range(11)), rotate=10.0),
+}
+OUT = ROOT / "benchmarks/results"
+
+
+def channels_of(model, layer: str, n: int = 32) -> list[int]:
+    c = preimage.list_layers(model)
+    c = next(i.shape[0] for i in c if i.name == layer)
+    step = c / n
+    return [int(i * step) for i in range(n)]
+
+
+def windows(length: int, size: int = 224, stride: int = 112) -> list[int]:
+    starts = list(range(0, max(1, length - size + 1), stride))
+    if starts[-1] != length - size:
+        starts.append(length - size)
+    return starts
+
+
+def photo_max(model, layers=LAYERS) -> dict[str, torch.Tensor]:
+    """Per layer, each channel's max over all crops of all bundled photos of the spatial-mean activation."""
+    fx = FeatureExtractor(model, list(layers))
+    best = {layer: None for layer in layers}
+    crops = 0
+    for name in SAMPLES:
+        img = load_image(f"sample:{name}")
+        for short in (224, 448):
+            w, h = img.size
+            k = short / min(w, h)
+            x = to_tensor(img.resize((max(short, round(w * k)), max(short, round(h * k)))))
+            batch = [x[:, :, t:t + 224, l:l + 224] for t in windows(x.shape[2]) for l in windows(x.shape[3])]
+            crops += len(batch)
+            with torch.no_grad():
+                feats = fx(model.normalize(torch.cat(batch)))
+            for layer in layers:
+                m = feats[layer].mean((2, 3)).max(0).values
+                best[layer] = m if best[layer] is None else torch.maximum(best[layer], m)
+    return {"crops": crops, **best}
+
+
+def activations(model, layer: str, chans: list[int], images: torch.Tensor) -> torch.Tensor:
+    """Spatial-mean activation of chans[i] on images[i] (already 8-bit)."""
+    with torch.no_grad():
+        f = FeatureExtractor(model, [layer])(model.normalize(images))[layer].mean((2, 3))
+    return f[torch.arange(len(chans)), torch.tensor(chans)]
+
+
+def perturbations(images: torch.Tensor, n: int = 8, seed: int = 1234) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n):
+        dy, dx = torch.randint(-12, 13, (2,), generator=g).tolist()
+        s = 0.85 + 0.3 * float(torch.rand((), generator=g))
+        a = -10 + 20 * float(torch.rand((), generator=g))
+        x = torch.roll(images, (dy, dx), (-2, -1))
+        x = torch.nn.functional.interpolate(x, scale_factor=s, mode="bilinear", align_corners=False, antialias=s < 1)
+        out.append(rotate(x, a, fill=0.5).clamp(0, 1))
+    return out
+
+
+def score(model, layer, chans, images, pmax, robust=False) -> dict:
+    png = png_roundtrip(images)
+    act = activations(model, layer, chans, png)
+    ratio = (act / pmax[chans]).tolist()
+    row = {"activation": act.tolist(), "ratio": ratio}
+    if robust:
+        rob = torch.stack([activations(model, layer, chans, p) for p in perturbations(png)]).mean(0)
+        row["robust_ratio"] = (rob / pmax[chans]).tolist()
+    return row
+
+
+def summary(values: list[float]) -> dict:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
+
+
+def run_ours(model, layer, chans, size, steps, seed=0, **overrides):
+    start = time.perf_counter()
+    r = visualize_objective(model, channel(layer, chans), batch=len(chans), size=size, seed=seed,
+                            labels=[f"{layer}:{c}" for c in chans], steps=steps, **overrides)
+    return r.image, time.perf_counter() - start
+
+
+def part_sweep(model, pmax, args) -> dict:
+    rows = {}
+    for name, over in SWEEP.items():
+        ratios, robust, secs = [], [], 0.0
+        for layer in LAYERS:
+            chans = channels_of(model, layer)[::8]
+            img, s = run_ours(model, layer, chans, 128, 128, seed=args.seed, **over)
+            sc = score(model, layer, chans, img, pmax[layer], robust=True)
+            ratios += sc["ratio"]
+            robust += sc["robust_ratio"]
+            secs += s
+        rows[name] = {"config": {k: list(v) if isinstance(v, tuple) else v for k, v in over.items()},
+                      "ratio": summary(ratios), "robust_ratio": summary(robust), "seconds": secs,
+                      "ratios": ratios, "robust_ratios": robust}
+        print(f"sweep {name}: ratio {statistics.median(ratios):.2f} robust {statistics.median(robust):.2f} "
+              f"{secs:.0f}s", flush=True)
+    return {"size": 128, "steps": 128, "channels": {l: channels_of(model, l)[::8] for l in LAYERS}, "rows": rows}
+
+
+def part_activation(model, pmax, args) -> dict:
+    out, pictures = {}, []
+    for layer in LAYERS:
+        chans = channels_of(model, layer)
+        img, secs = run_ours(model, layer, chans, 224, args.steps, seed=args.seed)
+        sc = score(model, layer, chans, img, pmax[layer])
+        out[layer] = {"channels": chans, "seconds": secs, **sc, "summary": summary(sc["ratio"])}
+        save_image(grid(list(img), labels=[f"{c}: {r:.1f}x" for c, r in zip(chans, sc["ratio"])], ncols=8),
+                   OUT / f"featviz_{layer.replace('.', '_')}.png")
+        print(f"activation {layer}: median {statistics.median(sc['ratio']):.2f}x min {min(sc['ratio']):.2f}x "
+              f"{secs:.0f}s", flush=True)
+    allr = [r for layer in LAYERS for r in out[layer]["ratio"]]
+    return {"size": 224, "steps": args.steps, "layers": out, "all": summary(allr),
+            "target_met": statistics.median(allr) >= 3 and min(allr) >= 1}
+
+
+def lucent_render(model, layer, chans, steps, seed):
+    import numpy as np
+    from lucent.optvis import objectives, param, render
+
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    mean = torch.tensor(model.mean).view(1, -1, 1, 1)
+    std = torch.tensor(model.std).view(1, -1, 1, 1)
+
+    class Wrapped(torch.nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            return self.net((x - mean) / std)
+
+    wrapped = Wrapped(model.net).eval()
+    name = "net_" + layer.replace(".", "_")
+    obj = objectives.channel(name, chans[0], batch=0)
+    for i, c in enumerate(chans[1:], start=1):
+        obj = obj + objectives.channel(name, c, batch=i)
+    param_f = lambda: param.image(224, batch=len(chans))  # noqa: E731  (Lucent's default image)
+    start = time.perf_counter()
+    imgs = render.render_vis(wrapped, obj, param_f, thresholds=(steps,), preprocess=False, progress=False,
+                             show_image=False, verbose=False)
+    secs = time.perf_counter() - start
+    return torch.as_tensor(imgs[-1]).permute(0, 3, 1, 2).float(), secs
+
+
+def part_lucent(model, pmax, args) -> dict:
+    out, pics = {}, []
+    for layer in LAYERS:
+        chans = channels_of(model, layer)[:CHANNELS_LUCENT]
+        ours, t_ours = run_ours(model, layer, chans, 224, args.steps, seed=args.seed)
+        theirs, t_theirs = lucent_render(model, layer, chans, args.steps, args.seed)
+        so = score(model, layer, chans, ours, pmax[layer])
+        st = score(model, layer, chans, theirs, pmax[layer])
+        out[layer] = {"channels": chans, "preimage": {**so, "seconds": t_ours, "s_per_step": t_ours / args.steps},
+                      "lucent": {**st, "seconds": t_theirs, "s_per_step": t_theirs / args.steps}}
+        for a, b in zip(ours, theirs):
+            pics += [a, b]
+        print(f"lucent {layer}: preimage median {statistics.median(so['ratio']):.2f}x {t_ours:.0f}s, "
+              f"lucent median {statistics.median(st['ratio']):.2f}x {t_theirs:.0f}s", flush=True)
+    labels = []
+    for layer in LAYERS:
+        for c, ra, rb in zip(out[layer]["channels"], out[layer]["preimage"]["ratio"], out[layer]["lucent"]["ratio"]):
+            labels += [f"{layer}:{c} preimage {ra:.1f}x", f"lucent {rb:.1f}x"]
+    save_image(grid(pics, labels=labels, ncols=8), OUT / "featviz_lucent.png")
+    sums = {lib: summary([r for l in LAYERS for r in out[l][lib]["ratio"]]) for lib in ("preimage", "lucent")}
+    steps = {lib: sum(out[l][lib]["seconds"] for l in LAYERS) / (args.steps * len(LAYERS)) for lib in ("preimage", "lucent")}
+    import lucent
+
+    return {"size": 224, "steps": args.steps, "batch": CHANNELS_LUCENT, "layers": out, "summary": sums,
+            "s_per_step": steps, "lucent_version": getattr(lucent, "__version__", "0.1.8")}
+
+
+def part_throughput(model, pmax, args) -> dict:
+    rows = {}
+    layer = "blocks.5"
+    chans = channels_of(model, layer)[:16]
+    for size in (128, 224):
+        _, secs = run_ours(model, layer, chans, size, args.steps, seed=args.seed)
+        rows[size] = {"channels": len(chans), "steps": args.steps, "seconds": secs,
+                      "channels_per_minute": 60 * len(chans) / secs}
+        print(f"throughput {size}px: {rows[size]['channels_per_minute']:.2f} channels/min ({secs:.0f}s)", flush=True)
+    return {"layer": layer, "rows": rows}
+
+
+PARTS = {"sweep": part_sweep, "activation": part_activation, "lucent": part_lucent, "throughput": part_throughput}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--parts", default="sweep,activation,lucent,throughput")
+    ap.add_argument("--steps", type=int, default=256)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    model = preimage.load_model("efficientnet_lite0")
+    OUT.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    pm = photo_max(model)
+    print(f"photo maxima over {pm['crops']} crops in {time.perf_counter() - start:.0f}s", flush=True)
+    for part in [p.strip() for p in args.parts.split(",") if p.strip()]:
+        result = PARTS[part](model, pm, args)
+        record = {"command": "nice -n 10 .venv/bin/python benchmarks/featviz.py " + " ".join(sys.argv[1:]),
+                  "part": part, "photo_crops": pm["crops"], "threads": args.threads,
+                  "machine": f"{platform.machine()}, torch {torch.__version__}", **result}
+        (OUT / f"featviz_{part}.json").write_text(json.dumps(record, indent=1) + "\n")
+    print(f"total {time.perf_counter() - start:.0f}s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
