@@ -22,7 +22,10 @@ Parts (each writes benchmarks/results/featviz_PART.json; featviz.md collects the
   same channels (the first CHANNELS_LUCENT of each layer's 32), the same steps (256), the same batch
   (one batch per layer), lite0's normalization wrapped in front of the network for Lucent; median
   ratio and wall time per step.
-- ``throughput``: channels per minute at 128 and 224 px, batches of 16 channels, 256 steps.
+- ``pictures``: docs/images/featviz_neuron_channel.png (a channel and its centre-ish neuron at 3,3
+  of the 7 x 7 map) and featviz_diversity.png (four images of the channel, diversity 0 and 1).
+- ``throughput``: channels per minute at 128 and 224 px (one batch of the 32 blocks.5 channels,
+  256 steps; the 224-px time is the activation part's).
 """
 from __future__ import annotations
 
@@ -50,7 +53,7 @@ from preimage.transforms import rotate  # noqa: E402
 from preimage.viz import grid  # noqa: E402
 
 LAYERS = ("blocks.4", "blocks.5")
-CHANNELS_LUCENT = 8  # per layer
+CHANNELS_LUCENT = 4  # per layer (to keep the whole benchmark near 30 minutes of one core)
 SWEEP = {  # name -> FeatVizConfig overrides
     "none": dict(pad=0, jitter=0, scales=(), rotate=0.0),
     "jitter": dict(pad=0, jitter=16, scales=(), rotate=0.0),
@@ -159,8 +162,9 @@ def part_sweep(model, pmax, args) -> dict:
 
 
 def part_activation(model, pmax, args) -> dict:
-    out, pictures = {}, []
-    for layer in LAYERS:
+    out = {}
+    layers = [layer for layer in args.layers.split(",") if layer]
+    for layer in layers:
         chans = channels_of(model, layer)
         img, secs = run_ours(model, layer, chans, 224, args.steps, seed=args.seed)
         sc = score(model, layer, chans, img, pmax[layer])
@@ -169,9 +173,23 @@ def part_activation(model, pmax, args) -> dict:
                    OUT / f"featviz_{layer.replace('.', '_')}.png")
         print(f"activation {layer}: median {statistics.median(sc['ratio']):.2f}x min {min(sc['ratio']):.2f}x "
               f"{secs:.0f}s", flush=True)
-    allr = [r for layer in LAYERS for r in out[layer]["ratio"]]
-    return {"size": 224, "steps": args.steps, "layers": out, "all": summary(allr),
-            "target_met": statistics.median(allr) >= 3 and min(allr) >= 1}
+    return activation_summary({"size": 224, "steps": args.steps, "layers": out})
+
+
+def activation_summary(record: dict) -> dict:
+    allr = [r for row in record["layers"].values() for r in row["ratio"]]
+    return {**record, "all": summary(allr), "target_met": statistics.median(allr) >= 3 and min(allr) >= 1}
+
+
+def merge_activation() -> None:
+    """featviz_activation.json from per-layer runs (``--layers blocks.4`` and ``--layers blocks.5`` run
+    as two processes write featviz_activation_LAYER.json)."""
+    parts = sorted(OUT.glob("featviz_activation_blocks*.json"))
+    records = [json.loads(p.read_text()) for p in parts]
+    merged = {k: v for k, v in records[0].items() if k not in ("layers", "all", "target_met", "command")}
+    merged["commands"] = [r["command"] for r in records]
+    merged["layers"] = {k: v for r in records for k, v in r["layers"].items()}
+    (OUT / "featviz_activation.json").write_text(json.dumps(activation_summary(merged), indent=1) + "\n")
 
 
 def lucent_render(model, layer, chans, steps, seed):
@@ -205,6 +223,10 @@ def lucent_render(model, layer, chans, steps, seed):
 
 
 def part_lucent(model, pmax, args) -> dict:
+    try:
+        import lucent  # noqa: F401
+    except ImportError:
+        raise SystemExit("the lucent part needs torch-lucent: pip install -e .[bench]") from None
     out, pics = {}, []
     for layer in LAYERS:
         chans = channels_of(model, layer)[:CHANNELS_LUCENT]
@@ -232,18 +254,48 @@ def part_lucent(model, pmax, args) -> dict:
 
 
 def part_throughput(model, pmax, args) -> dict:
-    rows = {}
+    """Channels per minute at 128 px (32 channels of blocks.5, one batch, measured here) and at 224 px
+    (the activation part's run of the same 32 channels, read from featviz_activation.json)."""
     layer = "blocks.5"
-    chans = channels_of(model, layer)[:16]
-    for size in (128, 224):
-        _, secs = run_ours(model, layer, chans, size, args.steps, seed=args.seed)
-        rows[size] = {"channels": len(chans), "steps": args.steps, "seconds": secs,
-                      "channels_per_minute": 60 * len(chans) / secs}
-        print(f"throughput {size}px: {rows[size]['channels_per_minute']:.2f} channels/min ({secs:.0f}s)", flush=True)
-    return {"layer": layer, "rows": rows}
+    chans = channels_of(model, layer)
+    _, secs = run_ours(model, layer, chans, 128, args.steps, seed=args.seed)
+    rows = {128: {"channels": len(chans), "steps": args.steps, "seconds": secs,
+                  "channels_per_minute": 60 * len(chans) / secs, "source": "this run"}}
+    act = OUT / "featviz_activation.json"
+    if act.exists():
+        a = json.loads(act.read_text())
+        if a["steps"] == args.steps:
+            s224 = a["layers"][layer]["seconds"]
+            rows[224] = {"channels": len(chans), "steps": args.steps, "seconds": s224,
+                         "channels_per_minute": 60 * len(chans) / s224, "source": "featviz_activation.json"}
+    for size, row in rows.items():
+        print(f"throughput {size}px: {row['channels_per_minute']:.2f} channels/min ({row['seconds']:.0f}s)", flush=True)
+    return {"layer": layer, "batch": len(chans), "rows": rows}
 
 
-PARTS = {"sweep": part_sweep, "activation": part_activation, "lucent": part_lucent, "throughput": part_throughput}
+def part_pictures(model, pmax, args) -> dict:
+    """The docs' pictures: a neuron beside its channel, and a batch of four with and without diversity."""
+    layer, c = args.picture.split(":")
+    c = int(c)
+    docs = ROOT / "docs/images"
+    chan = visualize_objective(model, f"{layer}:{c}", seed=args.seed, steps=args.steps)
+    neur = visualize_objective(model, f"{layer}:{c}@3,3", seed=args.seed, steps=args.steps)
+    ratio = lambda v: v / float(pmax[layer][c])  # noqa: E731
+    save_image(grid([chan.image[0], neur.image[0]],
+                    labels=[f"channel {layer}:{c} ({ratio(chan.values[0]):.1f}x)",
+                            f"neuron {layer}:{c}@3,3"], ncols=2), docs / "featviz_neuron_channel.png")
+    rows, out = [], {"channel": chan.values, "neuron": neur.values}
+    for w in (0.0, 1.0):
+        r = visualize_objective(model, f"{layer}:{c}", batch=4, diversity=w, seed=args.seed, steps=args.steps)
+        rows += list(r.image)
+        out[f"diversity_{w:g}"] = [ratio(v) for v in r.values]
+    labels = [f"diversity 0: {v:.1f}x" for v in out["diversity_0"]] + [f"diversity 1: {v:.1f}x" for v in out["diversity_1"]]
+    save_image(grid(rows, labels=labels, ncols=4), docs / "featviz_diversity.png")
+    print("pictures", out, flush=True)
+    return {"objective": args.picture, "size": model.input_size, "steps": args.steps, **out}
+
+
+PARTS = {"pictures": part_pictures, "sweep": part_sweep, "activation": part_activation, "lucent": part_lucent, "throughput": part_throughput}
 
 
 def main() -> None:
@@ -252,7 +304,13 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=256)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--layers", default=",".join(LAYERS), help="layers of the activation part")
+    ap.add_argument("--merge", action="store_true", help="merge per-layer activation results and exit")
+    ap.add_argument("--picture", default="blocks.5:96", help="the channel of the docs' pictures (part pictures)")
     args = ap.parse_args()
+    if args.merge:
+        merge_activation()
+        return
     torch.set_num_threads(args.threads)
     model = preimage.load_model("efficientnet_lite0")
     OUT.mkdir(parents=True, exist_ok=True)
@@ -264,7 +322,8 @@ def main() -> None:
         record = {"command": "nice -n 10 .venv/bin/python benchmarks/featviz.py " + " ".join(sys.argv[1:]),
                   "part": part, "photo_crops": pm["crops"], "threads": args.threads,
                   "machine": f"{platform.machine()}, torch {torch.__version__}", **result}
-        (OUT / f"featviz_{part}.json").write_text(json.dumps(record, indent=1) + "\n")
+        name = part if part != "activation" or args.layers == ",".join(LAYERS) else f"activation_{args.layers}"
+        (OUT / f"featviz_{name}.json").write_text(json.dumps(record, indent=1) + "\n")
     print(f"total {time.perf_counter() - start:.0f}s", flush=True)
 
 

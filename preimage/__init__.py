@@ -31,6 +31,7 @@ _LAZY = {
     "run_sweep": "sweep",
     "classify": "tasks.classify",
     "visualize_class": "tasks.classviz",
+    "visualize_objective": "tasks.featviz",
     "fool": "tasks.fool",
     "InvertConfig": "tasks.invert", "invert": "tasks.invert",
     "saliency": "tasks.saliency",
@@ -41,7 +42,7 @@ __all__ = [
     "__version__", "PreimageError", "load_model", "list_models", "Model", "load_image", "load_tensor",
     "save_image", "to_pil", "to_tensor", "FeatureExtractor", "list_layers", "resolve_layer",
     "Objective", "optimize", "Result", "classify", "invert", "InvertConfig", "stylize",
-    "saliency", "fool", "visualize_class", "run_sweep", "write_report",
+    "saliency", "fool", "visualize_class", "visualize_objective", "run_sweep", "write_report",
 ]
 
 

@@ -282,3 +282,18 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, capsys, argv, message):
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
     assert not out.exists()
+
+
+def test_vit_patch_grids_and_class_tokens_are_units():
+    from preimage.models import load_model
+
+    vit = load_model("timm:vit_tiny_patch16_224,patch_size=8,embed_dim=32,depth=2,num_heads=2", weights="none",
+                     input_size=32)
+    obj = build("blocks.1:3@3,3 + blocks.1.cls:5", vit)  # 4 x 4 patch grid at 32 px
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    value, units = objective_values(vit, obj, x)
+    assert value.shape == (2,) and set(units[0]) == {"blocks.1:3@3,3", "blocks.1.cls:5"}
+    with pytest.raises(PreimageError, match="outside the 4 x 4 map"):
+        build("blocks.1:3@4,0", vit)
+    r = visualize_objective(vit, "blocks.1:3", batch=2, size=32, steps=2, diversity=1.0, **SMALL)
+    assert len(r.values) == 2

@@ -39,7 +39,7 @@ def add_parser(sub) -> None:
                         "relative to the objective's size); 1 gives different facets with --batch 4 (default: 0)")
     f.add_argument("--diversity-layer", dest="diversity_layer", default=None, metavar="LAYER",
                    help="layer whose Gram matrices are compared (default: the objective's first layer)")
-    f.add_argument("--pad", type=nonneg_int, default=None, help="grey border added each step, pixels (default: 16)")
+    f.add_argument("--pad", type=nonneg_int, default=None, help="grey border added each step, pixels (default: 0)")
     f.add_argument("--rotate", type=nonneg_float, default=None,
                    help="random rotation each step, ±degrees (default: 5)")
     f.add_argument("--scales", type=float_list, default=None, metavar="S,S,...",
@@ -47,8 +47,10 @@ def add_parser(sub) -> None:
     p.add_argument("--preset", choices=("fourier", "classic"), default=None,
                    help="fourier: Fourier/decorrelated colour, Adam (default); classic: CS231n pixels, "
                         "l2 1e-3, lr 25, blur every 10, jitter 16 (--class only)")
-    p.add_argument("--steps", type=positive_int, default=None, help="gradient steps (default: the preset's)")
-    p.add_argument("--lr", type=positive_float, default=None, help="step size (default: the preset's)")
+    p.add_argument("--steps", type=positive_int, default=None,
+                   help="gradient steps (default: the preset's; 256 with --objective)")
+    p.add_argument("--lr", type=positive_float, default=None,
+                   help="step size (default: the preset's; Adam 0.05 with --objective)")
     p.add_argument("--size", type=positive_int, default=None, help="image side (default: the model's input size)")
     a = p.add_argument_group("augmentation (override the preset)")
     a.add_argument("--jitter", type=nonneg_int, default=None,

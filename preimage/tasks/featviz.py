@@ -46,7 +46,8 @@ class FeatVizConfig:
     lr: float = 0.05  # Adam step size on the Fourier spectrum (Lucid's)
     init_std: float = 0.01  # std of the starting spectrum
     decay: float = 1.0  # spectrum scale 1/f^decay (1: Lucid's)
-    pad: int = 16  # constant grey border added each step, pixels (0: off)
+    # the transforms measured best (benchmarks/featviz.py --parts sweep: robust activation ratio)
+    pad: int = 0  # constant grey border added each step, pixels (0: off; 16 measured worse)
     jitter: int = 16  # random roll of up to ±jitter pixels each step (0: off)
     scales: tuple[float, ...] = (0.9, 0.95, 1.0, 1.05, 1.1)  # random rescaling factors (empty: off)
     rotate: float = 5.0  # random rotation in ±degrees each step (0: off)
@@ -282,6 +283,8 @@ def visualize_objective(
                f"{size} px", hint="use a smaller size or batch")
     loss = objective
     if cfg.diversity and batch > 1:
+        if not (cfg.diversity_layer or objective.layers):
+            raise PreimageError("diversity needs a layer: the objective reads none; give diversity_layer")
         layer = cfg.diversity_layer or objective.layers[0]
         from ..layers import resolve_layer
 
