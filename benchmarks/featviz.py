@@ -22,10 +22,10 @@ Parts (each writes benchmarks/results/featviz_PART.json; featviz.md collects the
   same channels (the first CHANNELS_LUCENT of each layer's 32), the same steps (256), the same batch
   (one batch per layer), lite0's normalization wrapped in front of the network for Lucent; median
   ratio and wall time per step.
-- ``pictures``: docs/images/featviz_neuron_channel.png (a channel and its centre-ish neuron at 3,3
-  of the 7 x 7 map) and featviz_diversity.png (four images of the channel, diversity 0 and 1).
+- ``pictures``: docs/images/featviz_neuron_channel.png (a channel and its neuron at the centre of
+  the map) and featviz_diversity.png (four images of the channel, diversity 0 and 1).
 - ``throughput``: channels per minute at 128 and 224 px (one batch of the 32 blocks.5 channels,
-  256 steps; the 224-px time is the activation part's).
+  256 steps each, from the median time of a step; CPU time and wall time).
 """
 from __future__ import annotations
 
@@ -254,22 +254,38 @@ def part_lucent(model, pmax, args) -> dict:
 
 
 def part_throughput(model, pmax, args) -> dict:
-    """Channels per minute at 128 px (32 channels of blocks.5, one batch, measured here) and at 224 px
-    (the activation part's run of the same 32 channels, read from featviz_activation.json)."""
+    """Channels per minute at 128 and 224 px: the 32 channels of blocks.5 in one batch; the time of one
+    step is the median of 8 steps after 2 warm-up steps, in wall time and in CPU time of this process
+    (on a shared machine the CPU time is what one free core would take); a channel takes
+    ``args.steps`` steps, so channels per minute = 60 · 32 / (steps · seconds per step)."""
+    from preimage.optimize import optimize
+    from preimage.params import Fourier
+    from preimage.tasks.featviz import FeatVizConfig, robust_transforms
+
     layer = "blocks.5"
     chans = channels_of(model, layer)
-    _, secs = run_ours(model, layer, chans, 128, args.steps, seed=args.seed)
-    rows = {128: {"channels": len(chans), "steps": args.steps, "seconds": secs,
-                  "channels_per_minute": 60 * len(chans) / secs, "source": "this run"}}
-    act = OUT / "featviz_activation.json"
-    if act.exists():
-        a = json.loads(act.read_text())
-        if a["steps"] == args.steps:
-            s224 = a["layers"][layer]["seconds"]
-            rows[224] = {"channels": len(chans), "steps": args.steps, "seconds": s224,
-                         "channels_per_minute": 60 * len(chans) / s224, "source": "featviz_activation.json"}
-    for size, row in rows.items():
-        print(f"throughput {size}px: {row['channels_per_minute']:.2f} channels/min ({row['seconds']:.0f}s)", flush=True)
+    rows = {}
+    for size in (128, 224):
+        wall, cpu = [], []
+
+        def timer(step):
+            now = (time.perf_counter(), time.process_time())
+            if step.step > 2:
+                wall.append(now[0] - timer.last[0])
+                cpu.append(now[1] - timer.last[1])
+            timer.last = now
+
+        timer.last = (time.perf_counter(), time.process_time())
+        g = torch.Generator().manual_seed(args.seed)
+        param = Fourier((len(chans), 3, size, size), generator=g)
+        optimize(param, channel(layer, chans), model, steps=10, lr=0.05, generator=g, callbacks=[timer],
+                 transforms=robust_transforms(model, FeatVizConfig()))
+        w, c = statistics.median(wall), statistics.median(cpu)
+        rows[size] = {"channels": len(chans), "steps": args.steps, "s_per_step_wall": w, "s_per_step_cpu": c,
+                      "channels_per_minute_wall": 60 * len(chans) / (args.steps * w),
+                      "channels_per_minute_cpu": 60 * len(chans) / (args.steps * c)}
+        print(f"throughput {size}px: {rows[size]['channels_per_minute_cpu']:.2f} channels/min (CPU time), "
+              f"{rows[size]['channels_per_minute_wall']:.2f} (wall)", flush=True)
     return {"layer": layer, "batch": len(chans), "rows": rows}
 
 
@@ -278,21 +294,26 @@ def part_pictures(model, pmax, args) -> dict:
     layer, c = args.picture.split(":")
     c = int(c)
     docs = ROOT / "docs/images"
-    chan = visualize_objective(model, f"{layer}:{c}", seed=args.seed, steps=args.steps)
-    neur = visualize_objective(model, f"{layer}:{c}@3,3", seed=args.seed, steps=args.steps)
+    size = args.picture_size
+    chan = visualize_objective(model, f"{layer}:{c}", size=size, seed=args.seed, steps=args.steps)
+    from preimage.expr import unit_shapes
+
+    h, w = unit_shapes(model, [layer], size)[layer][1:]
+    at = (h // 2, w // 2)
+    neur = visualize_objective(model, f"{layer}:{c}@{at[0]},{at[1]}", size=size, seed=args.seed, steps=args.steps)
     ratio = lambda v: v / float(pmax[layer][c])  # noqa: E731
     save_image(grid([chan.image[0], neur.image[0]],
                     labels=[f"channel {layer}:{c} ({ratio(chan.values[0]):.1f}x)",
-                            f"neuron {layer}:{c}@3,3"], ncols=2), docs / "featviz_neuron_channel.png")
+                            f"neuron {layer}:{c}@{at[0]},{at[1]}"], ncols=2), docs / "featviz_neuron_channel.png")
     rows, out = [], {"channel": chan.values, "neuron": neur.values}
     for w in (0.0, 1.0):
-        r = visualize_objective(model, f"{layer}:{c}", batch=4, diversity=w, seed=args.seed, steps=args.steps)
+        r = visualize_objective(model, f"{layer}:{c}", batch=4, diversity=w, size=size, seed=args.seed, steps=args.steps)
         rows += list(r.image)
         out[f"diversity_{w:g}"] = [ratio(v) for v in r.values]
     labels = [f"diversity 0: {v:.1f}x" for v in out["diversity_0"]] + [f"diversity 1: {v:.1f}x" for v in out["diversity_1"]]
     save_image(grid(rows, labels=labels, ncols=4), docs / "featviz_diversity.png")
     print("pictures", out, flush=True)
-    return {"objective": args.picture, "size": model.input_size, "steps": args.steps, **out}
+    return {"objective": args.picture, "size": size, "steps": args.steps, "neuron_at": list(at), **out}
 
 
 def write_report() -> str:
@@ -341,10 +362,13 @@ def write_report() -> str:
         md.append("")
     th = load("throughput")
     if th:
-        md += [f"## Throughput ({th['layer']}, one batch of {th['batch']} channels)", "", "`" + th["command"] + "`", "",
-               "| size | steps | seconds | channels per minute |", "|---|---|---|---|"]
+        md += [f"## Throughput ({th['layer']}, one batch of {th['batch']} channels, one thread)", "",
+               "`" + th["command"] + "`", "",
+               "| size | steps per channel | s per step (CPU) | s per step (wall) | channels per minute (CPU) | channels per minute (wall) |",
+               "|---|---|---|---|---|---|"]
         for size, row in th["rows"].items():
-            md.append(f"| {size} | {row['steps']} | {row['seconds']:.0f} | {row['channels_per_minute']:.2f} |")
+            md.append(f"| {size} | {row['steps']} | {row['s_per_step_cpu']:.2f} | {row['s_per_step_wall']:.2f} | "
+                      f"{row['channels_per_minute_cpu']:.2f} | {row['channels_per_minute_wall']:.2f} |")
         md.append("")
     pi = load("pictures")
     if pi:
@@ -368,6 +392,7 @@ def main() -> None:
     ap.add_argument("--layers", default=",".join(LAYERS), help="layers of the activation part")
     ap.add_argument("--merge", action="store_true", help="merge per-layer activation results, write featviz.md, exit")
     ap.add_argument("--report", action="store_true", help="write featviz.md from the saved results and exit")
+    ap.add_argument("--picture-size", dest="picture_size", type=int, default=224, help="side of the docs' pictures")
     ap.add_argument("--picture", default="blocks.5:12", help="the channel of the docs' pictures (part pictures)")
     args = ap.parse_args()
     if args.merge:
