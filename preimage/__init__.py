@@ -33,6 +33,7 @@ _LAZY = {
     "visualize_class": "tasks.classviz",
     "deep_dream": "tasks.deepdream",
     "channel_atlas": "tasks.atlas",
+    "visualize_objective": "tasks.featviz",
     "fool": "tasks.fool",
     "InvertConfig": "tasks.invert", "invert": "tasks.invert",
     "saliency": "tasks.saliency",
@@ -43,7 +44,8 @@ __all__ = [
     "__version__", "PreimageError", "load_model", "list_models", "Model", "load_image", "load_tensor",
     "save_image", "to_pil", "to_tensor", "FeatureExtractor", "list_layers", "resolve_layer",
     "Objective", "optimize", "Result", "classify", "invert", "InvertConfig", "stylize",
-    "saliency", "fool", "visualize_class", "deep_dream", "channel_atlas", "run_sweep", "write_report",
+    "saliency", "fool", "visualize_class", "visualize_objective", "deep_dream", "channel_atlas", "run_sweep",
+    "write_report",
 ]
 
 

@@ -18,6 +18,14 @@ Terms (``x`` is the image in the space a term is asked to read, see :class:`Stat
 - :func:`channel`: ``-mean_{y,x} Φ_k(x)[y, x]``, the negated spatial mean of channel ``k`` of a layer
   (Olah et al. 2017's channel objective; a token layer ``(B, N, C)`` averages over tokens).
 - :func:`neuron`: ``-Φ_k(x)[y, x]``, one channel at one position (the centre by default).
+- :func:`direction`: ``-mean_{y,x} <Φ(x)[:, y, x], v> / ||v||``, a direction ``v`` in channel space
+  (Olah et al. 2017; the one-hot ``v = e_k`` is :func:`channel` ``k``).
+- :func:`diversity`: ``mean_{j≠i} cos(G_i, G_j)`` per image ``i``, the similarity of its Gram matrix
+  to the other images' (Olah et al. 2017, "Feature Visualization", diversity); adding it with a
+  positive weight pushes the images of a batch towards different facets. The only term whose images
+  interact.
+- :func:`parse`: the small expression language of the CLI (``"blocks.5:12 - 0.5*blocks.5:40"``),
+  see :mod:`preimage.expr`.
 - :func:`alpha_norm`: ``Σ |x|^α / (H W B^α)`` (α-norm prior, with optional IJCV 2016 normalization).
 - :func:`total_variation`: ``Σ (dx² + dy²)^(β/2) / (H W V^β)`` with forward differences, zero on the border.
 - :func:`l2`: ``Σ x²``.
@@ -32,7 +40,7 @@ import torch.nn.functional as F
 
 __all__ = [
     "State", "Objective", "feature_loss", "gram_matrix", "gram_loss", "class_score", "channel", "neuron",
-    "alpha_norm", "total_variation", "l2",
+    "direction", "diversity", "parse", "alpha_norm", "total_variation", "l2",
 ]
 
 SPACES = ("input", "pixel", "pixel255")
@@ -245,17 +253,84 @@ def channel(layer: str, index: int | Sequence[int], *, name: str = "channel") ->
 
 
 def neuron(layer: str, index: int | Sequence[int], *, at: tuple[int, int] | None = None,
-           name: str = "neuron") -> Objective:
+           grid: tuple[int, int] | None = None, name: str = "neuron") -> Objective:
     """``-Φ_k(x)[y, x]`` per image: one channel at one position ``at = (y, x)`` of the map (default: the
-    centre, ``(H // 2, W // 2)``)."""
+    centre, ``(H // 2, W // 2)``).
+
+    ``grid = (H, W)``: the map size ``at`` refers to. When a step's map is larger or smaller (padding
+    or random rescaling of the input), the position keeps its offset from the centre,
+    ``y' = H' // 2 + (y - H // 2)`` (clamped to the map)."""
 
     def fn(s: State) -> torch.Tensor:
         maps = _channel_maps(s.features[layer])
-        y, x = at if at is not None else (maps.shape[2] // 2, maps.shape[3] // 2)
+        h, w = maps.shape[2:]
+        if at is None:
+            y, x = h // 2, w // 2
+        elif grid is None or tuple(grid) == (h, w):
+            y, x = at
+        else:
+            y = min(max(h // 2 + at[0] - grid[0] // 2, 0), h - 1)
+            x = min(max(w // 2 + at[1] - grid[1] // 2, 0), w - 1)
         idx = _indices(index, maps.shape[0], maps.device)
         return -maps[:, :, y, x].gather(1, idx[:, None]).squeeze(1)
 
     return Objective(fn, name, [layer])
+
+
+def direction(layer: str, vector: torch.Tensor | Sequence[float], *, cosine: bool = False,
+              name: str = "direction") -> Objective:
+    """``-mean_{y,x} <Φ(x)[:, y, x], v> / ||v||`` per image: the activation projected on the unit vector
+    ``v / ||v||`` of channel space, averaged over positions (Olah et al. 2017: any direction, not only a
+    channel's basis vector, can be visualized; ``v = e_k`` gives :func:`channel` ``k``).
+
+    ``cosine=True``: ``-mean_{y,x} cos(Φ(x)[:, y, x], v)`` instead, which rewards the direction of the
+    activation and not its size (Lucid's ``direction_cossim``)."""
+    v = torch.as_tensor(vector, dtype=torch.float32).detach().reshape(-1)
+    norm = float(v.norm())
+    if not norm > 0 or norm != norm or norm == float("inf"):
+        raise ValueError("a direction needs a finite, non-zero vector")
+    unit = v / norm
+
+    def fn(s: State) -> torch.Tensor:
+        maps = _channel_maps(s.features[layer])
+        if maps.shape[1] != unit.numel():
+            raise ValueError(f"direction has {unit.numel()} values but {layer} has {maps.shape[1]} channels")
+        u = unit.to(maps)
+        proj = torch.einsum("bchw,c->bhw", maps, u)
+        if cosine:
+            proj = proj / maps.norm(dim=1).clamp_min(1e-8)
+        return -proj.mean((1, 2))
+
+    return Objective(fn, name, [layer])
+
+
+def diversity(layer: str, *, name: str = "diversity") -> Objective:
+    """``mean_{j≠i} <G_i, G_j> / (||G_i|| ||G_j||)`` per image ``i``, with ``G = F Fᵀ`` the Gram matrix of
+    the image's activations at ``layer`` (Olah et al. 2017, "Feature Visualization", section
+    "Diversity"). Zero for a batch of one. With augmentation copies (``n·B`` rows, copy-major), each
+    copy is compared with the other images' copies of the same draw."""
+
+    def fn(s: State) -> torch.Tensor:
+        maps = _channel_maps(s.features[layer])
+        rows, batch = maps.shape[0], s.input.shape[0]
+        if batch < 2 or rows % batch:
+            return maps.new_zeros(rows)
+        g = F.normalize(gram_matrix(maps, "none").reshape(rows, -1), dim=1)
+        g = g.reshape(rows // batch, batch, -1)
+        sim = g @ g.transpose(1, 2)  # n x B x B
+        off = sim.sum(2) - sim.diagonal(dim1=1, dim2=2)
+        return (off / (batch - 1)).reshape(rows)
+
+    return Objective(fn, name, [layer])
+
+
+def parse(expr: str, model, *, size: int | None = None) -> Objective:
+    """An objective from the CLI's expression language (``"blocks.5:12"``, ``"blocks.5:12@3,4"``,
+    ``"blocks.5:12 - 0.5*blocks.5:40"``, ``"logits:130"``), checked against ``model`` at image side
+    ``size``; see :func:`preimage.expr.build`."""
+    from .expr import build
+
+    return build(expr, model, size=size)
 
 
 # -- image priors ----------------------------------------------------------------------------

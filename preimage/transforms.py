@@ -17,8 +17,8 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-__all__ = ["Transform", "jitter", "random_scale", "random_affine", "compose", "gaussian_blur", "repeat", "color_shift",
-           "gaussian_noise", "ensemble"]
+__all__ = ["Transform", "jitter", "random_scale", "random_affine", "random_rotate", "pad", "compose",
+           "gaussian_blur", "repeat", "color_shift", "gaussian_noise", "ensemble"]
 
 Transform = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
@@ -125,6 +125,51 @@ def random_affine(scale: float = 0.0, degrees: float = 0.0) -> Transform:
         theta = torch.tensor([[c, -s, 0.0], [s, c, 0.0]], dtype=x.dtype, device=x.device)
         grid = F.affine_grid(theta.expand(x.shape[0], 2, 3), list(x.shape), align_corners=False)
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+    return fn
+
+
+def random_rotate(degrees: float, *, fill: float | Sequence[float] = 0.0) -> Transform:
+    """Rotate the batch about its centre by an angle drawn uniformly from ``[-degrees, degrees]``
+    (bilinear; the corners that come from outside the image take the value ``fill``, per channel or
+    one for all, in the input's units)."""
+
+    def fn(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        if degrees <= 0:
+            return x
+        angle = (float(torch.rand((), generator=g)) * 2 - 1) * degrees
+        return rotate(x, angle, fill=fill)
+
+    return fn
+
+
+def rotate(x: torch.Tensor, angle: float, *, fill: float | Sequence[float] = 0.0) -> torch.Tensor:
+    """``x`` rotated counter-clockwise by ``angle`` degrees about the centre of the image (same size)."""
+    import math
+
+    if angle == 0:
+        return x
+    h, w = x.shape[-2:]
+    t = math.radians(angle)
+    cos, sin = math.cos(t), math.sin(t)
+    # affine_grid works in [-1, 1] coordinates; scale the off-diagonal terms for non-square images
+    theta = torch.tensor([[cos, -sin * h / w, 0.0], [sin * w / h, cos, 0.0]], dtype=x.dtype, device=x.device)
+    grid = F.affine_grid(theta.expand(x.shape[0], 2, 3), list(x.shape), align_corners=False)
+    fill_t = torch.as_tensor(fill, dtype=x.dtype, device=x.device).reshape(1, -1, 1, 1)
+    out = F.grid_sample(x - fill_t, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return out + fill_t
+
+
+def pad(pixels: int, *, fill: float | Sequence[float] = 0.0) -> Transform:
+    """Add a border of ``pixels`` on every side filled with the constant ``fill`` (per channel or one for
+    all, in the input's units), as Lucid's recipe does before jitter: the edges of the image are then
+    seen by units whose receptive field is inside the image, and a larger map results."""
+
+    def fn(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        if pixels <= 0:
+            return x
+        fill_t = torch.as_tensor(fill, dtype=x.dtype, device=x.device).reshape(1, -1, 1, 1)
+        return F.pad(x - fill_t, (pixels,) * 4) + fill_t
 
     return fn
 
