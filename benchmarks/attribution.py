@@ -153,6 +153,31 @@ def captum_runs(model: Model) -> dict[str, object]:
     }
 
 
+def draw_grid(path: str, model, photos, pixels, classes, maps) -> None:
+    """Photos x methods: each photo beside the heat map of every method (GRID_PHOTOS only)."""
+    import torch.nn.functional as F
+
+    from preimage.viz import grid, heatmap, normalize_map
+
+    cells, labels = [], []
+    half = model.input_size // 2
+    for p in GRID_PHOTOS:
+        if p not in photos:
+            continue
+        i = photos.index(p)
+        cells.append(F.interpolate(pixels[i:i + 1], size=(half, half), mode="area")[0])
+        labels.append(f"{p}: {model.classes[classes[i]]}"[:24])
+        for m in METHODS:
+            h = heatmap(normalize_map(maps[m][i]))
+            cells.append(F.interpolate(h[None], size=(half, half), mode="area")[0])
+            labels.append(m)
+    if cells:
+        sheet = grid(cells, ncols=len(METHODS) + 1, labels=labels, font_size=11)
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        sheet.save(path + ".tmp.png")
+        Path(path + ".tmp.png").replace(path)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--photos", default=",".join(SAMPLES))
@@ -164,6 +189,8 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results"))
     ap.add_argument("--grid", default=str(ROOT / "docs/images/attribution_grid.png"))
     ap.add_argument("--render", metavar="JSON", help="only rewrite attribution.md from a saved attribution.json")
+    ap.add_argument("--grid-only", dest="grid_only", action="store_true",
+                    help="only draw the photos x methods grid (maps of the grid's photos; no scores)")
     args = ap.parse_args()
     if args.render:
         import json
@@ -178,6 +205,11 @@ def main() -> None:
     with torch.no_grad():
         probs = torch.cat([model(pixels[s:s + 8]).softmax(1) for s in range(0, len(photos), 8)])
     classes = probs.argmax(1).tolist()
+    if args.grid_only:
+        keep = [i for i, p in enumerate(photos) if p in GRID_PHOTOS]
+        photos, pixels, classes = [photos[i] for i in keep], pixels[keep], [classes[i] for i in keep]
+        draw_grid(args.grid, model, photos, pixels, classes, compute_maps(model, pixels, classes))
+        return
     log = lambda text: print(f"[{time.perf_counter() - start:7.1f}s] {text}", file=sys.stderr, flush=True)  # noqa: E731
 
     # 1. maps and deletion / insertion
@@ -229,29 +261,7 @@ def main() -> None:
         log(f"speed {m}: preimage {speed[m]['preimage']:.3f} s/image, captum {speed[m]['captum']}")
     t_speed = time.perf_counter() - t2
 
-    # grid: photos x methods
-    from preimage.viz import grid, heatmap, normalize_map
-
-    import torch.nn.functional as F
-
-    cells, labels, rows = [], [], []
-    half = model.input_size // 2
-    for p in GRID_PHOTOS:
-        if p not in photos:
-            continue
-        i = photos.index(p)
-        rows.append(f"{p}: {model.classes[classes[i]]}")
-        cells.append(F.interpolate(pixels[i:i + 1], size=(half, half), mode="area")[0])
-        labels.append("photo")
-        for m in METHODS:
-            h = heatmap(normalize_map(maps[m][i]))
-            cells.append(F.interpolate(h[None], size=(half, half), mode="area")[0])
-            labels.append(m)
-    if cells:
-        sheet = grid(cells, ncols=len(METHODS) + 1, labels=labels, font_size=11)
-        Path(args.grid).parent.mkdir(parents=True, exist_ok=True)
-        sheet.save(args.grid + ".tmp.png")
-        Path(args.grid + ".tmp.png").replace(args.grid)
+    draw_grid(args.grid, model, photos, pixels, classes, maps)
 
     total = time.perf_counter() - start
     result = {
