@@ -54,7 +54,8 @@ def add_parser(sub) -> None:
     t.add_argument("--epochs", type=positive_int, default=10, help="epochs in total (default: 10)")
     t.add_argument("--preset", choices=("cs231n", "dcgan"), default="cs231n",
                    help="cs231n: the notes' settings (batch 128, Adam lr 1e-3 β1 0.5, noise 96, PyTorch's "
-                        "initial weights; default); dcgan: Radford et al. 2016's (lr 2e-4, weights N(0, 0.02))")
+                        "initial weights; default); dcgan: Radford et al. 2016's (lr 2e-4, weights N(0, 0.02)), "
+                        "the better choice for --arch dc")
     t.add_argument("--batch-size", dest="batch_size", type=positive_int, default=None, help="images per step (128)")
     t.add_argument("--lr", type=positive_float, default=None, help="Adam learning rate (the preset's: 1e-3 cs231n, 2e-4 dcgan)")
     t.add_argument("--noise-dim", dest="noise_dim", type=positive_int, default=None, help="noise dimension (96)")
