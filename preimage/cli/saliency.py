@@ -80,6 +80,10 @@ def run(args: argparse.Namespace) -> int:
     check_outputs(output_paths(args.out, names, methods), args.force)
     model = model_from_args(args)
     check_config(cfg, methods, size=model.input_size)  # saliency() checks the Grad-CAM layer before any work
+    if args.layer is not None:  # a misspelt layer fails even when no chosen method reads it
+        from ..layers import resolve_layer
+
+        resolve_layer(model, args.layer)
     per_image = max([1] + [args.samples for m in methods if m == "smoothgrad"] + [args.steps for m in methods if m == "ig"]
                     + [64 for m in methods if m == "occlusion"])
     batch = min(args.batch_size, len(args.images) * per_image)
