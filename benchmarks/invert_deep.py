@@ -27,6 +27,8 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+from invert_quality import COLS as _COLS, LABEL as _LABEL, PAD as _PAD, TILE as _TILE, draw_layers
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 STAGES = [f"blocks.{i}" for i in range(7)] + ["conv_head"]
@@ -152,9 +154,6 @@ def per_photo(rows: list[dict], recipes: list[str], stages: list[str], photos: l
     return lines
 
 
-_TILE, _PAD, _LABEL, _COLS = 224, 6, 22, 5  # the layer grid's layout
-
-
 def carry_tiles(photo: str, folder: Path, recipe: str, stages: list[str]) -> list[str]:
     """Crop the tiles of ``stages`` whose reconstruction is missing from ``folder/recipe`` out of the
     current figure docs/images/layers_PHOTO.png (drawn by :func:`grid`, the original first, then
@@ -178,24 +177,7 @@ def carry_tiles(photo: str, folder: Path, recipe: str, stages: list[str]) -> lis
 
 
 def grid(photo: str, folder: Path, recipe: str) -> None:
-    from PIL import Image, ImageDraw
-
-    from preimage.images import load_tensor, to_pil
-
-    tiles = [("original", to_pil(load_tensor(f"sample:{photo}", 224)))]
-    for s in STAGES:
-        path = folder / recipe / f"{photo}_{s}.png"
-        if path.exists():
-            tiles.append((s, Image.open(path).convert("RGB")))
-    w, pad, label, cols = _TILE, _PAD, _LABEL, _COLS
-    rows = (len(tiles) + cols - 1) // cols
-    canvas = Image.new("RGB", (cols * (w + pad) + pad, rows * (w + label + pad) + pad), "white")
-    draw = ImageDraw.Draw(canvas)
-    for i, (name, img) in enumerate(tiles):
-        x, y = pad + (i % cols) * (w + pad), pad + (i // cols) * (w + label + pad)
-        draw.text((x + 2, y + 4), name, fill="black")
-        canvas.paste(img.resize((w, w)), (x, y + label))
-    canvas.save(ROOT / "docs" / "images" / f"layers_{photo}.png")
+    draw_layers(photo, folder / recipe)  # the same figure as the quality benchmark's
 
 
 def speed(stages: list[str], steps: int, rounds: int, tag: str = "") -> None:

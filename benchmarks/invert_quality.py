@@ -61,25 +61,32 @@ def one(job: tuple[str, str, str, str, str]) -> dict:
             "seconds": time.perf_counter() - t0}
 
 
+#: the layer grid's layout: tile side, padding, label height, columns
+TILE, PAD, LABEL, COLS = 224, 6, 22, 5
+
+
 def grid(photo: str, preset: str) -> None:
+    draw_layers(photo, image_dir(LITE0, preset))
+
+
+def draw_layers(photo: str, folder: Path) -> None:
+    """docs/images/layers_PHOTO.png: the photo, then ``folder/PHOTO_STAGE.png`` for every stage found."""
     from PIL import Image, ImageDraw
 
     from preimage.images import load_tensor, to_pil
 
-    tiles = [("original", to_pil(load_tensor(f"sample:{photo}", 224)))]
+    tiles = [("original", to_pil(load_tensor(f"sample:{photo}", TILE)))]
     for s in STAGES:
-        path = image_dir(LITE0, preset) / f"{photo}_{s}.png"
+        path = folder / f"{photo}_{s}.png"
         if path.exists():
             tiles.append((s, Image.open(path).convert("RGB")))
-    w, pad, label = 224, 6, 22
-    cols = 5
-    rows = (len(tiles) + cols - 1) // cols
-    canvas = Image.new("RGB", (cols * (w + pad) + pad, rows * (w + label + pad) + pad), "white")
+    rows = (len(tiles) + COLS - 1) // COLS
+    canvas = Image.new("RGB", (COLS * (TILE + PAD) + PAD, rows * (TILE + LABEL + PAD) + PAD), "white")
     draw = ImageDraw.Draw(canvas)
     for i, (name, img) in enumerate(tiles):
-        x, y = pad + (i % cols) * (w + pad), pad + (i // cols) * (w + label + pad)
+        x, y = PAD + (i % COLS) * (TILE + PAD), PAD + (i // COLS) * (TILE + LABEL + PAD)
         draw.text((x + 2, y + 4), name, fill="black")
-        canvas.paste(img.resize((w, w)), (x, y + label))
+        canvas.paste(img.resize((TILE, TILE)), (x, y + LABEL))
     dest = ROOT / "docs" / "images" / f"layers_{photo}.png"
     dest.parent.mkdir(parents=True, exist_ok=True)
     canvas.save(dest)

@@ -94,10 +94,7 @@ class Upsampled(ImageParam):
     def forward(self) -> torch.Tensor:
         return torch.nn.functional.interpolate(self.x, size=self.size, mode="bilinear", align_corners=False)
 
-    @torch.no_grad()
-    def project_(self) -> None:
-        if self.bounds is not None:
-            self.x.clamp_(*self.bounds)
+    project_ = Pixels.project_  # the coarse grid clamped to the box, as free pixels are
 
     @torch.no_grad()
     def set_(self, image: torch.Tensor) -> None:

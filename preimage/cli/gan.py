@@ -160,12 +160,20 @@ def run_train(args: argparse.Namespace) -> int:
     return _report(res, out)
 
 
-def _report(res, out: Path) -> int:
+def _stopped(res, command: str) -> int | None:
+    """The exit code of a fit that did not finish (divergence raises), else None."""
     if res.status == "diverged":
         raise _Diverged(f"diverged: {res.message}")
     if res.status == "interrupted":
-        print(f"preimage gan train: {res.message}", file=sys.stderr)
+        print(f"preimage gan {command}: {res.message}", file=sys.stderr)
         return res.exit_code or 130
+    return None
+
+
+def _report(res, out: Path) -> int:
+    stopped = _stopped(res, "train")
+    if stopped is not None:
+        return stopped
     if res.message:  # e.g. the folder already holds as many epochs as asked for
         print(res.message)
     last = (res.history.get("epochs") or [{}])[-1]
@@ -219,11 +227,9 @@ def run_classifier(args: argparse.Namespace) -> int:
     say(args, f"training the scoring LeNet on {args.data} for {args.epochs} epochs into {out}/")
     res = train_classifier(data=args.data, out=out, epochs=args.epochs, seed=args.seed, data_root=args.data_root,
                            force=args.force, progress=not args.quiet)
-    if res.status == "interrupted":
-        print(f"preimage gan classifier: {res.message}", file=sys.stderr)
-        return res.exit_code or 130
-    if res.status == "diverged":
-        raise _Diverged(f"diverged: {res.message}")
+    stopped = _stopped(res, "classifier")
+    if stopped is not None:
+        return stopped
     if res.message:
         print(res.message)
     for e in res.history.get("epochs", []):
