@@ -61,6 +61,10 @@ SWEEP = {  # name -> FeatVizConfig overrides
     "jitter+scale+rotate": dict(pad=0, jitter=16, scales=(0.9, 0.95, 1.0, 1.05, 1.1), rotate=5.0),
     "pad+jitter+scale+rotate": dict(pad=16, jitter=16, scales=(0.9, 0.95, 1.0, 1.05, 1.1), rotate=5.0),
     "lucid (pad 12, jitter 8, scale 0.9-1.1, rotate 10)": dict(pad=12, jitter=8, scales=tuple(1 + (i - 5) / 50 for i in range(11)), rotate=10.0),
+    # the last part of the steps without transforms (polish), after jitter + scale + rotate
+    "jitter+scale+rotate, polish 0.05": dict(pad=0, jitter=16, scales=(0.9, 0.95, 1.0, 1.05, 1.1), rotate=5.0, polish=0.05),
+    "jitter+scale+rotate, polish 0.1": dict(pad=0, jitter=16, scales=(0.9, 0.95, 1.0, 1.05, 1.1), rotate=5.0, polish=0.1),
+    "jitter+scale+rotate, polish 0.2": dict(pad=0, jitter=16, scales=(0.9, 0.95, 1.0, 1.05, 1.1), rotate=5.0, polish=0.2),
 }
 OUT = ROOT / "benchmarks/results"
 
@@ -143,8 +147,15 @@ def run_ours(model, layer, chans, size, steps, seed=0, **overrides):
 
 
 def part_sweep(model, pmax, args) -> dict:
-    rows = {}
-    for name, over in SWEEP.items():
+    """Every recipe of SWEEP (``--recipes A,B``: only those, merged into the saved rows of the others)."""
+    wanted = [r for r in args.recipes.split(";") if r] if args.recipes else list(SWEEP)
+    unknown = [r for r in wanted if r not in SWEEP]
+    if unknown:
+        raise SystemExit(f"unknown recipes {unknown}; choose from {list(SWEEP)}")
+    saved = OUT / "featviz_sweep.json"
+    rows = json.loads(saved.read_text())["rows"] if args.recipes and saved.exists() else {}
+    for name in wanted:
+        over = SWEEP[name]
         ratios, robust, secs = [], [], 0.0
         for layer in LAYERS:
             chans = channels_of(model, layer)[::8]
@@ -158,6 +169,7 @@ def part_sweep(model, pmax, args) -> dict:
                       "ratios": ratios, "robust_ratios": robust}
         print(f"sweep {name}: ratio {statistics.median(ratios):.2f} robust {statistics.median(robust):.2f} "
               f"{secs:.0f}s", flush=True)
+    rows = {k: rows[k] for k in SWEEP if k in rows}  # the table in SWEEP's order
     return {"size": 128, "steps": 128, "channels": {l: channels_of(model, l)[::8] for l in LAYERS}, "rows": rows}
 
 
@@ -229,7 +241,7 @@ def part_lucent(model, pmax, args) -> dict:
         raise SystemExit("the lucent part needs torch-lucent: pip install -e .[bench]") from None
     out, pics = {}, []
     for layer in LAYERS:
-        chans = channels_of(model, layer)[:CHANNELS_LUCENT]
+        chans = channels_of(model, layer)[:args.lucent_channels]
         ours, t_ours = run_ours(model, layer, chans, 224, args.steps, seed=args.seed)
         theirs, t_theirs = lucent_render(model, layer, chans, args.steps, args.seed)
         so = score(model, layer, chans, ours, pmax[layer])
@@ -249,7 +261,7 @@ def part_lucent(model, pmax, args) -> dict:
     steps = {lib: sum(out[l][lib]["seconds"] for l in LAYERS) / (args.steps * len(LAYERS)) for lib in ("preimage", "lucent")}
     import lucent
 
-    return {"size": 224, "steps": args.steps, "batch": CHANNELS_LUCENT, "layers": out, "summary": sums,
+    return {"size": 224, "steps": args.steps, "batch": args.lucent_channels, "layers": out, "summary": sums,
             "s_per_step": steps, "lucent_version": getattr(lucent, "__version__", "0.1.8")}
 
 
@@ -328,7 +340,7 @@ def write_report() -> str:
     sw = load("sweep")
     if sw:
         md += [f"## Transforms ({sw['size']} px, {sw['steps']} steps, channels {sw['channels']})", "",
-               "`" + sw["command"] + "`", "",
+               *("`" + c + "`" for c in sw.get("commands", [sw["command"]])), "",
                "| recipe | median ratio | min ratio | median robust ratio | min robust ratio |", "|---|---|---|---|---|"]
         for k, v in sw["rows"].items():
             md.append(f"| {k} | {v['ratio']['median']:.2f} | {v['ratio']['min']:.2f} | "
@@ -390,6 +402,10 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--layers", default=",".join(LAYERS), help="layers of the activation part")
+    ap.add_argument("--recipes", default="", help="sweep: only these recipes (names separated by ';'), merged "
+                    "into the saved table")
+    ap.add_argument("--lucent-channels", dest="lucent_channels", type=int, default=CHANNELS_LUCENT,
+                    help="lucent: the first N of each layer's 32 channels (default: %(default)s)")
     ap.add_argument("--merge", action="store_true", help="merge per-layer activation results, write featviz.md, exit")
     ap.add_argument("--report", action="store_true", help="write featviz.md from the saved results and exit")
     ap.add_argument("--picture-size", dest="picture_size", type=int, default=224, help="side of the docs' pictures")
@@ -418,6 +434,10 @@ def main() -> None:
                   "part": part, "photo_crops": pm["crops"], "threads": args.threads,
                   "machine": f"{platform.machine()}, torch {torch.__version__}", **result}
         name = part if part != "activation" or args.layers == ",".join(LAYERS) else f"activation_{args.layers}"
+        saved = OUT / f"featviz_{name}.json"
+        if part == "sweep" and args.recipes and saved.exists():  # rows merged: keep every command that made them
+            before = json.loads(saved.read_text())
+            record["commands"] = before.get("commands", [before["command"]]) + [record["command"]]
         (OUT / f"featviz_{name}.json").write_text(json.dumps(record, indent=1) + "\n")
     print(f"total {time.perf_counter() - start:.0f}s", flush=True)
 

@@ -112,6 +112,7 @@ def optimize(
     momentum: float = 0.9,
     schedule: Callable[[torch.optim.Optimizer], object] | None = None,
     transforms: Sequence[Transform] = (),
+    transform_steps: int | None = None,
     generator: torch.Generator | None = None,
     callbacks: Sequence[Callable[[Step], bool | None]] = (),
     grad_hook: Callable[[ImageParam], None] | None = None,
@@ -125,6 +126,8 @@ def optimize(
         optimizer: ``"sgd"``, ``"adam"``, ``"lbfgs"`` or a factory ``params -> Optimizer``.
         schedule: a factory ``optimizer -> scheduler`` (see :func:`step_schedule`), stepped once per step.
         transforms: random transforms of the network input, drawn from ``generator``.
+        transform_steps: apply ``transforms`` in the first ``transform_steps`` steps only (``None``: in
+            every step); the steps after see the image as it is.
         callbacks: called after each step; returning True stops the loop (``status="stopped"``).
         grad_hook: called after backward, before the optimizer step (e.g. gradient normalization).
         progress: show progress on stderr with every loss term (a tqdm bar on a terminal, a plain
@@ -159,7 +162,8 @@ def optimize(
 
             def closure() -> torch.Tensor:
                 opt.zero_grad(set_to_none=True)
-                state = forward_state(param, model, extractor, transform, generator, step)
+                tf = transform if transform_steps is None or step <= transform_steps else None
+                state = forward_state(param, model, extractor, tf, generator, step)
                 terms = objective.terms(state)
                 per = torch.stack(list(terms.values())).sum(0)
                 loss = per.sum()

@@ -289,3 +289,32 @@ def test_cli_writes_new_maps_and_reports_the_completeness_gap(tmp_path, capsys) 
         ig = im["ig_completeness"]
         assert ig["gap"] == pytest.approx(ig["sum"] - ig["delta"], abs=1e-4)
         assert f"{im['name']}_gradcam.png" in im["files"] and (out / f"{im['name']}_occlusion_overlay.png").exists()
+
+
+def test_all_means_every_method_the_model_can_run(lite0) -> None:
+    from preimage.tasks.saliency import METHODS, methods_for
+
+    assert methods_for(lite0, "all") == [m for m in METHODS if m != "rollout"]
+    vit = load_model("timm:vit_tiny_patch16_224,img_size=32,patch_size=8,depth=2", weights="none", input_size=32)
+    assert methods_for(vit, "all") == [m for m in METHODS if m not in ("guided-backprop", "guided-gradcam")]
+    assert methods_for(vit, ["vanilla", "ig"]) == ["vanilla", "ig"]  # a list is taken as given
+
+
+def test_occlusion_window_defaults_to_a_seventh_of_the_image() -> None:
+    from preimage.tasks.attribution import occlusion_geometry
+
+    assert occlusion_geometry(224, None, None) == (32, 16)
+    assert occlusion_geometry(28, None, None) == (4, 2)
+    assert occlusion_geometry(224, 20, None) == (20, 10) and occlusion_geometry(224, None, 8) == (32, 8)
+
+
+def test_cli_all_writes_every_method_at_a_small_size(tmp_path, capsys) -> None:
+    out = tmp_path / "all"
+    assert main(["saliency", "sample:chelsea", "--input-size", "32", "--method", "all", "--samples", "2",
+                 "--steps", "2", "--out", str(out), "-q"]) == 0
+    manifest = json.loads((out / "saliency.json").read_text())
+    from preimage.tasks.saliency import METHODS
+
+    assert manifest["methods"] == [m for m in METHODS if m != "rollout"]
+    assert manifest["occlusion"] == {"window": 5, "stride": 2, "fill": 0.5}
+    assert (out / "chelsea_occlusion.png").exists() and (out / "chelsea_guided-gradcam_overlay.png").exists()

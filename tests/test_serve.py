@@ -130,6 +130,20 @@ def test_visualize_saliency_and_style_jobs_run_the_tasks(client):
     assert manifest["config"]["style_layers"] == ["conv1", "layer1", "layer2"]
 
 
+def test_saliency_all_runs_every_method_the_model_can(client):
+    from preimage.serve.recipes import SALIENCY_METHODS
+    from preimage.tasks.saliency import METHODS
+
+    assert SALIENCY_METHODS == (*METHODS, "all")
+    job = submit(client, kind="saliency", image="sample:chelsea", method="all", **FAST)
+    s = wait_for(client, job["id"], ("done", "failed"))
+    assert s["state"] == "done", s["message"]
+    expected = [m for m in METHODS if m != "rollout"]  # a ResNet: no attention to roll out
+    assert s["result"]["methods"] == expected
+    assert {f"chelsea_{m}.png" for m in expected} <= set(s["files"])
+    assert s["result"]["ig_relative_gap"] >= 0
+
+
 def test_unknown_layer_fails_in_the_job_with_a_suggestion(client):
     job = submit(client, kind="invert", image="sample:chelsea", layer="layer9", steps=2, **FAST)
     end = events(client, job["id"])[-1][1]

@@ -11,7 +11,8 @@ from .common import check_images, check_memory, model_from_args, say
 
 #: flags of feature visualization that --class does not take -> their argparse dest
 FEATVIZ_ONLY = {"--batch": "batch", "--diversity": "diversity", "--diversity-layer": "diversity_layer",
-                "--pad": "pad", "--rotate": "rotate", "--scales": "scales", "--direction": "direction"}
+                "--pad": "pad", "--rotate": "rotate", "--scales": "scales", "--direction": "direction",
+                "--polish": "polish"}
 #: flags of class visualization that feature visualization does not take
 CLASS_ONLY = {"--preset": "preset", "--copies": "copies", "--color-shift": "color_shift", "--noise": "noise"}
 _VECTOR_SUFFIXES = (".npy", ".pt", ".pth")
@@ -60,7 +61,8 @@ def run_objective(args: argparse.Namespace) -> int:
     from ..tasks.featviz import make_config, output_paths
 
     overrides = dict(steps=args.steps, lr=args.lr, jitter=args.jitter, pad=args.pad, rotate=args.rotate,
-                     scales=args.scales, diversity=args.diversity, diversity_layer=args.diversity_layer)
+                     scales=args.scales, diversity=args.diversity, diversity_layer=args.diversity_layer,
+                     polish=args.polish)
     cfg = make_config(**overrides)  # bad settings fail before the model loads
     check_outputs(output_paths(args.out, [label] * args.batch), args.force)
 

@@ -47,6 +47,9 @@ def add_parser(sub) -> None:
                    help="random rotation each step, ±degrees (default: 5)")
     f.add_argument("--scales", type=float_list, default=None, metavar="S,S,...",
                    help="random rescaling factors each step, e.g. 0.9,1,1.1; 1 for none (default: 0.9,0.95,1,1.05,1.1)")
+    f.add_argument("--polish", type=float, default=None, metavar="F",
+                   help="the last fraction F of the steps sees the image without transforms, in [0, 1) "
+                        "(default: POLISH_DEFAULT)")
     p.add_argument("--preset", choices=("fourier", "classic"), default=None,
                    help="fourier: Fourier/decorrelated colour, Adam (default); classic: CS231n pixels, "
                         "l2 1e-3, lr 25, blur every 10, jitter 16 (--class only)")

@@ -24,7 +24,8 @@ def add_parser(sub) -> None:
     p.add_argument("--method", default="vanilla",
                    help="vanilla, smoothgrad, gradxinput, gradcam, gradcam++, guided-backprop, guided-gradcam, "
                         "ig, occlusion, rollout (Vision Transformers: attention rollout, class-independent), a "
-                        "comma-separated list, or all (= vanilla, smoothgrad, gradxinput; default: vanilla)")
+                        "comma-separated list, or all (every method the model can run: rollout on Vision "
+                        "Transformers only, the guided methods on ReLU networks; default: vanilla)")
     p.add_argument("--samples", type=positive_int, default=25, help="SmoothGrad noisy copies (default: 25)")
     p.add_argument("--noise", type=nonneg_float, default=0.15,
                    help="SmoothGrad noise std in [0, 1] pixel units (default: 0.15)")
@@ -39,8 +40,9 @@ def add_parser(sub) -> None:
                    help="Integrated Gradients quadrature: gausslegendre (default) or riemann (right sum)")
     p.add_argument("--blur-sigma", type=positive_float, default=10.0,
                    help="std of the blurred IG baseline, in pixels of the network input (default: 10)")
-    p.add_argument("--window", type=int, default=32, help="occlusion: square side in pixels (default: 32)")
-    p.add_argument("--stride", type=int, default=16, help="occlusion: step in pixels (default: 16)")
+    p.add_argument("--window", type=int, default=None,
+                   help="occlusion: square side in pixels (default: 1/7 of the input side, 32 at 224)")
+    p.add_argument("--stride", type=int, default=None, help="occlusion: step in pixels (default: half the window)")
     p.add_argument("--fill", type=float, default=0.5,
                    help="occlusion: grey level of the square in [0, 1] (default: 0.5)")
     p.add_argument("--batch-size", type=positive_int, default=32,
@@ -64,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     from ..io import check_outputs
     from ..models.efficientnet_lite import VARIANTS
     from ..tasks.attribution import AttributionConfig, check_config
-    from ..tasks.saliency import output_paths, parse_methods, saliency, unique_names
+    from ..tasks.saliency import methods_for, output_paths, parse_methods, saliency, unique_names
     from ..viz import heatmap
 
     import torch
@@ -77,8 +79,13 @@ def run(args: argparse.Namespace) -> int:
     known = args.input_size or (VARIANTS[args.model][2] if args.model in VARIANTS else None)
     check_config(cfg, methods, size=known)  # IG steps, baselines, occlusion window: before the model loads
     names = unique_names([image_name(s) for s in args.images])
-    check_outputs(output_paths(args.out, names, methods), args.force)
+    every = args.method.strip() == "all"
+    if not every:  # "all" depends on the model: its files are checked once it has loaded
+        check_outputs(output_paths(args.out, names, methods), args.force)
     model = model_from_args(args)
+    if every:
+        methods = methods_for(model, "all", args.layer)
+        check_outputs(output_paths(args.out, names, methods), args.force)
     check_config(cfg, methods, size=model.input_size)  # saliency() checks the Grad-CAM layer before any work
     if args.layer is not None:  # a misspelt layer fails even when no chosen method reads it
         from ..layers import resolve_layer

@@ -61,7 +61,7 @@ class JobRequest(BaseModel):
     seed: int = Field(0, ge=0, le=2**31 - 1)
     preview_every: int | None = None              # steps between live frames (default: ~25 per run)
     classes: list[str] | None = None              # dream: classes; saliency: the class to explain
-    method: str | None = None                     # saliency: vanilla | smoothgrad | gradxinput | all
+    method: str | None = None                     # saliency: one method of `preimage saliency`, or all
 
 
 def _error(status: int, message: str) -> JSONResponse:

@@ -11,6 +11,7 @@ Kinds: ``invert`` (feature inversion), ``depth`` (inversion at every stage of th
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,10 @@ __all__ = ["KINDS", "prepare", "frame_every"]
 KINDS = ("invert", "depth", "dream", "saliency", "style")
 INVERT_PRESETS = ("default", "fast", "natural", "original", "shallow")
 DREAM_PRESETS = ("fourier", "classic")
-SALIENCY_METHODS = ("vanilla", "smoothgrad", "gradxinput", "all")
+#: what the saliency tab offers: every method of ``preimage saliency`` (checked against it in the tests),
+#: and ``all`` (every method the chosen model can run)
+SALIENCY_METHODS = ("vanilla", "smoothgrad", "gradxinput", "gradcam", "gradcam++", "guided-backprop",
+                    "guided-gradcam", "ig", "occlusion", "rollout", "all")
 
 
 def frame_every(steps: int, asked: int | None) -> int:
@@ -194,10 +198,11 @@ def _dream(req: Any, config: Any, uploads: Any, params: dict[str, Any]):
 
 
 def _saliency(req: Any, config: Any, uploads: Any, params: dict[str, Any]):
-    from ..tasks.saliency import parse_methods
+    from ..tasks.saliency import methods_for, parse_methods
 
     source = _source(req.image, uploads)
-    methods = parse_methods(req.method or "all")
+    method = req.method or "all"
+    methods = parse_methods(method)  # spelling checked before the job is queued
     target = req.classes[0].strip() if req.classes and req.classes[0].strip() else None
     target = int(target) if target is not None and target.isdigit() else target
 
@@ -205,15 +210,19 @@ def _saliency(req: Any, config: Any, uploads: Any, params: dict[str, Any]):
         from ..tasks.saliency import saliency
 
         model = ctx.models.get(req.model, req.weights, req.input_size)
-        ctx.progress(total=1, phase=", ".join(methods))
-        res = saliency(model, [source], target=target, method=methods, seed=req.seed)
+        chosen = methods_for(model, method)
+        ctx.progress(total=1, phase=", ".join(chosen))
+        res = saliency(model, [source], target=target, method=chosen, seed=req.seed)
         ctx.progress(step=1)
         paths = res.save(ctx.folder)
-        return {"files": _files(paths, ctx.folder), "image": "saliency_grid.png", "manifest": "saliency.json",
-                "class": res.class_names[0], "prob": res.probs[0],
-                "predicted": model.classes[res.predicted[0]] if model.classes else None}
+        out = {"files": _files(paths, ctx.folder), "image": "saliency_grid.png", "manifest": "saliency.json",
+               "class": res.class_names[0], "prob": res.probs[0], "methods": chosen,
+               "predicted": model.classes[res.predicted[0]] if model.classes else None}
+        if res.completeness and math.isfinite(res.completeness[0]["relative_gap"]):
+            out["ig_relative_gap"] = res.completeness[0]["relative_gap"]
+        return out
 
-    return f"saliency {req.model}: {', '.join(methods)}", params, run
+    return f"saliency {req.model}: {method if method == 'all' else ', '.join(methods)}", params, run
 
 
 def _style(req: Any, config: Any, uploads: Any, params: dict[str, Any]):

@@ -50,7 +50,7 @@ from ..models import Model, vit
 
 __all__ = ["ATTRIBUTION_METHODS", "BASELINES", "AttributionConfig", "check_config", "default_cam_layer",
            "cam_layer", "grad_cam", "guided_backprop", "guided_relus", "integrated_gradients", "ig_baseline",
-           "occlusion", "attribution_maps"]
+           "occlusion", "occlusion_geometry", "attribution_maps"]
 
 ATTRIBUTION_METHODS = ("gradcam", "gradcam++", "guided-backprop", "guided-gradcam", "ig", "occlusion")
 BASELINES = ("black", "blur", "noise")
@@ -66,8 +66,8 @@ class AttributionConfig:
     rule: str = "gausslegendre"  # IG quadrature: Gauss-Legendre (Captum's default) or right Riemann (the paper)
     baseline: str = "black"  # IG baseline: black, blur or noise
     blur_sigma: float = 10.0  # std of the blurred baseline, in pixels of the network input (Fong & Vedaldi: 10)
-    window: int = 32  # occlusion square side in pixels (1/7 of a 224 image)
-    stride: int = 16  # occlusion step in pixels (half a window: each pixel is covered by up to 4 windows)
+    window: int | None = None  # occlusion square side in pixels (None: 1/7 of the image side, 32 at 224)
+    stride: int | None = None  # occlusion step in pixels (None: half a window, each pixel under up to 4 windows)
     fill: float = 0.5  # occlusion patch value in [0, 1] pixel units (grey, as Zeiler & Fergus)
     seed: int = 0  # the noise baseline
     batch_size: int = 32  # images (interpolation points, occluded copies) per forward pass
@@ -88,15 +88,17 @@ def check_config(cfg: AttributionConfig, methods: Sequence[str], size: int | Non
         if not cfg.blur_sigma > 0:
             raise PreimageError(f"blur sigma must be > 0, not {cfg.blur_sigma}")
     if "occlusion" in methods:
-        if cfg.window < 1 or cfg.stride < 1:
+        if (cfg.window is not None and cfg.window < 1) or (cfg.stride is not None and cfg.stride < 1):
             raise PreimageError(f"occlusion window and stride must be at least 1 (window {cfg.window}, "
                                 f"stride {cfg.stride})")
-        if size is not None and cfg.window > size:
+        if size is not None and cfg.window is not None and cfg.window > size:
             raise PreimageError(f"occlusion window {cfg.window} px is larger than the {size}x{size} image the "
                                 f"network sees; use --window {size} or less")
-        if cfg.stride > cfg.window:
-            raise PreimageError(f"occlusion stride {cfg.stride} is larger than the window {cfg.window}: "
-                                f"pixels between windows would never be occluded")
+        if size is not None or cfg.window is not None:
+            window, stride = occlusion_geometry(size or 0, cfg.window, cfg.stride)
+            if stride > window:
+                raise PreimageError(f"occlusion stride {stride} is larger than the window {window}: "
+                                    f"pixels between windows would never be occluded")
         if not 0.0 <= cfg.fill <= 1.0:
             raise PreimageError(f"occlusion fill must be in [0, 1], not {cfg.fill}")
     if cfg.batch_size < 1:
@@ -126,8 +128,9 @@ def default_cam_layer(model: Model) -> str:
 def cam_layer(model: Model, layer: str | None) -> str:
     """Check that ``layer`` (``None``: the default) has a spatial map; returns the name to read."""
     name = default_cam_layer(model) if layer is None else layer
-    resolve_layer(model, name)  # unknown names: did-you-mean
-    shape = FeatureExtractor(model, [name]).shapes[name]
+    traced = {i.name: i.shape for i in list_layers(model)}  # (cached per model)
+    path = name if name in traced else resolve_layer(model, name)  # unknown names: did-you-mean
+    shape = traced[path] if path in traced and not vit.is_vit(model.net) else FeatureExtractor(model, [name]).shapes[name]
     if len(shape) != 3 or shape[1] * shape[2] < 2:
         raise PreimageError(f"Grad-CAM needs a layer with a spatial map (channels x height x width); {name!r} of "
                             f"{model.name} outputs {'x'.join(map(str, shape)) or 'a scalar'}; "
@@ -200,49 +203,33 @@ def cam_maps(model: Model, pixels: torch.Tensor, classes: Sequence[int] | None, 
 
 # -- guided backprop -----------------------------------------------------------------------------
 
-class _GuidedClamp(torch.autograd.Function):
-    """``clamp(x, lo, hi)`` forward; backward ``ReLU(g) · 1[lo < x < hi]``."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:  # type: ignore[override]
-        ctx.save_for_backward(x)
-        ctx.lo, ctx.hi = lo, hi
-        return x.clamp(lo, hi)
-
-    @staticmethod
-    def backward(ctx, g: torch.Tensor):  # type: ignore[override]
-        (x,) = ctx.saved_tensors
-        return g.clamp(min=0) * ((x > ctx.lo) & (x < ctx.hi)).to(g.dtype), None, None
-
-
-def _relu_bounds(module: nn.Module) -> tuple[float, float] | None:
-    if isinstance(module, nn.ReLU):
-        return 0.0, math.inf
-    if isinstance(module, nn.ReLU6):
-        return 0.0, 6.0
-    return None
+def _is_relu(module: nn.Module) -> bool:
+    return isinstance(module, (nn.ReLU, nn.ReLU6))
 
 
 @contextmanager
 def guided_relus(net: nn.Module) -> Iterator[int]:
     """Within the block every ``nn.ReLU``/``nn.ReLU6`` of ``net`` back-propagates guided gradients.
 
-    Implemented with forward hooks that swap each activation's output for a :class:`_GuidedClamp` of its
-    input; the hooks are removed on exit, also on error, so the model is unchanged afterwards. Yields the
-    number of activations hooked (raises PreimageError when there are none).
+    The activation's own backward multiplies the output gradient ``g`` by its gate ``1[lo < x < hi]``;
+    since the gate is 0 or 1, ``ReLU(g) · gate`` is that backward applied to ``ReLU(g)``. So a forward hook
+    puts a gradient hook ``g -> ReLU(g)`` on each activation's output: no extra forward work and one clamp
+    per activation backward. The hooks are removed on exit, also on error, so the model is unchanged
+    afterwards. Yields the number of activations hooked (raises PreimageError when there are none).
     """
     handles = []
 
-    def hook(lo: float, hi: float):
-        def fn(_m, inp, _out):
-            return _GuidedClamp.apply(inp[0], lo, hi)
-        return fn
+    def positive(g: torch.Tensor) -> torch.Tensor:
+        return g.clamp(min=0)
+
+    def hook(_m, _inp, out):
+        if isinstance(out, torch.Tensor) and out.requires_grad:
+            out.register_hook(positive)
 
     try:
         for m in net.modules():
-            bounds = _relu_bounds(m)
-            if bounds is not None:
-                handles.append(m.register_forward_hook(hook(*bounds)))
+            if _is_relu(m):
+                handles.append(m.register_forward_hook(hook))
         if not handles:
             kinds = sorted({type(m).__name__ for m in net.modules() if "act" in type(m).__name__.lower()
                             or type(m).__name__ in ("GELU", "SiLU", "Hardswish", "Tanh", "Sigmoid")})
@@ -344,16 +331,25 @@ def integrated_gradients(model: Model, pixels: torch.Tensor, classes: Sequence[i
 
 # -- occlusion -----------------------------------------------------------------------------------
 
+def occlusion_geometry(size: int, window: int | None, stride: int | None) -> tuple[int, int]:
+    """The occlusion window and stride for an image side of ``size`` pixels: as given, or by default a
+    window of 1/7 of the side (32 px at 224) and half a window's stride."""
+    w = window if window is not None else max(1, round(size / 7))
+    return w, stride if stride is not None else max(1, w // 2)
+
+
 def _offsets(size: int, window: int, stride: int) -> list[int]:
     return [k * stride for k in range(math.ceil((size - window) / stride) + 1)]
 
 
-def occlusion(model: Model, pixels: torch.Tensor, classes: Sequence[int], *, window: int = 32, stride: int = 16,
-              fill: float = 0.5, batch_size: int = 32) -> torch.Tensor:
-    """Occlusion attributions ``B x H x W`` (signed: the mean score drop of the windows over each pixel)."""
+def occlusion(model: Model, pixels: torch.Tensor, classes: Sequence[int], *, window: int | None = None,
+              stride: int | None = None, fill: float = 0.5, batch_size: int = 32) -> torch.Tensor:
+    """Occlusion attributions ``B x H x W`` (signed: the mean score drop of the windows over each pixel);
+    ``window`` and ``stride`` default to :func:`occlusion_geometry`'s."""
     b, _, h, w = pixels.shape
     check_config(AttributionConfig(window=window, stride=stride, fill=fill, batch_size=batch_size), ["occlusion"],
                  size=min(h, w))
+    window, stride = occlusion_geometry(min(h, w), window, stride)
     boxes = [(y, x) for y in _offsets(h, window, stride) for x in _offsets(w, window, stride)]
     idx_all = torch.as_tensor(list(classes))
     with torch.no_grad():

@@ -51,6 +51,7 @@ class FeatVizConfig:
     jitter: int = 16  # random roll of up to ±jitter pixels each step (0: off)
     scales: tuple[float, ...] = (0.9, 0.95, 1.0, 1.05, 1.1)  # random rescaling factors (empty: off)
     rotate: float = 5.0  # random rotation in ±degrees each step (0: off)
+    polish: float = 0.0  # the last fraction of the steps without any transform (0: off)
     diversity: float = 0.0  # weight of the diversity term across the batch (0: off)
     diversity_layer: str | None = None  # its layer (None: the objective's first layer)
 
@@ -64,6 +65,8 @@ def make_config(**overrides: object) -> FeatVizConfig:
         raise PreimageError("lr must be > 0")
     if cfg.init_std < 0 or cfg.decay < 0 or cfg.pad < 0 or cfg.jitter < 0 or cfg.rotate < 0 or cfg.diversity < 0:
         raise PreimageError("init-std, decay, pad, jitter, rotate and diversity must be >= 0")
+    if not 0 <= cfg.polish < 1:
+        raise PreimageError(f"polish must be a fraction of the steps in [0, 1), not {cfg.polish:g}")
     if cfg.rotate > 180:
         raise PreimageError(f"rotate {cfg.rotate:g} is more than 180 degrees")
     if any(not s > 0 for s in cfg.scales):
@@ -85,6 +88,11 @@ def robust_transforms(model: Model, cfg: FeatVizConfig) -> list[Transform]:
     if cfg.rotate:
         out.append(random_rotate(cfg.rotate, fill=grey))
     return out
+
+
+def transform_steps(cfg: FeatVizConfig) -> int:
+    """The number of steps that see the transforms: all but the last ``polish`` fraction."""
+    return cfg.steps - round(cfg.polish * cfg.steps)
 
 
 @dataclass
@@ -294,8 +302,8 @@ def visualize_objective(
     param = Fourier((batch, model.channels, size, size), sd=cfg.init_std, decay=cfg.decay, generator=g,
                     device=model.device)
     result = optimize(param, loss, model, steps=cfg.steps, optimizer="adam", lr=cfg.lr,
-                      transforms=robust_transforms(model, cfg), generator=g, callbacks=list(callbacks),
-                      progress=progress, progress_desc="dream")
+                      transforms=robust_transforms(model, cfg), transform_steps=transform_steps(cfg), generator=g,
+                      callbacks=list(callbacks), progress=progress, progress_desc="dream")
     if result.status == "diverged":
         raise Diverged(f"feature visualization diverged: {result.message}; try a smaller --lr")
     image = result.image.clamp(0, 1)

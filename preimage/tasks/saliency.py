@@ -16,12 +16,12 @@ Methods, for an image ``x`` in [0, 1] RGB and the unnormalized score ``S_c`` of 
   blocks of the head-averaged attention with the residual added, ``Â_l = 0.5 A_l + 0.5 I``; the class
   token's row over the patch grid, upsampled bilinearly to the image (:mod:`preimage.models.vit`).
   It does not use gradients and does not depend on the class; the pictures show it with its minimum
-  subtracted (every patch keeps a floor of flow through the residual). ``all`` means the three
-  gradient methods; ask for ``rollout`` by name.
+  subtracted (every patch keeps a floor of flow through the residual).
 - ``gradcam``, ``gradcam++``, ``guided-backprop``, ``guided-gradcam``, ``ig`` (Integrated Gradients) and
   ``occlusion``: see :mod:`preimage.tasks.attribution`, where they live.
 
-The default class is the one the network predicts. Example::
+``all`` means every method the model can run (:func:`methods_for`). The default class is the one the
+network predicts. Example::
 
     preimage saliency sample:chelsea sample:coffee --method all --out out/saliency
     preimage saliency sample:chelsea --method gradcam,ig --baseline blur --steps 32
@@ -45,10 +45,11 @@ from ..params import Pixels
 from .attribution import ATTRIBUTION_METHODS, ONE_PASS, AttributionConfig, attribution_maps, check_config
 
 __all__ = ["METHODS", "GRADIENT_METHODS", "saliency", "gradients", "SaliencyResult", "output_paths", "parse_methods",
+           "methods_for",
            "unique_names", "pixels_size"]
 
 METHODS = ("vanilla", "smoothgrad", "gradxinput", *ATTRIBUTION_METHODS, "rollout")
-GRADIENT_METHODS = ("vanilla", "smoothgrad", "gradxinput")  # what "all" means
+GRADIENT_METHODS = ("vanilla", "smoothgrad", "gradxinput")
 
 def gradients(model: Model, pixels: torch.Tensor, classes: Sequence[int] | int | None = None
               ) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
@@ -145,17 +146,43 @@ def output_paths(out_dir: str | os.PathLike, names: Sequence[str], methods: Sequ
 
 
 def parse_methods(method: str | Sequence[str]) -> list[str]:
-    """``"all"``, one name, or a list -> the list of methods (unknown names raise PreimageError)."""
+    """One name or a list -> the list of methods (unknown names raise PreimageError). ``"all"`` gives
+    every method; :func:`methods_for` narrows it to those a model can run."""
     from ..errors import did_you_mean
 
-    methods = list(GRADIENT_METHODS) if method == "all" else ([method] if isinstance(method, str) else list(method))
+    methods = list(METHODS) if method == "all" else ([method] if isinstance(method, str) else list(method))
     for m in methods:
         if m not in METHODS:
             raise PreimageError(f"unknown saliency method {m!r}" + did_you_mean(m, METHODS)
-                                + f"; choose from {', '.join(METHODS)} or all ({', '.join(GRADIENT_METHODS)})")
+                                + f"; choose from {', '.join(METHODS)} or all (every method the model can run)")
     if not methods:
         raise PreimageError("no saliency method given")
     return list(dict.fromkeys(methods))
+
+
+def methods_for(model: Model, method: str | Sequence[str], layer: str | None = None) -> list[str]:
+    """The methods to run: ``"all"`` is every method ``model`` can run (rollout on Vision Transformers
+    only, the guided methods on networks with ReLU/ReLU6 modules, the CAMs where a layer has a spatial
+    map); a name or a list is taken as given (a method the model cannot run fails later, in one line)."""
+    if method != "all":
+        return parse_methods(method)
+    from ..models import vit
+    from .attribution import _is_relu, cam_layer
+
+    try:
+        cam_layer(model, layer)
+        cams = True
+    except PreimageError:
+        cams = False
+    relus = any(_is_relu(m) for m in model.net.modules())
+    skip = set()
+    if vit.token_layout(model.net) is None:
+        skip.add("rollout")
+    if not cams:
+        skip |= {"gradcam", "gradcam++", "guided-gradcam"}
+    if not relus:
+        skip |= {"guided-backprop", "guided-gradcam"}
+    return [m for m in METHODS if m not in skip]
 
 
 def _load(model: Model, images) -> tuple[torch.Tensor, list[str]]:
@@ -179,8 +206,8 @@ def saliency(
     baseline: str = "black",
     rule: str = "gausslegendre",
     blur_sigma: float = 10.0,
-    window: int = 32,
-    stride: int = 16,
+    window: int | None = None,
+    stride: int | None = None,
     fill: float = 0.5,
 ) -> SaliencyResult:
     """Saliency maps of ``images`` (a ``B x 3 x H x W`` [0, 1] tensor, or paths / ``sample:NAME``).
@@ -190,7 +217,7 @@ def saliency(
             ``None`` for each image's predicted class.
         method: ``"vanilla"``, ``"smoothgrad"``, ``"gradxinput"``, ``"gradcam"``, ``"gradcam++"``,
             ``"guided-backprop"``, ``"guided-gradcam"``, ``"ig"``, ``"occlusion"``, ``"rollout"`` (ViTs),
-            a list of them, or ``"all"`` (the three input-gradient methods).
+            a list of them, or ``"all"`` (every method the model can run, see :func:`methods_for`).
         samples, noise: SmoothGrad's number of noisy copies and their standard deviation (pixel units).
         seed: the SmoothGrad noise and IG's noise baseline.
         batch_size: at most this many images (noisy copies, IG points, occluded copies included) per
@@ -199,11 +226,12 @@ def saliency(
         layer: the Grad-CAM layer (default: the last layer with a spatial map).
         steps, baseline, rule, blur_sigma: Integrated Gradients' quadrature nodes, baseline (``"black"``,
             ``"blur"``, ``"noise"``), rule (``"gausslegendre"`` or ``"riemann"``) and blur std in pixels.
-        window, stride, fill: occlusion's square side and step in pixels, and its grey level in [0, 1].
+        window, stride, fill: occlusion's square side and step in pixels (default: 1/7 of the image side,
+            32 at 224, and half the window), and its grey level in [0, 1].
     """
     if model.classes is None:
         raise PreimageError(f"{model.name} is not a classifier; saliency needs class scores")
-    methods = parse_methods(method)
+    methods = methods_for(model, method, layer)
     if samples < 1:
         raise PreimageError("samples must be at least 1")
     if noise < 0:
@@ -293,7 +321,10 @@ def saliency(
         settings["ig"] = {"steps": steps, "baseline": baseline, "rule": rule,
                           **({"blur_sigma": blur_sigma} if baseline == "blur" else {})}
     if "occlusion" in methods:
-        settings["occlusion"] = {"window": window, "stride": stride, "fill": fill}
+        from .attribution import occlusion_geometry
+
+        w_, s_ = occlusion_geometry(int(min(pixels.shape[-2:])), window, stride)
+        settings["occlusion"] = {"window": w_, "stride": s_, "fill": fill}
     return SaliencyResult(
         images=pixels, maps=maps, classes=classes,
         class_names=[model.classes[c] for c in classes],

@@ -260,6 +260,8 @@ function showJob(j) {
   for (const s of r.stages || []) rows.push([s.layer, `PSNR ${fmt(s.psnr)}  SSIM ${fmt(s.ssim)}`]);
   for (const c of r.classes || []) rows.push([`${c.class} ${c.name}`, `p = ${fmt(c.prob)}`]);
   if (r.class) rows.push(["explained class", `${r.class} (p = ${fmt(r.prob)})`]);
+  if (r.methods) rows.push(["methods", r.methods.join(", ")]);
+  if (r.ig_relative_gap !== undefined) rows.push(["IG completeness gap", `${fmt(100 * r.ig_relative_gap)} %`]);
   for (const [k, v] of rows) { const tr = metrics.insertRow(); tr.insertCell().textContent = k; tr.insertCell().textContent = fmt(v); }
   const dl = $("downloads");
   dl.innerHTML = "";
