@@ -64,6 +64,13 @@ CANDIDATES: dict[str, dict] = {
     "pyr_tv2_stats": {"deep": {}, "param": "pyramid", "lambda_tv": 0.2, "color_weight": 0.05},
     "pyr_dec": {"deep": {}, "param": "pyramid", "decorrelate": True},
     "pyr_dec_tv2": {"deep": {}, "param": "pyramid", "decorrelate": True, "lambda_tv": 0.2},
+    # fifth round: colour noise is what the eye and PSNR object to; weigh the TV of colour over luminance
+    "pyr_tv2_chroma4": {"deep": {}, "param": "pyramid", "lambda_tv": 0.2, "tv_chroma": 4.0},
+    "pyr_tv2_chroma16": {"deep": {}, "param": "pyramid", "lambda_tv": 0.2, "tv_chroma": 16.0},
+    "pyr_tv2_chroma64": {"deep": {}, "param": "pyramid", "lambda_tv": 0.2, "tv_chroma": 64.0},
+    # the deep image prior (Ulyanov et al. 2018): the weights of an untrained encoder-decoder, Adam 0.01
+    "dip": {"deep": {}, "param": "deep_prior", "lr": 0.01, "lr_stride": 0, "lambda_tv": 0.2},
+    "dip_tv0": {"deep": {}, "param": "deep_prior", "lr": 0.01, "lr_stride": 0, "lambda_tv": 0.0},
     "fourier_flat": {"deep": {}, "param": "fourier", "lr": 0.05, "lr_stride": 0, "init_scale": 0.01,
                      "color_weight": 0.05, "fourier_decay": 0.5},
     "fourier_tv": {"deep": {}, "param": "fourier", "lr": 0.05, "lr_stride": 0, "init_scale": 0.01,
@@ -227,11 +234,15 @@ def main() -> None:
     ap.add_argument("--tag", default="", help="suffix of the results files")
     ap.add_argument("--table", action="store_true", help="summary: fill 'before' from 'default' where only it ran")
     ap.add_argument("--grid", nargs="*", default=[], help="summary: redraw docs/images/layers_PHOTO.png")
+    ap.add_argument("--rename", nargs="*", default=[], metavar="OLD=NEW",
+                    help="summary: count rows of recipe OLD as NEW (a candidate run under another name)")
     ap.add_argument("--carry", nargs="*", default=[],
                     help="summary with --grid: stages whose tiles come from the current figure (unchanged settings)")
     args = ap.parse_args()
     if args.mode == "summary":  # tabulate raw rows kept by earlier (possibly stopped) runs
         rows = [json.loads(ln) for f in args.files for ln in Path(f).read_text().splitlines() if ln.strip()]
+        names = dict(pair.split("=", 1) for pair in args.rename)  # e.g. pyr_tv2=default: the same settings
+        rows = [{**r, "recipe": names.get(r["recipe"], r["recipe"])} for r in rows]
         rows = list({(r["recipe"], r["photo"], r["stage"]): r for r in rows}.values())  # a rerun counts once
         if args.table:  # stages run only with the default preset (its settings are today's there)
             have = {(r["photo"], r["stage"]) for r in rows if r["recipe"] == "before"}
@@ -269,7 +280,7 @@ def main() -> None:
                 for r in recipes:
                     if r == "before" and s in same:
                         continue  # the default preset is today's default there: one run serves both
-                    jobs.append((r, CANDIDATES["before"] if r == "before" else {}, ph, s, args.steps, "table"))
+                    jobs.append((r, {} if r == "default" else CANDIDATES[r], ph, s, args.steps, "table"))
                 if "default" not in recipes and s in same:  # one run serves both columns there
                     jobs.append(("default", {}, ph, s, args.steps, "table"))
         jobs.sort(key=lambda j: j[3] in same)  # the stages where the recipes differ first

@@ -13,6 +13,8 @@ as the original inversion script optimizes) and may constrain itself after each 
   ``fft_image`` + ``to_valid_rgb``), which favours smooth, natural-looking images.
 - :class:`Latent`: the image is a frozen generator's output ``G(z)`` and ``z`` is what moves, so
   the optimized image can only be one the generator makes (GAN inversion).
+- :class:`DeepPrior`: the image is an untrained convolutional network's output on fixed noise and
+  the network's weights are what moves (the deep image prior, Ulyanov, Vedaldi & Lempitsky 2018).
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ import math
 import torch
 from torch import nn
 
-__all__ = ["ImageParam", "Pixels", "Upsampled", "Pyramid", "Fourier", "Latent"]
+__all__ = ["ImageParam", "Pixels", "Upsampled", "Pyramid", "Fourier", "Latent", "DeepPrior"]
 
 
 class ImageParam(nn.Module):
@@ -260,3 +262,64 @@ class Latent(ImageParam):
     @torch.no_grad()
     def set_(self, image: torch.Tensor) -> None:
         raise NotImplementedError("a generated image is restored through its latent code")
+
+
+def _conv(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride, 1, padding_mode="reflect"), nn.BatchNorm2d(c_out),
+                         nn.LeakyReLU(0.2))
+
+
+class _Hourglass(nn.Module):
+    """Encoder-decoder with skip connections: ``depth`` stride-2 stages of ``width`` channels down, bilinear
+    upsampling back, each decoder stage fed the encoder's ``skip`` channels of the same scale; sigmoid out."""
+
+    def __init__(self, c_in: int, c_out: int, width: int, depth: int, skip: int):
+        super().__init__()
+        self.down = nn.ModuleList([nn.Sequential(_conv(c_in if i == 0 else width, width, 2), _conv(width, width))
+                                   for i in range(depth)])
+        self.skips = nn.ModuleList([_conv(c_in if i == 0 else width, skip) for i in range(depth)])
+        self.up = nn.ModuleList([nn.Sequential(_conv(width + skip, width), _conv(width, width, 1))
+                                 for _ in range(depth)])
+        self.out = nn.Conv2d(width, c_out, 1)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        feats, x = [], z
+        for down, skip in zip(self.down, self.skips):
+            feats.append((skip(x), x.shape[-2:]))
+            x = down(x)
+        for up, (s, size) in zip(reversed(self.up), reversed(feats)):
+            x = torch.nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=False)
+            x = up(torch.cat([x, s], 1))
+        return torch.sigmoid(self.out(x))
+
+
+class DeepPrior(ImageParam):
+    """The deep image prior (Ulyanov, Vedaldi & Lempitsky 2018): each image is the output of its own
+    randomly initialized encoder-decoder (``width`` channels; ``depth`` stride-2 stages, fewer on
+    images too small for them; skip connections; sigmoid output in [0, 1]) on a fixed input of
+    uniform noise (``noise`` channels, amplitude 0.1), and the optimizer moves the network's weights. A convolutional network fits
+    natural structure long before noise, so the architecture itself is the image prior. Built from
+    ``generator`` (weights and input), so a seed reproduces the run. ``set_`` is not supported: the
+    image is reached through the weights.
+    """
+
+    space = "pixel"
+
+    def __init__(self, shape: tuple[int, int, int, int], *, width: int = 32, depth: int = 4, skip: int = 4,
+                 noise: int = 16, generator: torch.Generator | None = None, device: torch.device | str | None = None):
+        super().__init__()
+        b, c, h, w = shape
+        depth = max(1, min(depth, int(math.log2(min(h, w))) - 1))  # the coarsest map keeps at least 2 x 2
+        g = generator if generator is not None else torch.Generator().manual_seed(0)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=g)))
+            self.nets = nn.ModuleList([_Hourglass(noise, c, width, depth, skip) for _ in range(b)])
+        self.register_buffer("z", 0.1 * torch.rand(b, noise, h, w, generator=g))
+        self.to(device or "cpu")
+
+    def forward(self) -> torch.Tensor:
+        return torch.cat([net(self.z[i:i + 1]) for i, net in enumerate(self.nets)])
+
+    @torch.no_grad()
+    def set_(self, image: torch.Tensor) -> None:
+        raise NotImplementedError("a deep-prior image is reached through its network's weights")

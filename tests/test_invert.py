@@ -318,6 +318,19 @@ def test_pyramid_parameterization_inverts_stays_in_range_and_can_start_from_an_i
         config_for("default", param="pyramd")
 
 
+def test_deep_prior_parameterization_inverts_and_chroma_tv_is_a_setting(tiny_model):
+    ref = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+    inv = invert(tiny_model, ref, layers=["conv2"], steps=40, param="deep_prior", prior_width=8, lr=0.01,
+                 lr_stride=0, jitter=0, tv_chroma=4.0, deep={})
+    first, last = inv.history[0]["rec[conv2]"], inv.history[-1]["rec[conv2]"]
+    assert last < 0.5 * first
+    assert 0 <= inv.image.min() and inv.image.max() <= 1
+    with pytest.raises(PreimageError, match="deep_prior"):
+        config_for("default", param="deep_prior", space="input")
+    with pytest.raises(PreimageError, match="tv_chroma"):
+        config_for("default", tv_chroma=-1.0)
+
+
 def test_robustness_transforms_act_in_the_jitter_phase_only_and_are_seeded(tiny_model):
     from preimage.tasks import invert as inv_mod
 

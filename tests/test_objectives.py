@@ -205,3 +205,20 @@ def test_channel_averages_augmented_copies_back_to_one_value_per_image():
     got = channel("b", [0, 2])(s)
     want = -torch.stack([(f[0, 0].mean() + f[2, 0].mean()) / 2, (f[1, 2].mean() + f[3, 2].mean()) / 2])
     assert torch.allclose(got, want)
+
+
+def test_chroma_tv_weighs_colour_edges_apart_from_luminance_edges():
+    from preimage.objectives import total_variation
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, 8, 8, generator=g)
+    plain = total_variation(2.0)(_state(x))
+    assert torch.allclose(total_variation(2.0, chroma=1.0 + 1e-9)(_state(x)), plain, rtol=1e-5)  # orthonormal basis
+    grey = x.mean(1, keepdim=True).expand(-1, 3, -1, -1)  # luminance only: no colour edge
+    assert torch.allclose(total_variation(2.0, chroma=16.0)(_state(grey)), total_variation(2.0)(_state(grey)),
+                          rtol=1e-5)
+    hue = torch.zeros(1, 3, 8, 8)
+    hue[:, 0, :, 4:] = 0.5  # red on the right ...
+    hue[:, 2, :, 4:] = -0.5  # ... blue taken away: a colour edge of no luminance
+    assert float(total_variation(2.0, chroma=0.0)(_state(hue))) == pytest.approx(0.0, abs=1e-10)
+    assert float(total_variation(2.0, chroma=4.0)(_state(hue))) == pytest.approx(4 * float(total_variation(2.0)(_state(hue))))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from preimage.params import Fourier, Pixels, Pyramid
+from preimage.params import DeepPrior, Fourier, Pixels, Pyramid
 
 
 def test_pixels_start_at_init_and_are_a_copy():
@@ -139,3 +139,32 @@ def test_decorrelated_pyramid_moves_brightness_more_than_hue():
     d2 = (p() - 0.5)[0, :, 0, 0]
     assert (d0 > 0).all() and d0.std() < 0.1 * d0.mean()  # all channels together
     assert d2.norm() < 0.3 * d0.norm()
+
+
+def test_deep_prior_is_a_seeded_network_output_in_the_unit_range():
+    def make(seed):
+        return DeepPrior((2, 3, 40, 36), width=8, depth=3, generator=torch.Generator().manual_seed(seed))
+
+    p = make(0)
+    x = p()
+    assert x.shape == (2, 3, 40, 36) and float(x.min()) >= 0 and float(x.max()) <= 1
+    assert not torch.equal(x[0], x[1])  # one network per image
+    assert torch.equal(make(0)(), x) and not torch.equal(make(1)(), x)
+    x.sum().backward()
+    assert all(q.grad is not None for q in p.parameters())  # the weights are what moves
+    with pytest.raises(NotImplementedError):
+        p.set_(x.detach())
+
+
+def test_deep_prior_fits_an_image_by_its_weights():
+    target = torch.zeros(1, 3, 32, 32)
+    target[..., 8:24, 8:24] = 1.0
+    p = DeepPrior((1, 3, 32, 32), width=16, depth=2, generator=torch.Generator().manual_seed(0))
+    opt = torch.optim.Adam(p.parameters(), lr=0.01)
+    start = float((p() - target).pow(2).mean())
+    for _ in range(60):
+        opt.zero_grad()
+        loss = (p() - target).pow(2).mean()
+        loss.backward()
+        opt.step()
+    assert float(loss) < 0.25 * start

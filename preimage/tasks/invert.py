@@ -59,7 +59,7 @@ from ..layers import FeatureExtractor, parse_layer_spec, resolve_layer
 from ..models import Model
 from ..objectives import Objective, alpha_norm, feature_loss, total_variation
 from ..optimize import Result, optimize, step_schedule
-from ..params import Fourier, Pixels, Pyramid, Upsampled
+from ..params import DeepPrior, Fourier, Pixels, Pyramid, Upsampled
 from ..transforms import Transform, compose, ensemble, jitter, random_affine
 from ..validate import check_config, check_number
 from .classify import predict
@@ -109,10 +109,13 @@ class InvertConfig:
     finish_lr: float = 1.0           # ... at this learning rate (a two-phase schedule)
     param: str = "pixels"            # pixels: one free value per pixel | fourier: decorrelated-colour
                                      # Fourier spectrum through a sigmoid (params.Fourier) | pyramid: a
-                                     # Laplacian pyramid of free levels (params.Pyramid)
+                                     # Laplacian pyramid of free levels (params.Pyramid) | deep_prior:
+                                     # an untrained encoder-decoder's weights (params.DeepPrior)
+    prior_width: int = 32            # deep_prior: channels of the encoder-decoder
     pyramid_levels: int = 6          # pyramid: number of levels (the coarsest 2^(levels-1) times coarser)
     decorrelate: bool = False        # pyramid: levels in ImageNet's decorrelated colour basis
     fourier_decay: float = 1.0       # fourier: the spectrum is scaled by 1 / f^decay
+    tv_chroma: float = 1.0           # weight of colour-opponent TV relative to luminance TV (1: plain RGB TV)
     tv_end: float = 1.0              # λ_TV schedule: the weight goes linearly from λ_TV to tv_end·λ_TV
                                      # over the run (1: constant)
     color_weight: float = 0.0        # λ_c of the colour-statistics prior (0: off): it pulls each channel's
@@ -175,10 +178,11 @@ def config_for(preset: str = "default", **overrides: Any) -> InvertConfig:
 def _user_wins(deep: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     """The depth-aware overrides ``deep`` without the fields the user set (a copy: presets stay intact).
     A recipe that changes the parameterization is dropped whole when the user sets ``space`` or
-    ``param``, and a Fourier one also when the user starts from an image or zeros (it starts from
-    noise); a pyramid starts from any image."""
+    ``param``, and a Fourier or deep-prior one also when the user starts from an image or zeros (they
+    start from noise); a pyramid starts from any image."""
     if "param" in deep and (overrides.get("space") is not None or overrides.get("param") is not None
-                            or (deep["param"] == "fourier" and overrides.get("init") not in (None, "noise"))):
+                            or (deep["param"] in ("fourier", "deep_prior")
+                                and overrides.get("init") not in (None, "noise"))):
         return {}
     return {k: v for k, v in deep.items() if overrides.get(k) is None}
 
@@ -206,9 +210,13 @@ def _validate(cfg: InvertConfig) -> None:
     check_config(cfg, positive_int=("copies",), nonneg=("color_shift", "noise"))
     if cfg.space not in ("pixel", "input"):
         raise PreimageError(f"space must be pixel or input, not {cfg.space!r}")
-    if cfg.param not in ("pixels", "fourier", "pyramid"):
-        raise PreimageError(f"unknown parameterization {cfg.param!r}" + did_you_mean(str(cfg.param), ("pixels", "fourier", "pyramid"))
-                            + " (pixels, fourier, pyramid)")
+    params = ("pixels", "fourier", "pyramid", "deep_prior")
+    if cfg.param not in params:
+        raise PreimageError(f"unknown parameterization {cfg.param!r}" + did_you_mean(str(cfg.param), params)
+                            + f" ({', '.join(params)})")
+    if cfg.param == "deep_prior" and (cfg.space != "pixel" or cfg.prior_width < 1 or cfg.init != "noise"):
+        raise PreimageError("the deep_prior parameterization works in pixel space, starts from its own network's "
+                            "output (init noise) and needs prior_width >= 1")
     if cfg.param == "pyramid" and (cfg.space != "pixel" or cfg.pyramid_levels < 1):
         raise PreimageError("the pyramid parameterization works in pixel space with pyramid_levels >= 1")
     if cfg.scale_jitter < 0 or cfg.rotate < 0:
@@ -217,8 +225,8 @@ def _validate(cfg: InvertConfig) -> None:
         raise PreimageError("the fourier parameterization works in pixel space and starts from noise")
     if cfg.coarse < 1 or not 0 <= cfg.coarse_until <= 1 or (cfg.coarse > 1 and cfg.space != "pixel"):
         raise PreimageError("coarse must be >= 1 (in pixel space) and coarse_until in [0, 1]")
-    if cfg.color_weight < 0 or cfg.tv_end < 0:
-        raise PreimageError("color_weight and tv_end must be >= 0")
+    if cfg.color_weight < 0 or cfg.tv_end < 0 or cfg.tv_chroma < 0:
+        raise PreimageError("color_weight, tv_chroma and tv_end must be >= 0")
     if cfg.deep:
         fields = {f.name for f in dataclasses.fields(cfg)} - {"deep", "deep_stride"}
         unknown = sorted(set(cfg.deep) - fields)
@@ -411,7 +419,7 @@ def build_objective(cfg: InvertConfig, layers: list[tuple[str, float]], targets:
         obj = obj + cfg.lambda_alpha * alpha_norm(cfg.alpha, space=cfg.reg_space, bound=cfg.bound)
     if cfg.lambda_tv:
         lam = effective(cfg, stride)["lambda_tv"]
-        tv = total_variation(cfg.beta, space=cfg.reg_space, scale=cfg.tv_scale)
+        tv = total_variation(cfg.beta, space=cfg.reg_space, scale=cfg.tv_scale, chroma=cfg.tv_chroma)
         if cfg.tv_end != 1.0 and cfg.steps > 1:
             clock = clock if clock is not None else [0]
             span, end = cfg.steps - 1, cfg.tv_end
@@ -499,6 +507,8 @@ def invert(
     if cfg.param == "fourier":
         param: Any = Fourier(tuple(ref.shape), sd=cfg.init_scale, decay=cfg.fourier_decay, generator=gen,
                              device=ref.device)
+    elif cfg.param == "deep_prior":
+        param = DeepPrior(tuple(ref.shape), width=cfg.prior_width, generator=gen, device=ref.device)
     elif cfg.param == "pyramid":
         param = Pyramid(_init(cfg, model, ref, gen), levels=cfg.pyramid_levels, bounds=cfg.bounds,
                         decorrelate=cfg.decorrelate)
