@@ -15,7 +15,7 @@
    the model should change (low correlation).
 3. **Speed** (run first, before anything else has loaded the machine): seconds per image for a batch of
    ``--time-photos`` photos, preimage against Captum 0.9 with the same settings (batch 32 rows per pass),
-   alternating runs (and which goes first), best of ``--repeats`` after a warm-up call. Captum's
+   alternating runs (and which goes first), the median of ``--repeats`` calls after a warm-up call. Captum's
    GuidedBackprop hooks ``nn.ReLU`` only, so on EfficientNet-Lite (ReLU6) it computes the plain gradient;
    the guided methods are therefore timed again on a copy of the model with ReLU for ReLU6, where both
    libraries apply the guided rule.
@@ -131,21 +131,26 @@ def relu_copy(model: Model) -> Model:
 
 
 def time_method(model: Model, m: str, x: torch.Tensor, c: list[int], repeats: int) -> dict[str, float | None]:
-    """Seconds per image of one method, preimage and Captum alternating (who goes first alternates too),
-    best of ``repeats`` after one warm-up call each."""
+    """Seconds per image of one method, preimage and Captum alternating (who goes first alternates too):
+    the median of ``repeats`` calls after one warm-up call each (and the fastest call, ``*_min``)."""
+    import statistics
+
     theirs = captum_runs(model).get(m)
     runs = {"preimage": lambda: saliency(model, x, target=c, method=m, seed=0, **SETTINGS)}
     if theirs is not None:
         runs["captum"] = lambda: theirs(x.clone(), c)
-    best = {k: float("inf") for k in runs}
+    times: dict[str, list[float]] = {k: [] for k in runs}
     for r in range(repeats + 1):
         for k in (list(runs) if r % 2 else list(runs)[::-1]):
             t = time.perf_counter()
             runs[k]()
             if r:  # the first round warms up
-                best[k] = min(best[k], time.perf_counter() - t)
+                times[k].append(time.perf_counter() - t)
     n = x.shape[0]
-    return {"preimage": best["preimage"] / n, "captum": best["captum"] / n if "captum" in best else None}
+    out: dict[str, float | None] = {"preimage": None, "captum": None}
+    for k, v in times.items():
+        out[k], out[f"{k}_min"] = statistics.median(v) / n, min(v) / n
+    return out
 
 
 def captum_runs(model: Model) -> dict[str, object]:
@@ -217,7 +222,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=16, help="deletion/insertion chunks (default: 16)")
     ap.add_argument("--random-photos", type=int, default=8)
     ap.add_argument("--time-photos", type=int, default=4)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results"))
     ap.add_argument("--grid", default=str(ROOT / "docs/images/attribution_grid.png"))
@@ -343,7 +348,8 @@ def markdown(r: dict) -> str:
              *([f"Speed re-measured by `{r['speed_command']}`.", ""] if r.get("speed_command") else []),
              f"Deletion / insertion: {r['deletion_insertion_steps']} steps; randomization: "
              f"{len(r['randomization']['photos'])} photos; speed: batch of {len(r['speed']['photos'])} photos, "
-             f"best of {r['speed']['repeats']}.", "",
+             f"{'median' if 'preimage_min' in next(iter(r['speed']['seconds_per_image'].values())) else 'best'} "
+             f"of {r['speed']['repeats']}.", "",
              "Deletion and insertion: the mean AUC of p(class) over all photos, then over the "
              f"{len(confident(r))} photos whose class starts at p >= 0.5 ({', '.join(confident(r))}) with each "
              "curve divided by the photo's p(class) (1 = the score never drops / is restored at once).", "",

@@ -33,6 +33,7 @@ import argparse
 import json
 import math
 import platform
+import shlex
 import statistics
 import sys
 import time
@@ -244,12 +245,14 @@ def part_lucent(model, pmax, args) -> dict:
         chans = channels_of(model, layer)[:args.lucent_channels]
         ours, t_ours = run_ours(model, layer, chans, 224, args.steps, seed=args.seed)
         theirs, t_theirs = lucent_render(model, layer, chans, args.steps, args.seed)
-        so = score(model, layer, chans, ours, pmax[layer])
-        st = score(model, layer, chans, theirs, pmax[layer])
+        so = score(model, layer, chans, ours, pmax[layer], robust=True)
+        st = score(model, layer, chans, theirs, pmax[layer], robust=True)
         out[layer] = {"channels": chans, "preimage": {**so, "seconds": t_ours, "s_per_step": t_ours / args.steps},
                       "lucent": {**st, "seconds": t_theirs, "s_per_step": t_theirs / args.steps}}
         for a, b in zip(ours, theirs):
             pics += [a, b]
+        save_image(grid(list(ours), labels=[f"{c}: {r:.1f}x" for c, r in zip(chans, so["ratio"])], ncols=8),
+                   OUT / f"featviz_{layer.replace('.', '_')}.png")  # preimage's sheet, as the activation part's
         print(f"lucent {layer}: preimage median {statistics.median(so['ratio']):.2f}x {t_ours:.0f}s, "
               f"lucent median {statistics.median(st['ratio']):.2f}x {t_theirs:.0f}s", flush=True)
     labels = []
@@ -258,10 +261,13 @@ def part_lucent(model, pmax, args) -> dict:
             labels += [f"{layer}:{c} preimage {ra:.1f}x", f"lucent {rb:.1f}x"]
     save_image(grid(pics, labels=labels, ncols=8), OUT / "featviz_lucent.png")
     sums = {lib: summary([r for l in LAYERS for r in out[l][lib]["ratio"]]) for lib in ("preimage", "lucent")}
+    robust = {lib: summary([r for l in LAYERS for r in out[l][lib]["robust_ratio"]]) for lib in ("preimage", "lucent")}
     steps = {lib: sum(out[l][lib]["seconds"] for l in LAYERS) / (args.steps * len(LAYERS)) for lib in ("preimage", "lucent")}
     import lucent
 
+    wins = sum(a > b for l in LAYERS for a, b in zip(out[l]["preimage"]["ratio"], out[l]["lucent"]["ratio"]))
     return {"size": 224, "steps": args.steps, "batch": args.lucent_channels, "layers": out, "summary": sums,
+            "robust_summary": robust, "preimage_wins": wins,
             "s_per_step": steps, "lucent_version": getattr(lucent, "__version__", "0.1.8")}
 
 
@@ -362,12 +368,16 @@ def write_report() -> str:
     if lu:
         md += [f"## Against Lucent ({lu['size']} px, {lu['steps']} steps, batches of {lu['batch']} channels per layer)", "",
                "`" + lu["command"] + "`", "",
-               "| library | median ratio | min ratio | seconds per step (batch of "
-               f"{lu['batch']}) |", "|---|---|---|---|"]
+               "| library | median ratio | min ratio | median robust ratio | seconds per step (batch of "
+               f"{lu['batch']}) |", "|---|---|---|---|---|"]
         for lib in ("preimage", "lucent"):
             s_ = lu["summary"][lib]
-            md.append(f"| {lib} | {s_['median']:.2f} | {s_['min']:.2f} | {lu['s_per_step'][lib]:.2f} |")
+            rob = f"{lu['robust_summary'][lib]['median']:.2f}" if "robust_summary" in lu else "—"
+            md.append(f"| {lib} | {s_['median']:.2f} | {s_['min']:.2f} | {rob} | {lu['s_per_step'][lib]:.2f} |")
         md.append("")
+        if "preimage_wins" in lu:
+            n = sum(len(r["channels"]) for r in lu["layers"].values())
+            md += [f"preimage reaches the higher ratio on {lu['preimage_wins']} of {n} channels.", ""]
         for layer, row in lu["layers"].items():
             md.append(f"- {layer} channels {row['channels']}: preimage " + ", ".join(f"{x:.2f}" for x in row["preimage"]["ratio"])
                       + "; lucent " + ", ".join(f"{x:.2f}" for x in row["lucent"]["ratio"]))
@@ -430,10 +440,18 @@ def main() -> None:
     print(f"photo maxima over {pm['crops']} crops in {time.perf_counter() - start:.0f}s", flush=True)
     for part in [p.strip() for p in args.parts.split(",") if p.strip()]:
         result = PARTS[part](model, pm, args)
-        record = {"command": "nice -n 10 .venv/bin/python benchmarks/featviz.py " + " ".join(sys.argv[1:]),
+        record = {"command": "nice -n 10 .venv/bin/python benchmarks/featviz.py " + shlex.join(sys.argv[1:]),
                   "part": part, "photo_crops": pm["crops"], "threads": args.threads,
                   "machine": f"{platform.machine()}, torch {torch.__version__}", **result}
         name = part if part != "activation" or args.layers == ",".join(LAYERS) else f"activation_{args.layers}"
+        if part == "lucent" and args.lucent_channels == 32:  # the same 64 channels, recipe, size and steps as
+            act = {"size": 224, "steps": args.steps, "from": "the preimage half of the lucent part", "layers": {
+                l: {"channels": r["channels"], "seconds": r["preimage"]["seconds"], "ratio": r["preimage"]["ratio"],
+                    "activation": r["preimage"]["activation"], "summary": summary(r["preimage"]["ratio"])}
+                for l, r in result["layers"].items()}}  # the activation part: its table too
+            keep = {k: record[k] for k in ("command", "photo_crops", "threads", "machine")}
+            (OUT / "featviz_activation.json").write_text(json.dumps({**keep, "part": "activation",
+                                                                     **activation_summary(act)}, indent=1) + "\n")
         saved = OUT / f"featviz_{name}.json"
         if part == "sweep" and args.recipes and saved.exists():  # rows merged: keep every command that made them
             before = json.loads(saved.read_text())

@@ -214,6 +214,16 @@ def test_bad_settings_fail_in_one_line():
         visualize_objective(model, "features.3:1", rotate=400)
     with pytest.raises(PreimageError, match="2 labels for a batch of 3"):
         visualize_objective(model, "features.3:1", batch=3, labels=["a", "b"])
+    with pytest.raises(PreimageError, match="polish"):
+        visualize_objective(model, "features.3:1", polish=1.0)
+
+
+def test_polish_leaves_the_last_steps_untransformed():
+    from preimage.tasks.featviz import make_config, transform_steps
+
+    assert transform_steps(make_config()) == 256 - 13  # the default: the last 5 %
+    assert transform_steps(make_config(steps=10, polish=0.0)) == 10
+    assert transform_steps(make_config(steps=10, polish=0.5)) == 5
 
 
 def test_file_stems_are_safe_and_unique():

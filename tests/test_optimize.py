@@ -116,6 +116,21 @@ def test_same_seed_gives_identical_results_and_another_seed_does_not(tiny_model)
     assert not torch.equal(run(7), run(8))
 
 
+def test_transforms_stop_after_transform_steps(tiny_model):
+    seen = []
+
+    def spy(x, _g):
+        seen.append(1)
+        return x
+
+    optimize(Pixels(_noise()), class_score(3), tiny_model, steps=6, lr=0.05, transforms=[spy], transform_steps=4)
+    assert len(seen) == 4
+    a = optimize(Pixels(_noise()), class_score(3), tiny_model, steps=6, lr=0.05, transforms=[jitter(2)],
+                 transform_steps=0, generator=torch.Generator().manual_seed(1)).image
+    b = optimize(Pixels(_noise()), class_score(3), tiny_model, steps=6, lr=0.05).image
+    assert torch.equal(a, b)  # no step transformed: the plain run
+
+
 def test_pixels_bounds_are_respected_at_every_step(tiny_model):
     obj = Objective(lambda s: -s.image.pow(2).sum((1, 2, 3)), "grow")  # pushes values away from 0.5
     lows, highs = [], []

@@ -49,7 +49,7 @@ def add_parser(sub) -> None:
                    help="random rescaling factors each step, e.g. 0.9,1,1.1; 1 for none (default: 0.9,0.95,1,1.05,1.1)")
     f.add_argument("--polish", type=float, default=None, metavar="F",
                    help="the last fraction F of the steps sees the image without transforms, in [0, 1) "
-                        "(default: POLISH_DEFAULT)")
+                        "(default: 0.05)")
     p.add_argument("--preset", choices=("fourier", "classic"), default=None,
                    help="fourier: Fourier/decorrelated colour, Adam (default); classic: CS231n pixels, "
                         "l2 1e-3, lr 25, blur every 10, jitter 16 (--class only)")
