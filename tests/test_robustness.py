@@ -294,6 +294,17 @@ def test_an_animated_gif_and_transparency_are_announced_once_and_recorded(tmp_pa
     assert "first frame" in warnings[0] and "flattened onto white" in warnings[1]
     notes = json.loads((out / "manifest.json").read_text())["image_notes"]
     assert "first frame" in notes[str(gif)][0] and "white" in notes[str(rgba)][0]
+    sal = tmp_path / "s"
+    code, _, err = _run(["saliency", gif, rgba, "--input-size", "64", "--out", sal, "-q"], capsys)
+    assert code == 0, err
+    notes = json.loads((sal / "saliency.json").read_text())["image_notes"]
+    assert "first frame" in notes[str(gif)][0] and "white" in notes[str(rgba)][0]
+    fooled = tmp_path / "f"
+    code, _, err = _run(["fool", gif, "--untargeted", "--input-size", "64", "--max-steps", "1", "--out", fooled, "-q"],
+                        capsys)
+    assert code in (0, 1), err  # 1: not fooled in one step
+    notes = json.loads((fooled / "fool.json").read_text())["image_notes"]
+    assert "first frame" in notes[str(gif)][0]
 
 
 def test_an_opaque_alpha_channel_is_not_announced(tmp_path, recwarn):

@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 
 from ..errors import PreimageError
-from ..images import encode_png, load_batch, save_image, to_channels, to_tensor
+from ..images import conversion_notes, encode_png, load_batch, save_image, to_channels, to_tensor
 from ..layers import LOGITS
 from ..models import Model
 from ..objectives import Objective, State, class_score
@@ -88,6 +88,7 @@ class FoolResult:
     class_names: tuple[str, ...] = ()
     history: list[dict[str, float]] = field(default_factory=list)
     settings: dict[str, object] = field(default_factory=dict)
+    sources: list[object] = field(default_factory=list)  # the images as given (paths: conversion notes)
     seconds: float = 0.0
 
     def name_of(self, c: int) -> str:
@@ -128,7 +129,8 @@ class FoolResult:
             labels = [f"{o} (original)", f"{f} {self.confidence[i]:.0%}", f"difference x{k:.0f}"]
             written.append(save_image(grid([self.original[i], self.fooled[i], diff], labels=labels),
                                       out / f"{n}_fool.png"))
-        manifest = {"task": "fool", **self.settings, "seconds": self.seconds, "images": rows, "versions": versions()}
+        manifest = {"task": "fool", **self.settings, "seconds": self.seconds, "images": rows,
+                    "image_notes": conversion_notes(self.sources), "versions": versions()}
         written.append(write_json(out / "fool.json", manifest))
         return written
 
@@ -272,4 +274,6 @@ def fool(
         settings={"model": model.name, "mode": mode, "targeted": targeted, "lr": lr, "max_steps": max_steps,
                   "epsilon": epsilon if mode == "pgd" else None, "step_size": step_size if mode == "pgd" else None,
                   "quantize": quantize, "status": result.status, "steps_run": result.steps},
+        sources=[] if isinstance(images, torch.Tensor) else
+        [images] if isinstance(images, (str, os.PathLike)) else list(images),
     )

@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 
 from ..errors import PreimageError
-from ..images import load_batch, save_image, unique_names
+from ..images import conversion_notes, load_batch, save_image, unique_names
 from ..layers import LOGITS, FeatureExtractor
 from ..models import Model
 from ..objectives import class_score
@@ -85,6 +85,7 @@ class SaliencyResult:
     settings: dict[str, object] = field(default_factory=dict)
     # Integrated Gradients, per image: {"sum", "delta" = S_c(x) - S_c(x'), "gap" = sum - delta, "relative_gap"}
     completeness: list[dict[str, float]] | None = None
+    sources: list[object] = field(default_factory=list)  # the images as given (paths: conversion notes)
 
     def save(self, out_dir: str | os.PathLike, *, force: bool = False, cmap: str = "inferno",
              percentile: float = 99.0) -> list[Path]:
@@ -129,7 +130,9 @@ class SaliencyResult:
                 for i, (n, c, cn, p, pr) in enumerate(zip(self.names, self.classes, self.class_names, self.probs,
                                                           self.predicted))
             ],
-            "grid": "saliency_grid.png", "versions": versions(),
+            "grid": "saliency_grid.png",
+            "image_notes": conversion_notes(self.sources),  # first frame of an animation, alpha flattened
+            "versions": versions(),
         }
         written.append(write_json(out / "saliency.json", manifest))
         return written
@@ -331,6 +334,8 @@ def saliency(
         probs=[float(probs[i, c]) for i, c in enumerate(classes)],
         predicted=logit.argmax(1).tolist(), names=names, settings=settings,
         completeness=extra.get("ig"),  # type: ignore[arg-type]
+        sources=[] if isinstance(images, torch.Tensor) else
+        [images] if isinstance(images, (str, os.PathLike)) else list(images),
     )
 
 
