@@ -88,7 +88,7 @@ class FoolResult:
     class_names: tuple[str, ...] = ()
     history: list[dict[str, float]] = field(default_factory=list)
     settings: dict[str, object] = field(default_factory=dict)
-    sources: list[object] = field(default_factory=list)  # the images as given (paths: conversion notes)
+    sources: list[str] = field(default_factory=list)  # the images as given (paths: conversion notes)
     seconds: float = 0.0
 
     def name_of(self, c: int) -> str:
@@ -159,11 +159,6 @@ def _masked_score(index: list[int], targeted: bool, active: list[torch.Tensor]) 
     return Objective(fn, "target" if targeted else "away", [LOGITS])
 
 
-def _load(model: Model, images) -> tuple[torch.Tensor, list[str]]:
-    pixels, names, _ = load_batch(images, model.input_size, channels=model.channels)
-    return pixels.clamp(0, 1), names
-
-
 def fool(
     model: Model,
     images: torch.Tensor | str | os.PathLike | Sequence[str | os.PathLike],
@@ -202,7 +197,8 @@ def fool(
         raise PreimageError("lr, step size and epsilon must be > 0")
     if mode == "pgd" and step_size > epsilon:
         raise PreimageError(f"step size {step_size:g} is larger than epsilon {epsilon:g}: every step would leave the ball")
-    x0, default_names = _load(model, images)
+    x0, default_names, sources = load_batch(images, model.input_size, channels=model.channels)
+    x0 = x0.clamp(0, 1)
     x0 = x0.to(model.device)
     b = x0.shape[0]
     names = list(names) if names is not None else default_names
@@ -274,6 +270,5 @@ def fool(
         settings={"model": model.name, "mode": mode, "targeted": targeted, "lr": lr, "max_steps": max_steps,
                   "epsilon": epsilon if mode == "pgd" else None, "step_size": step_size if mode == "pgd" else None,
                   "quantize": quantize, "status": result.status, "steps_run": result.steps},
-        sources=[] if isinstance(images, torch.Tensor) else
-        [images] if isinstance(images, (str, os.PathLike)) else list(images),
+        sources=sources,
     )

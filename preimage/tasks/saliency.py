@@ -85,7 +85,7 @@ class SaliencyResult:
     settings: dict[str, object] = field(default_factory=dict)
     # Integrated Gradients, per image: {"sum", "delta" = S_c(x) - S_c(x'), "gap" = sum - delta, "relative_gap"}
     completeness: list[dict[str, float]] | None = None
-    sources: list[object] = field(default_factory=list)  # the images as given (paths: conversion notes)
+    sources: list[str] = field(default_factory=list)  # the images as given (paths: conversion notes)
 
     def save(self, out_dir: str | os.PathLike, *, force: bool = False, cmap: str = "inferno",
              percentile: float = 99.0) -> list[Path]:
@@ -188,11 +188,6 @@ def methods_for(model: Model, method: str | Sequence[str], layer: str | None = N
     return [m for m in METHODS if m not in skip]
 
 
-def _load(model: Model, images) -> tuple[torch.Tensor, list[str]]:
-    pixels, names, _ = load_batch(images, model.input_size, channels=model.channels)
-    return pixels, names
-
-
 def saliency(
     model: Model,
     images: torch.Tensor | str | os.PathLike | Sequence[str | os.PathLike],
@@ -260,7 +255,7 @@ def saliency(
 
         with guided_relus(model.net):  # so does a network without ReLUs
             pass
-    pixels, default_names = _load(model, images)
+    pixels, default_names, sources = load_batch(images, model.input_size, channels=model.channels)
     b = pixels.shape[0]
     names = unique_names(list(names) if names is not None else default_names)
     if len(names) != b:
@@ -334,8 +329,7 @@ def saliency(
         probs=[float(probs[i, c]) for i, c in enumerate(classes)],
         predicted=logit.argmax(1).tolist(), names=names, settings=settings,
         completeness=extra.get("ig"),  # type: ignore[arg-type]
-        sources=[] if isinstance(images, torch.Tensor) else
-        [images] if isinstance(images, (str, os.PathLike)) else list(images),
+        sources=sources,
     )
 
 
