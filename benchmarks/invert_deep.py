@@ -71,6 +71,14 @@ CANDIDATES: dict[str, dict] = {
     # the deep image prior (Ulyanov et al. 2018): the weights of an untrained encoder-decoder, Adam 0.01
     "dip": {"deep": {}, "param": "deep_prior", "lr": 0.01, "lr_stride": 0, "lambda_tv": 0.2},
     "dip_tv0": {"deep": {}, "param": "deep_prior", "lr": 0.01, "lr_stride": 0, "lambda_tv": 0.0},
+    # sixth round: recognition by another network (transformation robustness, ImageNet's colour statistics)
+    "pyr_tv2_rob": {"deep": {}, "param": "pyramid", "lambda_tv": 0.2, "jitter": 8, "jitter_stride": 4,
+                    "scale_jitter": 0.1, "rotate": 5},
+    "pyr_tv2_rob_stats": {"deep": {}, "param": "pyramid", "lambda_tv": 0.2, "jitter": 8, "jitter_stride": 4,
+                          "scale_jitter": 0.1, "rotate": 5, "color_weight": 0.05},
+    # seventh round: a saturation prior (grey photos' pre-images take on false colour)
+    "pyr_tv2_sat1": {"deep": {}, "param": "pyramid", "lambda_tv": 0.2, "saturation": 1.0},
+    "pyr_tv2_sat3": {"deep": {}, "param": "pyramid", "lambda_tv": 0.2, "saturation": 3.0},
     "fourier_flat": {"deep": {}, "param": "fourier", "lr": 0.05, "lr_stride": 0, "init_scale": 0.01,
                      "color_weight": 0.05, "fourier_decay": 0.5},
     "fourier_tv": {"deep": {}, "param": "fourier", "lr": 0.05, "lr_stride": 0, "init_scale": 0.01,
@@ -225,7 +233,8 @@ def main() -> None:
     ap.add_argument("mode", choices=["screen", "table", "summary", "speed"])
     ap.add_argument("files", nargs="*", help="summary: raw .jsonl results to tabulate together")
     ap.add_argument("--recipes", nargs="+", default=None,
-                    help="screen: candidates (default: all); table: before and/or default (default: both)")
+                    help="screen: candidates (default: all); table: before and/or default (default: both); "
+                         "summary: only these (after --rename)")
     ap.add_argument("--rounds", type=int, default=3, help="speed: rounds (the median is reported)")
     ap.add_argument("--photos", nargs="+", default=None)
     ap.add_argument("--stages", nargs="+", default=None)
@@ -244,6 +253,8 @@ def main() -> None:
         names = dict(pair.split("=", 1) for pair in args.rename)  # e.g. pyr_tv2=default: the same settings
         rows = [{**r, "recipe": names.get(r["recipe"], r["recipe"])} for r in rows]
         rows = list({(r["recipe"], r["photo"], r["stage"]): r for r in rows}.values())  # a rerun counts once
+        if args.recipes:  # only these recipes (after renaming)
+            rows = [r for r in rows if r["recipe"] in args.recipes]
         if args.table:  # stages run only with the default preset (its settings are today's there)
             have = {(r["photo"], r["stage"]) for r in rows if r["recipe"] == "before"}
             rows += [{**r, "recipe": "before", "same_as_default": True} for r in list(rows)

@@ -397,6 +397,22 @@ def total_variation(beta: float = 2.0, *, space: str = "input", scale: float | N
     return Objective(fn, name)
 
 
+def saturation(name: str = "saturation") -> Objective:
+    """``mean_v ||x(v) − g(v)·1||²`` per image on [0, 1] RGB pixels, ``g(v)`` the mean of pixel v's
+    three channels: how far the colours are from grey (the energy of the two colour-opponent channels
+    of :data:`OPPONENT`). A prior against colour the target does not ask for: deep features leave the
+    colour of a pre-image loose, and without it a grey photo's pre-image takes on false colour.
+    0 on images with fewer than 3 channels."""
+
+    def fn(s: State) -> torch.Tensor:
+        x = s.image
+        if x.shape[1] != 3:
+            return x.new_zeros(x.shape[0])
+        return _per_image((x - x.mean(1, keepdim=True)).pow(2).sum(1)).mean(1)
+
+    return Objective(fn, name)
+
+
 def l2(*, space: str = "input", name: str = "l2") -> Objective:
     """``Σ x²`` per image."""
     return Objective(lambda s: _per_image(s.space(space)).pow(2).sum(1), name)

@@ -331,6 +331,20 @@ def test_deep_prior_parameterization_inverts_and_chroma_tv_is_a_setting(tiny_mod
         config_for("default", tv_chroma=-1.0)
 
 
+def test_saturation_prior_is_a_setting_that_greys_the_preimage(tiny_model):
+    ref = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+    kw = dict(layers=["conv2"], steps=30, lr_stride=0, jitter=0, deep={})
+    plain, grey = invert(tiny_model, ref, **kw), invert(tiny_model, ref, saturation=50.0, **kw)
+    assert "saturation" in grey.history[-1] and "saturation" not in plain.history[-1]
+
+    def chroma(x):
+        return float((x - x.mean(1, keepdim=True)).pow(2).mean())
+
+    assert chroma(grey.image) < chroma(plain.image)
+    with pytest.raises(PreimageError, match="saturation"):
+        config_for("default", saturation=-1.0)
+
+
 def test_robustness_transforms_act_in_the_jitter_phase_only_and_are_seeded(tiny_model):
     from preimage.tasks import invert as inv_mod
 

@@ -222,3 +222,19 @@ def test_chroma_tv_weighs_colour_edges_apart_from_luminance_edges():
     hue[:, 2, :, 4:] = -0.5  # ... blue taken away: a colour edge of no luminance
     assert float(total_variation(2.0, chroma=0.0)(_state(hue))) == pytest.approx(0.0, abs=1e-10)
     assert float(total_variation(2.0, chroma=4.0)(_state(hue))) == pytest.approx(4 * float(total_variation(2.0)(_state(hue))))
+
+
+def test_saturation_prior_is_the_distance_from_grey():
+    from preimage.objectives import saturation
+
+    red = torch.zeros(1, 3, 4, 4)
+    red[:, 0] = 1.0  # every pixel (1, 0, 0): grey 1/3, squared distance 4/9 + 1/9 + 1/9
+    assert float(saturation()(_state(red))) == pytest.approx(2 / 3)
+    grey = torch.rand(2, 1, 4, 4).expand(-1, 3, -1, -1)
+    assert torch.allclose(saturation()(_state(grey)), torch.zeros(2))
+    assert torch.allclose(saturation()(_state(torch.rand(2, 1, 4, 4))), torch.zeros(2))  # no colour to judge
+    x = torch.rand(1, 3, 4, 4, requires_grad=True)
+    saturation()(_state(x)).sum().backward()
+    step = x.detach() - 0.1 * x.grad  # a gradient step moves every pixel towards its grey
+    assert float(saturation()(_state(step))) < float(saturation()(_state(x.detach())))
+    assert torch.allclose(step.mean(1), x.detach().mean(1), atol=1e-6)  # ... and keeps its luminance

@@ -57,7 +57,7 @@ from ..images import conversion_notes, load_batch, load_tensor, to_pil
 from ..io import check_outputs, versions, write_json
 from ..layers import FeatureExtractor, parse_layer_spec, resolve_layer
 from ..models import Model
-from ..objectives import Objective, alpha_norm, feature_loss, total_variation
+from ..objectives import Objective, alpha_norm, feature_loss, saturation, total_variation
 from ..optimize import Result, optimize, step_schedule
 from ..params import DeepPrior, Fourier, Pixels, Pyramid, Upsampled
 from ..transforms import Transform, compose, ensemble, jitter, random_affine
@@ -116,6 +116,8 @@ class InvertConfig:
     decorrelate: bool = False        # pyramid: levels in ImageNet's decorrelated colour basis
     fourier_decay: float = 1.0       # fourier: the spectrum is scaled by 1 / f^decay
     tv_chroma: float = 1.0           # weight of colour-opponent TV relative to luminance TV (1: plain RGB TV)
+    saturation: float = 0.0          # λ_s of the saturation prior (objectives.saturation: the mean squared
+                                     # distance of each pixel from its grey; 0: off)
     tv_end: float = 1.0              # λ_TV schedule: the weight goes linearly from λ_TV to tv_end·λ_TV
                                      # over the run (1: constant)
     color_weight: float = 0.0        # λ_c of the colour-statistics prior (0: off): it pulls each channel's
@@ -225,8 +227,8 @@ def _validate(cfg: InvertConfig) -> None:
         raise PreimageError("the fourier parameterization works in pixel space and starts from noise")
     if cfg.coarse < 1 or not 0 <= cfg.coarse_until <= 1 or (cfg.coarse > 1 and cfg.space != "pixel"):
         raise PreimageError("coarse must be >= 1 (in pixel space) and coarse_until in [0, 1]")
-    if cfg.color_weight < 0 or cfg.tv_end < 0 or cfg.tv_chroma < 0:
-        raise PreimageError("color_weight, tv_chroma and tv_end must be >= 0")
+    if cfg.color_weight < 0 or cfg.tv_end < 0 or cfg.tv_chroma < 0 or cfg.saturation < 0:
+        raise PreimageError("color_weight, saturation, tv_chroma and tv_end must be >= 0")
     if cfg.deep:
         fields = {f.name for f in dataclasses.fields(cfg)} - {"deep", "deep_stride"}
         unknown = sorted(set(cfg.deep) - fields)
@@ -432,6 +434,8 @@ def build_objective(cfg: InvertConfig, layers: list[tuple[str, float]], targets:
         obj = obj + lam * tv
     if cfg.color_weight:
         obj = obj + cfg.color_weight * color_prior(cfg.color_mean, cfg.color_std)
+    if cfg.saturation:
+        obj = obj + cfg.saturation * saturation()
     return obj
 
 
