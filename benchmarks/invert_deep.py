@@ -79,6 +79,9 @@ CANDIDATES: dict[str, dict] = {
     # seventh round: a saturation prior (grey photos' pre-images take on false colour)
     "pyr_tv2_sat1": {"deep": {}, "param": "pyramid", "lambda_tv": 0.2, "saturation": 1.0},
     "pyr_tv2_sat3": {"deep": {}, "param": "pyramid", "lambda_tv": 0.2, "saturation": 3.0},
+    # eighth round: fewer pyramid levels (the coarsest ones carry the false colour casts)
+    "pyr_tv2_l4": {"deep": {}, "param": "pyramid", "lambda_tv": 0.2, "pyramid_levels": 4},
+    "pyr_tv2_l5": {"deep": {}, "param": "pyramid", "lambda_tv": 0.2, "pyramid_levels": 5},
     "fourier_flat": {"deep": {}, "param": "fourier", "lr": 0.05, "lr_stride": 0, "init_scale": 0.01,
                      "color_weight": 0.05, "fourier_decay": 0.5},
     "fourier_tv": {"deep": {}, "param": "fourier", "lr": 0.05, "lr_stride": 0, "init_scale": 0.01,
