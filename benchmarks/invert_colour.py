@@ -199,14 +199,14 @@ def _solve(xs, ys, lam):
     return torch.linalg.solve(a, xs.T @ ys)
 
 
-def fit_start(stage: str, exclude: str, *, crops: int = 8, cells: int = 4, lams=(0.01, 0.1, 1.0, 10.0)) -> dict:
+def fit_start(model, stage: str, exclude: str, *, crops: int = 8, cells: int = 4,
+              lams=(0.01, 0.1, 1.0, 10.0)) -> dict:
     """Ridge regression from ``stage``'s features (standardized) to the coarse colours, fitted on every
     reference photo but ``exclude``; the weight λ is chosen by 4-fold cross-validation over photos."""
     import torch
 
     from preimage.layers import FeatureExtractor
 
-    model = _model()
     ex = FeatureExtractor(model, [stage])
     gen = torch.Generator().manual_seed(0)
     parts = []
@@ -247,8 +247,8 @@ def predict_start(fit: dict, feats) -> "torch.Tensor":
     return F.interpolate(y, size=(SIZE, SIZE), mode="bilinear", align_corners=False)
 
 
-def make_start(kind: str, photo: str, stage: str) -> tuple[Path, dict]:
-    """Write the start image of ``kind`` (mean, layout, learned) for ``photo`` at ``stage``."""
+def make_start(model, kind: str, photo: str, stage: str) -> tuple[Path, dict]:
+    """Write the start image of ``kind`` (mean, layout, learned) for ``photo`` at ``stage`` of ``model``."""
     import torch
     import torch.nn.functional as F
 
@@ -264,8 +264,7 @@ def make_start(kind: str, photo: str, stage: str) -> tuple[Path, dict]:
         x = F.interpolate(F.interpolate(ref, size=(7, 7), mode="area"), size=ref.shape[-2:], mode="bilinear",
                           align_corners=False)
     else:
-        fit = fit_start(stage, photo)
-        model = _model()
+        fit = fit_start(model, stage, photo)
         with torch.no_grad():
             x = predict_start(fit, FeatureExtractor(model, [stage])(model.normalize(ref))[stage])
         info = {"lambda": fit["lam"], "reference_photos": fit["photos"]}
@@ -290,7 +289,7 @@ def one(job: tuple[str, str, str]) -> dict:
     kind, photo, stage = job
     if not _CACHE:
         _CACHE.update(model=_model(), judge=preimage.load_model(JUDGE))
-    path, info = make_start(kind, photo, stage)
+    path, info = make_start(_CACHE["model"], kind, photo, stage)
     t0 = time.perf_counter()
     res = invert(_CACHE["model"], f"sample:{photo}", layers=[stage], init=str(path), judge=_CACHE["judge"])
     seconds = time.perf_counter() - t0
