@@ -161,42 +161,21 @@ def reference_sources() -> list[str]:
 
 
 def _crops(src: str, n: int, gen) -> "torch.Tensor":
-    """The full square centre crop, then n-1 random square crops of 50-100 % of the short side, every
-    other one mirrored; all area-resized to SIZE."""
-    import torch
-    import torch.nn.functional as F
+    from preimage.starts import _crops as crops
 
-    from preimage.images import load_image, to_tensor
-
-    img = to_tensor(load_image(src))  # 1 x 3 x H x W
-    h, w = img.shape[-2:]
-    out = []
-    for i in range(n):
-        side = min(h, w) if i == 0 else int(min(h, w) * (0.5 + 0.5 * torch.rand(1, generator=gen).item()))
-        y = (h - side) // 2 if i == 0 else int(torch.randint(0, h - side + 1, (1,), generator=gen))
-        x = (w - side) // 2 if i == 0 else int(torch.randint(0, w - side + 1, (1,), generator=gen))
-        c = img[..., y:y + side, x:x + side]
-        out.append(F.interpolate(c.flip(-1) if i % 2 else c, size=(SIZE, SIZE), mode="area"))
-    return torch.cat(out)
+    return crops(src, n, SIZE, gen)
 
 
 def _design(feats, images, cells: int):
-    """Rows: one per feature position (C values); targets: the colours of the cells x cells image
-    cells under it (area means)."""
-    import torch.nn.functional as F
+    from preimage.starts import _rows
 
-    n, c, h, w = feats.shape
-    x = feats.permute(0, 2, 3, 1).reshape(-1, c)
-    y = F.interpolate(images, size=(h * cells, w * cells), mode="area")
-    y = y.reshape(n, 3, h, cells, w, cells).permute(0, 2, 4, 1, 3, 5).reshape(n * h * w, 3 * cells * cells)
-    return x.double(), y.double()
+    return _rows(feats, images, cells)
 
 
 def _solve(xs, ys, lam):
-    import torch
+    from preimage.starts import _ridge
 
-    a = xs.T @ xs + lam * len(xs) * torch.eye(xs.shape[1], dtype=xs.dtype)
-    return torch.linalg.solve(a, xs.T @ ys)
+    return _ridge(xs, ys, lam)
 
 
 def fit_start(model, stage: str, exclude: str, *, crops: int = 8, cells: int = 4,

@@ -82,6 +82,14 @@ CANDIDATES: dict[str, dict] = {
     # eighth round: fewer pyramid levels (the coarsest ones carry the false colour casts)
     "pyr_tv2_l4": {"deep": {}, "param": "pyramid", "lambda_tv": 0.2, "pyramid_levels": 4},
     "pyr_tv2_l5": {"deep": {}, "param": "pyramid", "lambda_tv": 0.2, "pyramid_levels": 5},
+    # ninth round: the batch-norm statistics prior (the network's own training statistics at every depth)
+    "pyr_tv2_bn03": {"deep": {}, "param": "pyramid", "lambda_tv": 0.2, "bn_weight": 0.03},
+    "pyr_tv2_bn1": {"deep": {}, "param": "pyramid", "lambda_tv": 0.2, "bn_weight": 0.1},
+    "pyr_tv2_bn3": {"deep": {}, "param": "pyramid", "lambda_tv": 0.2, "bn_weight": 0.3},
+    # tenth round: a learned colour start (preimage.starts, fitted on Debian's wallpaper photos)
+    "pyr_tv2_learned": {"deep": {}, "param": "pyramid", "lambda_tv": 0.2, "init": "learned"},
+    "pyr_tv2_anchor05": {"deep": {}, "param": "pyramid", "lambda_tv": 0.2, "init": "learned", "anchor": 0.5},
+    "pyr_tv2_anchor2": {"deep": {}, "param": "pyramid", "lambda_tv": 0.2, "init": "learned", "anchor": 2.0},
     "fourier_flat": {"deep": {}, "param": "fourier", "lr": 0.05, "lr_stride": 0, "init_scale": 0.01,
                      "color_weight": 0.05, "fourier_decay": 0.5},
     "fourier_tv": {"deep": {}, "param": "fourier", "lr": 0.05, "lr_stride": 0, "init_scale": 0.01,
@@ -211,20 +219,27 @@ def speed(stages: list[str], steps: int, rounds: int, tag: str = "") -> None:
     model = preimage.load_model("efficientnet_lite0")  # no judge: only the steps are timed
     invert(model, "sample:chelsea", layers=[stages[0]], steps=2, deep={})  # warm-up
     times: dict = {(s, r): [] for s in stages for r in ("before", "default")}
+    whole: dict = {(s, r): [] for s in stages for r in ("before", "default")}
     for _ in range(rounds):
         for s in stages:
             for r in ("before", "default"):
                 over = {**(CANDIDATES["before"] if r == "before" else {}), "steps": steps,
                         "decay_steps": (int(round(steps * 0.8)),)}
+                t0 = time.perf_counter()
                 res = invert(model, "sample:chelsea", layers=[s], **over)
+                whole[(s, r)].append(time.perf_counter() - t0)
                 times[(s, r)].append(res.result.seconds / res.result.steps)
-    lines = ["| stage | before s/step | default s/step | ratio |", "|---|---|---|---|"]
+    lines = ["| stage | before s/step | default s/step | ratio | before s/run | default s/run | ratio |",
+             "|---|---|---|---|---|---|---|"]
     rows = []
     for s in stages:
         b, d = statistics.median(times[(s, "before")]), statistics.median(times[(s, "default")])
-        rows.append({"stage": s, "before": b, "default": d, "all": {r: times[(s, r)] for r in ("before", "default")}})
-        lines.append(f"| {s} | {b * 1000:.1f} ms | {d * 1000:.1f} ms | {d / b:.2f} |")
-    lines.append(f"chelsea, {steps} steps per run, median of {rounds} rounds, one thread.")
+        wb, wd = statistics.median(whole[(s, "before")]), statistics.median(whole[(s, "default")])
+        rows.append({"stage": s, "before": b, "default": d, "all": {r: times[(s, r)] for r in ("before", "default")},
+                     "run_before": wb, "run_default": wd, "runs": {r: whole[(s, r)] for r in ("before", "default")}})
+        lines.append(f"| {s} | {b * 1000:.1f} ms | {d * 1000:.1f} ms | {d / b:.2f} | {wb:.1f} s | {wd:.1f} s | {wd / wb:.2f} |")
+    lines.append(f"chelsea, {steps} steps per run (s/run: the whole call, start and metrics included), "
+                 f"median of {rounds} rounds, one thread.")
     (RESULTS / f"invert_deep_speed{tag}.json").write_text(json.dumps({"steps": steps, "rounds": rounds,
                                                                       "rows": rows}, indent=2) + "\n")
     (RESULTS / f"invert_deep_speed{tag}.md").write_text("\n".join(lines) + "\n")
@@ -248,6 +263,8 @@ def main() -> None:
     ap.add_argument("--grid", nargs="*", default=[], help="summary: redraw docs/images/layers_PHOTO.png")
     ap.add_argument("--rename", nargs="*", default=[], metavar="OLD=NEW",
                     help="summary: count rows of recipe OLD as NEW (a candidate run under another name)")
+    ap.add_argument("--grid-dir", default="invert_deep_table/default",
+                    help="summary with --grid: the folder under benchmarks/results with the pre-images to draw")
     ap.add_argument("--carry", nargs="*", default=[],
                     help="summary with --grid: stages whose tiles come from the current figure (unchanged settings)")
     args = ap.parse_args()
@@ -268,11 +285,12 @@ def main() -> None:
         lines = summarize(rows, recipes, stages) + [""] + per_photo(rows, recipes, stages, photos)
         runs = sum(not r.get("same_as_default") for r in rows)
         lines.append(f"{runs} inversions from {', '.join(Path(f).name for f in args.files)}.")
+        source = RESULTS / args.grid_dir
         for ph in args.grid:
-            carried = carry_tiles(ph, RESULTS / "invert_deep_table", "default", args.carry)
+            carried = carry_tiles(ph, source.parent, source.name, args.carry)
             if carried:
                 lines.append(f"{ph}: the tiles of {', '.join(carried)} are carried over from the previous figure.")
-            grid(ph, RESULTS / "invert_deep_table", "default")
+            grid(ph, source.parent, source.name)
         (RESULTS / f"invert_deep_summary{args.tag}.md").write_text("\n".join(lines) + "\n")
         print("\n".join(lines))
         return

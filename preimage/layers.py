@@ -37,7 +37,8 @@ from .models import Model, vit
 #: the layer name of a network's final output (class scores for a classifier)
 LOGITS = "logits"
 
-__all__ = ["LOGITS", "LayerInfo", "list_layers", "resolve_layer", "FeatureExtractor", "parse_layer_spec"]
+__all__ = ["LOGITS", "LayerInfo", "list_layers", "resolve_layer", "FeatureExtractor", "parse_layer_spec",
+           "batchnorm_inputs"]
 
 
 @dataclass(frozen=True)
@@ -282,3 +283,24 @@ class FeatureExtractor:
 
 def layer_names(model: Model) -> Iterable[str]:
     return [i.name for i in list_layers(model)]
+
+
+def batchnorm_inputs(model: Model, before: Sequence[str] = ()) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+    """``(layer, running_mean, running_var)`` of each 2-d batch norm of ``model`` whose input is the
+    output of the convolution registered just before it (the conv -> batch-norm pattern of ResNets,
+    VGG-BN, EfficientNets, MobileNets), in execution order; with ``before``, only the convolutions that
+    run no later than the deepest of those layers. Batch norms without running statistics, or not
+    preceded by a convolution of as many channels, are skipped."""
+    order = {i.name: i.order for i in list_layers(model)}
+    limit = max(order.get(resolve_layer(model, n), -1) for n in before) if before else None
+    out: list[tuple[str, torch.Tensor, torch.Tensor]] = []
+    conv: tuple[str, nn.Conv2d] | None = None
+    for name, mod in model.net.named_modules():
+        if isinstance(mod, nn.Conv2d):
+            conv = (name, mod)
+        elif isinstance(mod, nn.BatchNorm2d):
+            if (conv is not None and mod.running_mean is not None and mod.num_features == conv[1].out_channels
+                    and conv[0] in order and (limit is None or order[conv[0]] <= limit)):
+                out.append((conv[0], mod.running_mean, mod.running_var))
+            conv = None
+    return sorted(out, key=lambda t: order[t[0]])

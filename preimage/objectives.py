@@ -40,7 +40,8 @@ import torch.nn.functional as F
 
 __all__ = [
     "State", "Objective", "feature_loss", "gram_matrix", "gram_loss", "class_score", "channel", "neuron",
-    "direction", "diversity", "parse", "alpha_norm", "total_variation", "l2",
+    "direction", "diversity", "parse", "alpha_norm", "total_variation", "saturation", "bn_stats", "coarse_colour",
+    "l2",
 ]
 
 SPACES = ("input", "pixel", "pixel255")
@@ -409,6 +410,46 @@ def saturation(name: str = "saturation") -> Objective:
         if x.shape[1] != 3:
             return x.new_zeros(x.shape[0])
         return _per_image((x - x.mean(1, keepdim=True)).pow(2).sum(1)).mean(1)
+
+    return Objective(fn, name)
+
+
+def bn_stats(stats: Sequence[tuple[str, torch.Tensor, torch.Tensor]], name: str = "bn") -> Objective:
+    """The batch-norm statistics prior (Yin et al. 2020, "Dreaming to distill"), per image:
+
+        R_bn(x) = mean_l mean_c [(μ_lc(x) − m_lc)² / v_lc + (σ_lc(x) / √v_lc − 1)²]
+
+    where ``μ_lc(x)``, ``σ_lc(x)`` are the spatial mean and standard deviation of channel c at the
+    input of batch-norm layer l, and ``m``, ``v`` that layer's running mean and variance: the statistics
+    of the network's own training photos at every depth, which a natural image's activations keep.
+    ``stats`` holds ``(layer, m, v)`` with ``layer`` the module whose output the batch norm reads
+    (:func:`preimage.layers.batchnorm_inputs`)."""
+    stats = [(layer, m.detach().flatten(), v.detach().flatten().clamp_min(1e-5)) for layer, m, v in stats]
+    if not stats:
+        raise ValueError("bn_stats needs at least one batch-norm layer")
+
+    def fn(s: State) -> torch.Tensor:
+        total = None
+        for layer, m, v in stats:
+            f = s.features[layer].flatten(2)
+            mu, sd = f.mean(2), f.std(2, unbiased=False)
+            m, v = m.to(f.device), v.to(f.device)
+            term = ((mu - m).pow(2) / v + (sd / v.sqrt() - 1).pow(2)).mean(1)
+            total = term if total is None else total + term
+        return total / len(stats)
+
+    return Objective(fn, name, [layer for layer, _, _ in stats])
+
+
+def coarse_colour(target: torch.Tensor, name: str = "anchor") -> Objective:
+    """``mean ||A(x) − t||²`` per image on [0, 1] pixels, ``A`` the area mean of the image on the grid
+    of ``target`` (``B x 3 x h x w``, or 1 x ...): a pull of the image's coarse colours towards
+    ``target`` (such as the learned colour start of :mod:`preimage.starts`) that leaves finer detail free."""
+    target = target.detach()
+
+    def fn(s: State) -> torch.Tensor:
+        x = F.interpolate(s.image, size=tuple(target.shape[-2:]), mode="area")
+        return _per_image(x - _match_rows(target, x.shape[0])).pow(2).mean(1)
 
     return Objective(fn, name)
 

@@ -117,7 +117,7 @@ def test_default_preset_lowers_the_learning_rate_at_deep_layers_and_records_it(t
     assert effective(config_for("default", lr_stride=0), 32)["lr"] == cfg.lr  # 0 turns the rule off
     inv = invert(tiny_model, torch.rand(1, 3, 16, 16), layers=["conv2"], steps=2)
     eff = inv.manifest()["effective"]
-    assert set(eff) == {"stride", "lr", "lambda_tv", "jitter", "jitter_steps", "deep_recipe", "coarse_steps"}
+    assert set(eff) == {"stride", "lr", "lambda_tv", "jitter", "jitter_steps", "deep_recipe", "coarse_steps", "init"}
     assert {k: eff[k] for k in effective(inv.config, eff["stride"])} == effective(inv.config, eff["stride"])
 
 
@@ -273,9 +273,10 @@ def test_settings_the_user_gives_win_over_the_deep_recipe(tiny_model):
     assert key not in cfg.deep and getattr(recipe_for(cfg, 1e9), key) == value
     assert key in INVERT_PRESETS["default"].deep  # the preset itself is left intact
     # a pyramid starts from any image; a Fourier image starts from noise, so its recipe gives way
-    assert config_for("default", init="sample:coffee").deep == INVERT_PRESETS["default"].deep
+    assert config_for("default", init="sample:coffee").deep["param"] == "pyramid"
     assert config_for("default", deep={"param": "fourier", "lr": 0.05}, init="sample:coffee").deep == {}
-    assert config_for("default", init="noise").deep == INVERT_PRESETS["default"].deep
+    noise = config_for("default", init="noise").deep  # the user's start wins over the learned one
+    assert "init" not in noise and noise == {k: v for k, v in INVERT_PRESETS["default"].deep.items() if k != "init"}
     assert config_for("pixels").deep == {} and recipe_for(config_for("pixels"), 1e9).param == "pixels"
     with pytest.raises(PreimageError, match="deep-layer recipe"):
         config_for("default", deep={"no_such_setting": 1})

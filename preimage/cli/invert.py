@@ -65,8 +65,9 @@ def add_parser(sub) -> None:
     o.add_argument("--color-shift", dest="color_shift", type=nonneg_float,
                    help="per-copy colour shift in the jitter phase: x*exp(U(-s,s)) + U(-s,s), input units (0: off)")
     o.add_argument("--noise", type=nonneg_float, help="per-copy Gaussian noise std in the jitter phase, input units (0: off)")
-    o.add_argument("--init", help="start from noise, zeros, or an image (path or sample:NAME); at deep layers the "
-                   "pre-image keeps the colours it starts from, so a thumbnail of the photo gives it its colours")
+    o.add_argument("--init", help="start from noise, zeros, learned (the colours predicted from the target features; "
+                   "shipped for efficientnet_lite0 at blocks.5, blocks.6 and conv_head) or an image (path or "
+                   "sample:NAME); at deep layers the pre-image keeps the colours it starts from")
     o.add_argument("--init-scale", dest="init_scale", type=nonneg_float, help="std of the starting noise")
     t = p.add_argument_group("optimization (override the preset)")
     t.add_argument("--steps", "--epochs", dest="steps", type=positive_int, help="optimization steps")
@@ -153,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
         jitter=args.jitter, init=args.init, init_scale=args.init_scale, seed=seed, copies=args.copies,
         color_shift=args.color_shift, noise=args.noise,
     )
-    if cfg.init not in ("noise", "zeros"):
+    if cfg.init not in ("noise", "zeros", "learned"):
         check_images([cfg.init])
     device = device_from_args(args) if not (original and args.device == "auto") else device_from_args(
         argparse.Namespace(device="cpu"))

@@ -49,15 +49,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from .. import metrics as M
 from ..config import from_preset
 from ..errors import PreimageError, did_you_mean
 from ..images import conversion_notes, load_batch, load_tensor, to_pil
 from ..io import check_outputs, versions, write_json
-from ..layers import FeatureExtractor, parse_layer_spec, resolve_layer
+from ..layers import FeatureExtractor, batchnorm_inputs, parse_layer_spec, resolve_layer
 from ..models import Model
-from ..objectives import Objective, alpha_norm, feature_loss, saturation, total_variation
+from ..objectives import Objective, alpha_norm, bn_stats, coarse_colour, feature_loss, saturation, total_variation
 from ..optimize import Result, optimize, step_schedule
 from ..params import DeepPrior, Fourier, Pixels, Pyramid, Upsampled
 from ..transforms import Transform, compose, ensemble, jitter, random_affine
@@ -118,6 +119,11 @@ class InvertConfig:
     tv_chroma: float = 1.0           # weight of colour-opponent TV relative to luminance TV (1: plain RGB TV)
     saturation: float = 0.0          # λ_s of the saturation prior (objectives.saturation: the mean squared
                                      # distance of each pixel from its grey; 0: off)
+    anchor: float = 0.0              # with init "learned": weight of a pull of the image's coarse colours
+                                     # towards the learned start all along (objectives.coarse_colour; 0: off)
+    bn_weight: float = 0.0           # λ_bn of the batch-norm statistics prior (objectives.bn_stats: the
+                                     # activations' channel statistics at every batch norm up to the target
+                                     # layer pulled towards the network's running statistics; 0: off)
     tv_end: float = 1.0              # λ_TV schedule: the weight goes linearly from λ_TV to tv_end·λ_TV
                                      # over the run (1: constant)
     color_weight: float = 0.0        # λ_c of the colour-statistics prior (0: off): it pulls each channel's
@@ -150,9 +156,11 @@ _NATURAL = InvertConfig(
 )
 #: the deep-layer part of the default preset (stride >= 32: blocks.5, blocks.6 and conv_head of the
 #: EfficientNet-Lites): the image is a Laplacian pyramid of six levels (params.Pyramid), so layout and
-#: colour move as fast as detail, with half the TV weight (λ_TV 0.2); everything else (Adam at the
-#: stride-ruled lr, jitter, steps) as at shallower layers (benchmarks/invert_deep.py, docs/inversion.md)
-DEEP_RECIPE: dict[str, Any] = {"param": "pyramid", "lambda_tv": 0.2}
+#: colour move as fast as detail, with half the TV weight (λ_TV 0.2); it starts from the colours the
+#: shipped colour map predicts from the target features (preimage.starts; models and layers without a
+#: map start from noise); everything else (Adam at the stride-ruled lr, jitter, steps) as at shallower
+#: layers (benchmarks/invert_deep.py, benchmarks/colour_start.py, docs/inversion.md)
+DEEP_RECIPE: dict[str, Any] = {"param": "pyramid", "lambda_tv": 0.2, "init": "learned"}
 _DEFAULT = InvertConfig(deep_stride=32.0, deep=dict(DEEP_RECIPE))
 _SHALLOW = InvertConfig(
     steps=800, optimizer="adam", lr=0.05, decay_factor=0.1, decay_steps=(200, 400, 600),
@@ -227,8 +235,9 @@ def _validate(cfg: InvertConfig) -> None:
         raise PreimageError("the fourier parameterization works in pixel space and starts from noise")
     if cfg.coarse < 1 or not 0 <= cfg.coarse_until <= 1 or (cfg.coarse > 1 and cfg.space != "pixel"):
         raise PreimageError("coarse must be >= 1 (in pixel space) and coarse_until in [0, 1]")
-    if cfg.color_weight < 0 or cfg.tv_end < 0 or cfg.tv_chroma < 0 or cfg.saturation < 0:
-        raise PreimageError("color_weight, saturation, tv_chroma and tv_end must be >= 0")
+    if cfg.color_weight < 0 or cfg.tv_end < 0 or cfg.tv_chroma < 0 or cfg.saturation < 0 or cfg.bn_weight < 0 \
+            or cfg.anchor < 0:
+        raise PreimageError("color_weight, saturation, bn_weight, anchor, tv_chroma and tv_end must be >= 0")
     if cfg.deep:
         fields = {f.name for f in dataclasses.fields(cfg)} - {"deep", "deep_stride"}
         unknown = sorted(set(cfg.deep) - fields)
@@ -331,9 +340,14 @@ def _gif(frames: Sequence[torch.Tensor]) -> bytes:
     return buf.getvalue()
 
 
-def _init(cfg: InvertConfig, model: Model, ref: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Starting point in the optimized space."""
-    if cfg.init == "noise":
+def _init(cfg: InvertConfig, model: Model, ref: torch.Tensor, gen: torch.Generator,
+          learned: torch.Tensor | None = None) -> torch.Tensor:
+    """Starting point in the optimized space (``learned``: the learned colour start, where there is one;
+    without it ``init="learned"`` starts from noise)."""
+    if cfg.init == "learned" and learned is not None:
+        start = F.interpolate(learned, size=tuple(ref.shape[-2:]), mode="bilinear", align_corners=False)
+        return model.normalize(start) if cfg.space == "input" else start
+    if cfg.init in ("noise", "learned"):
         noise = torch.randn(ref.shape, generator=gen) * cfg.init_scale
         start = noise if cfg.space == "input" else 0.5 + noise
     elif cfg.init == "zeros":
@@ -342,6 +356,23 @@ def _init(cfg: InvertConfig, model: Model, ref: torch.Tensor, gen: torch.Generat
         other = load_tensor(cfg.init, model.input_size, channels=model.channels).expand(ref.shape[0], -1, -1, -1)
         start = model.normalize(other) if cfg.space == "input" else other.clone()
     return start.to(ref.device)
+
+
+def _learned_start(model: Model, layers: Sequence[str], targets: dict[str, torch.Tensor], ref: torch.Tensor,
+                   required: bool) -> torch.Tensor | None:
+    """The coarse colours predicted by the shipped colour map (:mod:`preimage.starts`) of the first target
+    layer that has one; None when none has (an error when the user asked for it: ``required``)."""
+    from ..starts import shipped_start
+
+    for name in layers:
+        start = shipped_start(model.name, resolve_layer(model, name))
+        if start is not None and model.channels == 3:
+            return start.coarse(targets[name])
+    if required:
+        raise PreimageError(f"no learned colour start for {model.name} at {', '.join(layers)}: the package ships "
+                            "them for efficientnet_lite0 at blocks.5, blocks.6 and conv_head (use --init noise, "
+                            "or fit one with preimage.starts.fit_colour_start)")
+    return None
 
 
 def _parse_layers(model: Model, layers: Sequence[str | tuple[str, float]] | str) -> list[tuple[str, float]]:
@@ -408,8 +439,10 @@ def color_prior(mean: Sequence[float], std: Sequence[float], *, name: str = "col
 
 
 def build_objective(cfg: InvertConfig, layers: list[tuple[str, float]], targets: dict[str, torch.Tensor],
-                    stride: float | None = None, clock: list[int] | None = None) -> Objective:
-    """``C Σ w_l rec_l + λ_α R_α + λ_TV(t) R_TV + λ_c R_colour`` with the config's normalizations;
+                    stride: float | None = None, clock: list[int] | None = None,
+                    bn: Sequence[tuple[str, torch.Tensor, torch.Tensor]] = ()) -> Objective:
+    """``C Σ w_l rec_l + λ_α R_α + λ_TV(t) R_TV + λ_c R_colour + λ_s R_sat + λ_bn R_bn`` with the
+    config's normalizations (``bn``: the batch norms :func:`objectives.bn_stats` reads);
     ``λ_TV(t) = λ_TV (1 + (tv_end − 1) (t − 1) / (T − 1))`` at step t of T, where ``t`` is the loop's
     step plus ``clock[0]`` (the steps of earlier phases of the same run)."""
     obj = None
@@ -436,6 +469,8 @@ def build_objective(cfg: InvertConfig, layers: list[tuple[str, float]], targets:
         obj = obj + cfg.color_weight * color_prior(cfg.color_mean, cfg.color_std)
     if cfg.saturation:
         obj = obj + cfg.saturation * saturation()
+    if cfg.bn_weight and bn:
+        obj = obj + cfg.bn_weight * bn_stats(bn)
     return obj
 
 
@@ -496,7 +531,16 @@ def invert(
     user_cfg, cfg = cfg, recipe_for(cfg, stride)
     eff = {**effective(cfg, stride), "deep_recipe": cfg is not user_cfg}
     clock = [0]  # steps run in earlier phases (read by the λ_TV schedule)
-    objective = build_objective(cfg, layer_list, targets, stride, clock)
+    learned = _learned_start(model, names_only, targets, ref, required=user_cfg.init == "learned") \
+        if cfg.init == "learned" else None
+    eff["init"] = "learned" if learned is not None else ("noise" if cfg.init == "learned" else cfg.init)
+    bn = batchnorm_inputs(model, names_only) if cfg.bn_weight else []
+    if cfg.bn_weight and not bn:
+        raise PreimageError(f"bn_weight needs batch norms after convolutions before the target layer; "
+                            f"{model.name} has none there")
+    objective = build_objective(cfg, layer_list, targets, stride, clock, bn)
+    if cfg.anchor and learned is not None:
+        objective = objective + cfg.anchor * coarse_colour(learned)
     jitter_steps = eff["jitter_steps"]
     transforms = [_phase_jitter(eff["jitter"], jitter_steps)] if jitter_steps else []
     if cfg.copies > 1 or cfg.color_shift or cfg.noise:  # augmentation ensembling, in the same phase
@@ -514,12 +558,12 @@ def invert(
     elif cfg.param == "deep_prior":
         param = DeepPrior(tuple(ref.shape), width=cfg.prior_width, generator=gen, device=ref.device)
     elif cfg.param == "pyramid":
-        param = Pyramid(_init(cfg, model, ref, gen), levels=cfg.pyramid_levels, bounds=cfg.bounds,
+        param = Pyramid(_init(cfg, model, ref, gen, learned), levels=cfg.pyramid_levels, bounds=cfg.bounds,
                         decorrelate=cfg.decorrelate)
     elif coarse:
-        param = Upsampled(_init(cfg, model, ref, gen), factor=cfg.coarse, bounds=cfg.bounds)
+        param = Upsampled(_init(cfg, model, ref, gen, learned), factor=cfg.coarse, bounds=cfg.bounds)
     else:
-        param = Pixels(_init(cfg, model, ref, gen), space=cfg.space, bounds=cfg.bounds)
+        param = Pixels(_init(cfg, model, ref, gen, learned), space=cfg.space, bounds=cfg.bounds)
     desc = f"invert {model.name}:{'+'.join(names_only)}"
 
     def phase(p: Any, steps: int, offset: int, **kw: Any) -> Result:

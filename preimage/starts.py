@@ -1,0 +1,216 @@
+"""A learned colour start for deep pre-images: the photo's coarse colours predicted from its features.
+
+At stride 32 the features of a photo leave its colours loose: many images match them about equally
+well, and the optimizer keeps the colours it starts from (docs/inversion.md, "Where the colour
+goes"). A :class:`ColourStart` gives it better ones to start from: a ridge regression, fitted on
+natural photos, from the feature vector at each position of a layer to the mean colours of the
+``cells x cells`` image cells under that position:
+
+    y(p) = W ((f(p) − μ) / σ) + ȳ        (one map shared by every position p)
+
+so it works at any input size. The fit uses square crops of each photo (the full centre crop, then
+random ones of 50–100 % of the short side, every other one mirrored), a share of them turned grey
+so that grey photos are predicted grey.
+
+The package ships the maps of the embedded ``efficientnet_lite0`` at ``blocks.5``, ``blocks.6`` and
+``conv_head`` (``preimage/data/colour_starts.pt``), fitted on the photos of Debian's wallpaper
+packages and the three that ship with scikit-learn and matplotlib, never on the bundled
+``sample:`` photos they are measured on (``benchmarks/colour_start.py``). :func:`fit_colour_start`
+fits one for any model and layer from any photos.
+"""
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .errors import PreimageError
+
+__all__ = ["ColourStart", "fit_colour_start", "shipped_start", "natural_photos", "SHIPPED", "WALLPAPERS"]
+
+#: the maps that ship with the package
+SHIPPED = Path(__file__).resolve().parent / "data" / "colour_starts.pt"
+
+#: photos (not drawings) in Debian's wallpaper packages: path patterns under /usr/share, by package
+WALLPAPERS: dict[str, tuple[str, ...]] = {
+    "mate-backgrounds": ("backgrounds/mate/nature/*.jpg",),
+    "lomiri-wallpapers-16.04": tuple(f"backgrounds/{n}_by_*.jpg" for n in (
+        "Bridge", "Dragonfly", "Picture_0B", "Picture_1A", "Wine", "aitzgorri", "analogpattern", "free",
+        "friends", "life", "picosdeeuropa", "seeding", "sunset")),
+    "lomiri-wallpapers-20.04": ("backgrounds/Infinite-Sea_by_*.jpg", "backgrounds/Kleiber_by_*.jpg"),
+    "plasma-workspace-wallpapers": tuple(f"wallpapers/{n}/contents/images/*" for n in (
+        "BytheWater", "ColdRipple", "ColorfulCups", "DarkestHour", "EveningGlow", "FallenLeaf", "Grey", "Kite",
+        "Path", "summer_1am", "OneStandsOut")),
+}
+
+
+@dataclass
+class ColourStart:
+    """A fitted map from ``layer``'s features of ``model`` to coarse colours (see the module docstring)."""
+
+    model: str
+    layer: str
+    mean: torch.Tensor      # C: feature means over the fitting rows
+    std: torch.Tensor       # C: ... and standard deviations
+    weight: torch.Tensor    # C x (3 cells²)
+    bias: torch.Tensor      # 3 cells²: the mean colours of the fitting rows
+    cells: int = 4
+    lam: float = 0.3
+    photos: list[str] = field(default_factory=list)
+    crops: int = 24
+    grey: float = 0.3
+
+    def coarse(self, features: torch.Tensor) -> torch.Tensor:
+        """The predicted colours on the cell grid, ``B x 3 x (h cells) x (w cells)`` in [0, 1], for
+        features ``B x C x h x w`` of ``layer``."""
+        n, c, h, w = features.shape
+        if c != self.mean.numel():
+            raise PreimageError(f"the colour start of {self.model}:{self.layer} reads {self.mean.numel()} channels, "
+                                f"not {c}")
+        k = self.cells
+        rows = features.permute(0, 2, 3, 1).reshape(-1, c).double().cpu()
+        y = ((rows - self.mean) / self.std) @ self.weight + self.bias
+        y = y.reshape(n, h, w, 3, k, k).permute(0, 3, 1, 4, 2, 5).reshape(n, 3, h * k, w * k).float().clamp(0, 1)
+        return y.to(features.device)
+
+    def predict(self, features: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """The start image (``B x 3 x size``, in [0, 1]): :meth:`coarse` upsampled bilinearly."""
+        return F.interpolate(self.coarse(features), size=size, mode="bilinear", align_corners=False)
+
+    def state(self) -> dict:
+        return asdict(self)
+
+
+def natural_photos(root: str | os.PathLike = "/usr/share") -> list[str]:
+    """The photos the shipped maps are fitted on: those of :data:`WALLPAPERS` that are installed
+    (the largest size of each), then scikit-learn's two and matplotlib's portrait."""
+    from PIL import Image
+
+    out: list[str] = []
+    for patterns in WALLPAPERS.values():
+        for pattern in patterns:
+            found = sorted(glob.glob(os.path.join(str(root), pattern)))
+            if "/contents/images/" in pattern and found:  # one picture in several sizes: the largest
+                found = [max(found, key=lambda p: Image.open(p).size[0])]
+            out += found
+    import matplotlib
+    import sklearn
+
+    out += [os.path.join(os.path.dirname(sklearn.__file__), "datasets", "images", f) for f in ("china.jpg", "flower.jpg")]
+    out.append(os.path.join(os.path.dirname(matplotlib.__file__), "mpl-data", "sample_data", "grace_hopper.jpg"))
+    return out
+
+
+def _crops(source: str, n: int, size: int, gen: torch.Generator) -> torch.Tensor:
+    """The full square centre crop, then ``n - 1`` random square crops of 50–100 % of the short side,
+    every other one mirrored; all area-resized to ``size``."""
+    from .images import load_image, to_tensor
+
+    img = to_tensor(load_image(source))  # 1 x 3 x H x W
+    h, w = img.shape[-2:]
+    out = []
+    for i in range(n):
+        side = min(h, w) if i == 0 else int(min(h, w) * (0.5 + 0.5 * torch.rand(1, generator=gen).item()))
+        y = (h - side) // 2 if i == 0 else int(torch.randint(0, h - side + 1, (1,), generator=gen))
+        x = (w - side) // 2 if i == 0 else int(torch.randint(0, w - side + 1, (1,), generator=gen))
+        c = img[..., y:y + side, x:x + side]
+        out.append(F.interpolate(c.flip(-1) if i % 2 else c, size=(size, size), mode="area"))
+    return torch.cat(out)
+
+
+def _rows(features: torch.Tensor, images: torch.Tensor, cells: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One row per feature position (C values) and, as its target, the colours of the cells under it."""
+    n, c, h, w = features.shape
+    x = features.permute(0, 2, 3, 1).reshape(-1, c)
+    y = F.interpolate(images, size=(h * cells, w * cells), mode="area")
+    y = y.reshape(n, 3, h, cells, w, cells).permute(0, 2, 4, 1, 3, 5).reshape(n * h * w, 3 * cells * cells)
+    return x.double().cpu(), y.double().cpu()
+
+
+def _ridge(x: torch.Tensor, y: torch.Tensor, lam: float) -> torch.Tensor:
+    """``argmin_W ||x W − y||² + lam · len(x) · ||W||²``."""
+    a = x.T @ x + lam * len(x) * torch.eye(x.shape[1], dtype=x.dtype)
+    return torch.linalg.solve(a, x.T @ y)
+
+
+def fit_colour_start(model, layer: str, photos: Sequence[str], *, crops: int = 24, grey: float = 0.3,
+                     lam: float = 0.3, cells: int = 4, seed: int = 0, batch: int = 8) -> ColourStart:
+    """Fit the ridge map of ``layer`` of ``model`` on ``crops`` square crops of each of ``photos``
+    (a share ``grey`` of them made grey), with ridge weight ``lam`` (per row, on standardized
+    features). Deterministic for a given ``seed``."""
+    from .layers import FeatureExtractor, resolve_layer
+
+    if not photos:
+        raise PreimageError("fitting a colour start needs at least one photo")
+    if model.channels != 3:
+        raise PreimageError(f"a colour start needs a colour model; {model.name} reads {model.channels} channel(s)")
+    resolve_layer(model, layer)
+    ex = FeatureExtractor(model, [layer])
+    gen = torch.Generator().manual_seed(seed)
+    xs, ys = [], []
+    with torch.no_grad():
+        for src in photos:
+            imgs = _crops(src, crops, model.input_size, gen)
+            g = torch.rand(len(imgs), generator=gen) < grey
+            imgs[g] = imgs[g].mean(1, keepdim=True).expand(-1, 3, -1, -1)
+            for i in range(0, len(imgs), batch):
+                part = imgs[i:i + batch].to(model.device)
+                f = ex(model.normalize(part))[layer]
+                if f.dim() != 4:
+                    raise PreimageError(f"a colour start needs a spatial layer (C x H x W); {layer} gives {tuple(f.shape[1:])}")
+                x, y = _rows(f, part, cells)
+                xs.append(x)
+                ys.append(y)
+    x, y = torch.cat(xs), torch.cat(ys)
+    mean, std = x.mean(0), x.std(0) + 1e-6
+    x = (x - mean) / std
+    bias = y.mean(0)
+    weight = _ridge(x, y - bias, lam)
+    return ColourStart(model=model.name, layer=layer, mean=mean, std=std, weight=weight, bias=bias, cells=cells,
+                       lam=lam, photos=[_short(p) for p in photos], crops=crops, grey=grey)
+
+
+def _short(path: str) -> str:
+    """A photo's name without the machine's folders above the package's."""
+    p = str(path)
+    for marker in ("/usr/share/", "site-packages/"):
+        if marker in p:
+            return p.split(marker, 1)[1]
+    return p
+
+
+def save_starts(starts: Sequence[ColourStart], path: str | os.PathLike) -> Path:
+    """Write fitted maps to one file (atomically)."""
+    import io
+
+    from .io import atomic_write
+
+    buf = io.BytesIO()
+    torch.save([s.state() for s in starts], buf)
+    return atomic_write(Path(path), buf.getvalue())
+
+
+def load_starts(path: str | os.PathLike) -> list[ColourStart]:
+    import pickle
+
+    try:
+        states = torch.load(Path(path), map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as e:
+        raise PreimageError(f"cannot read colour starts from {path}: {str(e).splitlines()[0]}") from None
+    return [ColourStart(**s) for s in states]
+
+
+_SHIPPED: list[ColourStart] | None = None
+
+
+def shipped_start(model: str, layer: str) -> ColourStart | None:
+    """The shipped map of ``model`` at ``layer`` (the resolved module path), or None."""
+    global _SHIPPED
+    if _SHIPPED is None:
+        _SHIPPED = load_starts(SHIPPED) if SHIPPED.exists() else []
+    return next((s for s in _SHIPPED if s.model == model and s.layer == layer), None)

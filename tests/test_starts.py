@@ -1,0 +1,144 @@
+"""The learned colour start (preimage.starts) and the batch-norm statistics prior."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from preimage.errors import PreimageError
+from preimage.starts import SHIPPED, fit_colour_start, load_starts, save_starts, shipped_start
+from preimage.tasks.invert import invert
+
+
+def _photo(tmp_path, name, colour, size=(40, 30)):
+    """A photo of one colour with a darker square in its middle."""
+    img = Image.new("RGB", size, colour)
+    img.paste(tuple(c // 2 for c in colour), (10, 8, 26, 22))
+    path = tmp_path / f"{name}.png"
+    img.save(path)
+    return str(path)
+
+
+def test_a_fit_predicts_the_colours_it_was_fitted_on_and_is_deterministic(tiny_model, tmp_path):
+    red = _photo(tmp_path, "red", (220, 40, 30))
+    fit = fit_colour_start(tiny_model, "conv1", [red], crops=4, grey=0.0, lam=1e-4, cells=2)
+    again = fit_colour_start(tiny_model, "conv1", [red], crops=4, grey=0.0, lam=1e-4, cells=2)
+    assert torch.equal(fit.weight, again.weight)
+    x = torch.zeros(1, 3, 16, 16)
+    x[:, 0], x[:, 1], x[:, 2] = 220 / 255, 40 / 255, 30 / 255
+    with torch.no_grad():
+        feats = tiny_model.net.features[0](tiny_model.normalize(x))
+    pred = fit.predict(feats, (16, 16))
+    assert pred.shape == (1, 3, 16, 16) and 0 <= pred.min() and pred.max() <= 1
+    # the red photo's border: predicted red, not grey
+    assert pred[0, 0, 1, 1] > pred[0, 1, 1, 1] + 0.3
+    assert fit.photos == [red] and fit.model == "tiny" and fit.layer == "conv1"
+
+
+def test_grey_crops_teach_the_map_grey(tiny_model, tmp_path):
+    red = _photo(tmp_path, "red", (220, 40, 30))
+    fit = fit_colour_start(tiny_model, "conv1", [red], crops=6, grey=1.0, lam=1e-3, cells=2)
+    pred = fit.predict(torch.randn(1, 4, 16, 16), (8, 8))
+    assert torch.allclose(pred[:, 0], pred[:, 1], atol=1e-4) and torch.allclose(pred[:, 1], pred[:, 2], atol=1e-4)
+
+
+def test_fits_save_and_load(tiny_model, tmp_path):
+    fit = fit_colour_start(tiny_model, "conv2", [_photo(tmp_path, "blue", (20, 40, 200))], crops=2)
+    path = save_starts([fit], tmp_path / "starts.pt")
+    (back,) = load_starts(path)
+    assert back.layer == "conv2" and torch.equal(back.weight, fit.weight) and back.crops == 2
+    with pytest.raises(PreimageError, match="cannot read colour starts"):
+        (tmp_path / "bad.pt").write_bytes(b"not a file")
+        load_starts(tmp_path / "bad.pt")
+    with pytest.raises(PreimageError, match="reads 8 channels"):
+        back.predict(torch.zeros(1, 3, 2, 2), (4, 4))
+    with pytest.raises(PreimageError, match="at least one photo"):
+        fit_colour_start(tiny_model, "conv2", [])
+
+
+def test_the_package_ships_the_deep_stages_of_the_embedded_model():
+    assert SHIPPED.exists()
+    for layer in ("blocks.5", "blocks.6", "conv_head"):
+        s = shipped_start("efficientnet_lite0", layer)
+        assert s is not None and s.weight.shape[1] == 3 * s.cells ** 2
+        assert len(s.photos) >= 30 and not any(p.startswith("sample:") for p in s.photos)
+    assert shipped_start("efficientnet_lite0", "blocks.2") is None and shipped_start("tiny", "conv1") is None
+
+
+@pytest.mark.slow
+def test_the_learned_start_gives_a_colour_photo_its_colours(lite0):
+    """chelsea at blocks.5: the learned start is nearer the photo than a grey start, and one step of
+    the inversion starts there."""
+    from preimage.images import load_tensor
+    from preimage.metrics import psnr
+
+    ref = load_tensor("sample:chelsea", 224)
+    inv = invert(lite0, ref, layers=["blocks.5"], steps=1, init="learned", lr=1e-6, jitter=0)
+    assert inv.effective["init"] == "learned"
+    assert psnr(inv.image, ref).item() > psnr(torch.full_like(ref, 0.5), ref).item() + 1.0
+
+
+def test_init_learned_needs_a_shipped_map_and_the_recipe_falls_back_to_noise(tiny_model):
+    ref = torch.rand(1, 3, 16, 16)
+    with pytest.raises(PreimageError, match="no learned colour start for tiny"):
+        invert(tiny_model, ref, layers=["conv2"], steps=1, init="learned")
+    inv = invert(tiny_model, ref, layers=["conv2"], steps=1, deep_stride=2, deep={"param": "pyramid", "init": "learned"})
+    assert inv.effective["deep_recipe"] and inv.effective["init"] == "noise"
+
+
+def test_cli_accepts_init_learned_and_says_what_is_missing(tmp_path, capsys):
+    from preimage.cli import main
+
+    rc = main(["invert", "sample:chelsea", "--model", "efficientnet_lite0", "--layer", "blocks.2", "--init", "learned",
+               "--steps", "1", "--out", str(tmp_path / "o"), "--quiet"])
+    assert rc != 0 and "no learned colour start for efficientnet_lite0 at blocks.2" in capsys.readouterr().err
+    rc = main(["invert", "sample:chelsea", "--model", "efficientnet_lite0", "--layer", "conv_head", "--init", "learned",
+               "--steps", "1", "--out", str(tmp_path / "p"), "--quiet"])
+    assert rc == 0
+    manifest = json.loads((tmp_path / "p" / "manifest.json").read_text())
+    assert manifest["effective"]["init"] == "learned"
+
+
+def test_bn_prior_reads_the_batch_norms_before_the_target(lite0):
+    from preimage.layers import batchnorm_inputs
+    from preimage.objectives import State, bn_stats
+
+    every = batchnorm_inputs(lite0)
+    upto = batchnorm_inputs(lite0, ["blocks.2"])
+    assert every[0][0] == "conv_stem" and every[-1][0] == "conv_head" and 0 < len(upto) < len(every)
+    # at its own running statistics the prior is zero
+    layer, m, v = every[0]
+    v = v.clamp_min(1e-3)  # (the prior floors a variance at 1e-5)
+    pattern = torch.tensor([[-1.0, 1.0], [1.0, -1.0]])  # mean 0, standard deviation 1
+    f = m[None, :, None, None] + v.sqrt()[None, :, None, None] * pattern
+    obj = bn_stats([(layer, m, v)])
+    s = State(image=torch.zeros(1, 3, 2, 2), input=torch.zeros(1, 3, 2, 2), features={layer: f})
+    assert float(obj(s)) == pytest.approx(0.0, abs=1e-5)
+    assert obj.layers == ["conv_stem"]
+
+
+def test_bn_weight_is_a_setting(tiny_model):
+    with pytest.raises(PreimageError, match="bn_weight"):
+        invert(tiny_model, torch.rand(1, 3, 16, 16), layers=["conv2"], steps=1, bn_weight=-1.0)
+    with pytest.raises(PreimageError, match="no batch norms|batch norms"):
+        invert(tiny_model, torch.rand(1, 3, 16, 16), layers=["conv2"], steps=1, bn_weight=0.1)
+
+
+def test_coarse_colour_pulls_the_area_means_towards_the_target():
+    from preimage.objectives import State, coarse_colour
+
+    x = torch.zeros(2, 3, 8, 8)
+    x[:, :, :4] = 1.0  # top half white, bottom half black
+    s = State(image=x, input=x)
+    assert torch.allclose(coarse_colour(torch.tensor([1.0, 0.0]).view(1, 1, 2, 1).expand(1, 3, 2, 2))(s), torch.zeros(2))
+    assert torch.allclose(coarse_colour(torch.full((1, 3, 2, 2), 0.5))(s), torch.full((2,), 0.25))
+
+
+def test_anchor_needs_the_learned_start_and_is_a_logged_term(lite0):
+    ref = torch.rand(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    inv = invert(lite0, ref, layers=["blocks.5"], steps=1, init="learned", anchor=1.0, jitter=0)
+    assert "anchor" in inv.history[-1]
+    with pytest.raises(PreimageError, match="anchor"):
+        invert(lite0, ref, layers=["blocks.5"], steps=1, anchor=-1.0)
