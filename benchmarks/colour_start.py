@@ -36,6 +36,8 @@ def main() -> None:
     ap.add_argument("--crops", type=int, default=24)
     ap.add_argument("--grey", type=float, default=0.3)
     ap.add_argument("--no-write", dest="write", action="store_false", help="measure only")
+    ap.add_argument("--tag", default=None, help="suffix of the results files (default: none when writing "
+                    "the maps, _lams when measuring only)")
     args = ap.parse_args()
     if args.mode == "cost":
         cost(args.stages)
@@ -83,7 +85,7 @@ def main() -> None:
     lines.append(f"{len(rows)} fits in {seconds:.0f} s" + (f"; λ = {args.lams[0]:g} written to {SHIPPED.relative_to(ROOT)}."
                                                           if args.write else "."))
     RESULTS.mkdir(parents=True, exist_ok=True)
-    tag = "" if args.write else "_lams"
+    tag = args.tag if args.tag is not None else ("" if args.write else "_lams")
     (RESULTS / f"colour_start_fit{tag}.json").write_text(json.dumps({"args": vars(args), "photos": [str(p) for p in photos],
                                                                        "rows": rows, "grey": dict(zip(test, grey)),
                                                                        "seconds": seconds}, indent=2) + "\n")

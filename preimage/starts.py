@@ -16,7 +16,12 @@ The package ships the maps of the embedded ``efficientnet_lite0`` at ``blocks.5`
 ``conv_head`` (``preimage/data/colour_starts.pt``), fitted on the photos of Debian's wallpaper
 packages and the three that ship with scikit-learn and matplotlib, never on the bundled
 ``sample:`` photos they are measured on (``benchmarks/colour_start.py``). :func:`fit_colour_start`
-fits one for any model and layer from any photos.
+fits one for any model and layer from any photos; :func:`save_starts` writes fits to a file that
+``invert(..., init="FILE.pt")`` (``--init FILE.pt``) starts from:
+
+    >>> fit = fit_colour_start(model, "layer4", photos)
+    >>> save_starts([fit], "resnet_starts.pt")
+    >>> invert(model, "photo.jpg", layers=["layer4"], init="resnet_starts.pt")
 """
 from __future__ import annotations
 
@@ -31,7 +36,8 @@ import torch.nn.functional as F
 
 from .errors import PreimageError
 
-__all__ = ["ColourStart", "fit_colour_start", "shipped_start", "natural_photos", "SHIPPED", "WALLPAPERS"]
+__all__ = ["ColourStart", "fit_colour_start", "save_starts", "load_starts", "shipped_start", "natural_photos",
+           "SHIPPED", "WALLPAPERS"]
 
 #: the maps that ship with the package
 SHIPPED = Path(__file__).resolve().parent / "data" / "colour_starts.pt"
@@ -149,7 +155,7 @@ def fit_colour_start(model, layer: str, photos: Sequence[str], *, crops: int = 2
         raise PreimageError("fitting a colour start needs at least one photo")
     if model.channels != 3:
         raise PreimageError(f"a colour start needs a colour model; {model.name} reads {model.channels} channel(s)")
-    resolve_layer(model, layer)
+    layer = resolve_layer(model, layer)  # maps are found by module path
     ex = FeatureExtractor(model, [layer])
     gen = torch.Generator().manual_seed(seed)
     xs, ys = [], []

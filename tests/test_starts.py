@@ -34,7 +34,7 @@ def test_a_fit_predicts_the_colours_it_was_fitted_on_and_is_deterministic(tiny_m
     assert pred.shape == (1, 3, 16, 16) and 0 <= pred.min() and pred.max() <= 1
     # the red photo's border: predicted red, not grey
     assert pred[0, 0, 1, 1] > pred[0, 1, 1, 1] + 0.3
-    assert fit.photos == [red] and fit.model == "tiny" and fit.layer == "conv1"
+    assert fit.photos == [red] and fit.model == "tiny" and fit.layer == "features.0"  # by module path
 
 
 def test_grey_crops_teach_the_map_grey(tiny_model, tmp_path):
@@ -48,7 +48,7 @@ def test_fits_save_and_load(tiny_model, tmp_path):
     fit = fit_colour_start(tiny_model, "conv2", [_photo(tmp_path, "blue", (20, 40, 200))], crops=2)
     path = save_starts([fit], tmp_path / "starts.pt")
     (back,) = load_starts(path)
-    assert back.layer == "conv2" and torch.equal(back.weight, fit.weight) and back.crops == 2
+    assert back.layer == "features.3" and torch.equal(back.weight, fit.weight) and back.crops == 2
     with pytest.raises(PreimageError, match="cannot read colour starts"):
         (tmp_path / "bad.pt").write_bytes(b"not a file")
         load_starts(tmp_path / "bad.pt")
@@ -142,3 +142,15 @@ def test_anchor_needs_the_learned_start_and_is_a_logged_term(lite0):
     assert "anchor" in inv.history[-1]
     with pytest.raises(PreimageError, match="anchor"):
         invert(lite0, ref, layers=["blocks.5"], steps=1, anchor=-1.0)
+
+
+def test_a_fitted_map_saved_to_a_file_is_a_start(tiny_model, tmp_path):
+    fit = fit_colour_start(tiny_model, "conv2", [_photo(tmp_path, "green", (30, 200, 40))], crops=3, grey=0.0)
+    path = str(save_starts([fit], tmp_path / "tiny_starts.pt"))
+    ref = torch.rand(1, 3, 16, 16)
+    inv = invert(tiny_model, ref, layers=["conv2"], steps=1, init=path, lr=1e-6, jitter=0, deep={})
+    assert inv.effective["init"] == "learned"
+    expected = fit.predict(tiny_model.net.features[:4](tiny_model.normalize(ref)).detach(), (16, 16))
+    assert torch.allclose(inv.image, expected, atol=1e-3)
+    with pytest.raises(PreimageError, match="has no colour start for tiny at conv1"):
+        invert(tiny_model, ref, layers=["conv1"], steps=1, init=path)

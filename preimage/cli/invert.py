@@ -66,8 +66,9 @@ def add_parser(sub) -> None:
                    help="per-copy colour shift in the jitter phase: x*exp(U(-s,s)) + U(-s,s), input units (0: off)")
     o.add_argument("--noise", type=nonneg_float, help="per-copy Gaussian noise std in the jitter phase, input units (0: off)")
     o.add_argument("--init", help="start from noise, zeros, learned (the colours predicted from the target features; "
-                   "shipped for efficientnet_lite0 at blocks.5, blocks.6 and conv_head) or an image (path or "
-                   "sample:NAME); at deep layers the pre-image keeps the colours it starts from")
+                   "shipped for efficientnet_lite0 at blocks.5, blocks.6 and conv_head), a FILE.pt of colour maps "
+                   "(preimage.starts.save_starts) or an image (path or sample:NAME); at deep layers the pre-image "
+                   "keeps the colours it starts from")
     o.add_argument("--init-scale", dest="init_scale", type=nonneg_float, help="std of the starting noise")
     t = p.add_argument_group("optimization (override the preset)")
     t.add_argument("--steps", "--epochs", dest="steps", type=positive_int, help="optimization steps")
@@ -154,7 +155,11 @@ def run(args: argparse.Namespace) -> int:
         jitter=args.jitter, init=args.init, init_scale=args.init_scale, seed=seed, copies=args.copies,
         color_shift=args.color_shift, noise=args.noise,
     )
-    if cfg.init not in ("noise", "zeros", "learned"):
+    if cfg.init.endswith(".pt"):  # colour maps of preimage.starts.save_starts
+        from ..starts import load_starts
+
+        load_starts(cfg.init)
+    elif cfg.init not in ("noise", "zeros", "learned"):
         check_images([cfg.init])
     device = device_from_args(args) if not (original and args.device == "auto") else device_from_args(
         argparse.Namespace(device="cpu"))

@@ -344,7 +344,7 @@ def _init(cfg: InvertConfig, model: Model, ref: torch.Tensor, gen: torch.Generat
           learned: torch.Tensor | None = None) -> torch.Tensor:
     """Starting point in the optimized space (``learned``: the learned colour start, where there is one;
     without it ``init="learned"`` starts from noise)."""
-    if cfg.init == "learned" and learned is not None:
+    if learned is not None:
         start = F.interpolate(learned, size=tuple(ref.shape[-2:]), mode="bilinear", align_corners=False)
         return model.normalize(start) if cfg.space == "input" else start
     if cfg.init in ("noise", "learned"):
@@ -359,20 +359,33 @@ def _init(cfg: InvertConfig, model: Model, ref: torch.Tensor, gen: torch.Generat
 
 
 def _learned_start(model: Model, layers: Sequence[str], targets: dict[str, torch.Tensor], ref: torch.Tensor,
-                   required: bool) -> torch.Tensor | None:
-    """The coarse colours predicted by the shipped colour map (:mod:`preimage.starts`) of the first target
-    layer that has one; None when none has (an error when the user asked for it: ``required``)."""
-    from ..starts import shipped_start
+                   required: bool, maps: str | None = None) -> torch.Tensor | None:
+    """The coarse colours predicted by the colour map (:mod:`preimage.starts`) of the first target layer
+    that has one: the shipped maps, or those in the file ``maps`` (written by ``save_starts``); None
+    when none has (an error when the user asked for it: ``required``)."""
+    from ..starts import load_starts, shipped_start
 
+    found = load_starts(maps) if maps else None
     for name in layers:
-        start = shipped_start(model.name, resolve_layer(model, name))
+        path = resolve_layer(model, name)
+        if found is None:
+            start = shipped_start(model.name, path)
+        else:
+            start = next((s for s in found if s.model == model.name and s.layer == path), None)
         if start is not None and model.channels == 3:
             return start.coarse(targets[name])
+    if required and maps:
+        raise PreimageError(f"{maps} has no colour start for {model.name} at {', '.join(layers)} (it has: "
+                            + ", ".join(f"{s.model}:{s.layer}" for s in found or []) + ")")
     if required:
         raise PreimageError(f"no learned colour start for {model.name} at {', '.join(layers)}: the package ships "
                             "them for efficientnet_lite0 at blocks.5, blocks.6 and conv_head (use --init noise, "
-                            "or fit one with preimage.starts.fit_colour_start)")
+                            "or fit one with preimage.starts.fit_colour_start and pass its file as the init)")
     return None
+
+
+def _is_map_file(init: str) -> bool:
+    return str(init).endswith(".pt")
 
 
 def _parse_layers(model: Model, layers: Sequence[str | tuple[str, float]] | str) -> list[tuple[str, float]]:
@@ -531,9 +544,10 @@ def invert(
     user_cfg, cfg = cfg, recipe_for(cfg, stride)
     eff = {**effective(cfg, stride), "deep_recipe": cfg is not user_cfg}
     clock = [0]  # steps run in earlier phases (read by the λ_TV schedule)
-    learned = _learned_start(model, names_only, targets, ref, required=user_cfg.init == "learned") \
-        if cfg.init == "learned" else None
-    eff["init"] = "learned" if learned is not None else ("noise" if cfg.init == "learned" else cfg.init)
+    mapped = cfg.init == "learned" or _is_map_file(cfg.init)
+    learned = _learned_start(model, names_only, targets, ref, required=user_cfg.init == cfg.init,
+                             maps=cfg.init if _is_map_file(cfg.init) else None) if mapped else None
+    eff["init"] = "learned" if learned is not None else ("noise" if mapped else cfg.init)
     bn = batchnorm_inputs(model, names_only) if cfg.bn_weight else []
     if cfg.bn_weight and not bn:
         raise PreimageError(f"bn_weight needs batch norms after convolutions before the target layer; "
