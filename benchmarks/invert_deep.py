@@ -88,6 +88,7 @@ CANDIDATES: dict[str, dict] = {
     "pyr_tv2_bn3": {"deep": {}, "param": "pyramid", "lambda_tv": 0.2, "bn_weight": 0.3},
     # tenth round: a learned colour start (preimage.starts, fitted on Debian's wallpaper photos)
     "pyr_tv2_learned": {"deep": {}, "param": "pyramid", "lambda_tv": 0.2, "init": "learned"},
+    "pyr_tv15_learned": {"deep": {}, "param": "pyramid", "lambda_tv": 0.15, "init": "learned"},
     "pyr_tv2_anchor05": {"deep": {}, "param": "pyramid", "lambda_tv": 0.2, "init": "learned", "anchor": 0.5},
     "pyr_tv2_anchor2": {"deep": {}, "param": "pyramid", "lambda_tv": 0.2, "init": "learned", "anchor": 2.0},
     "fourier_flat": {"deep": {}, "param": "fourier", "lr": 0.05, "lr_stride": 0, "init_scale": 0.01,
