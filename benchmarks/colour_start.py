@@ -50,7 +50,7 @@ def main() -> None:
     from preimage.images import SAMPLES, load_batch
     from preimage.layers import FeatureExtractor
     from preimage.metrics import psnr
-    from preimage.starts import SHIPPED, WALLPAPERS, fit_colour_start, natural_photos, save_starts
+    from preimage.starts import SHIPPED, WALLPAPERS, fit_colour_starts, natural_photos, save_starts
 
     photos = natural_photos()
     if len(photos) < 30:
@@ -63,15 +63,14 @@ def main() -> None:
     grey = [psnr(torch.full_like(ref[i:i + 1], 0.5), ref[i:i + 1]).item() for i in range(len(test))]
     rows, shipped = [], []
     t0 = time.perf_counter()
-    for stage in args.stages:
-        for lam in args.lams:
-            fit = fit_colour_start(model, stage, photos, crops=args.crops, grey=args.grey, lam=lam)
-            pred = fit.predict(feats[stage], tuple(ref.shape[-2:]))
-            ps = [psnr(pred[i:i + 1], ref[i:i + 1]).item() for i in range(len(test))]
-            rows.append({"stage": stage, "lam": lam, "psnr": dict(zip(test, ps)), "median": statistics.median(ps)})
-            print(json.dumps({"stage": stage, "lam": lam, "median": round(rows[-1]["median"], 2)}), flush=True)
-            if lam == args.lams[0]:
-                shipped.append(fit)
+    fits = fit_colour_starts(model, args.stages, photos, lams=args.lams, crops=args.crops, grey=args.grey)
+    for stage, fit in zip([s for s in args.stages for _ in args.lams], fits):  # layer-major
+        pred = fit.predict(feats[stage], tuple(ref.shape[-2:]))
+        ps = [psnr(pred[i:i + 1], ref[i:i + 1]).item() for i in range(len(test))]
+        rows.append({"stage": stage, "lam": fit.lam, "psnr": dict(zip(test, ps)), "median": statistics.median(ps)})
+        print(json.dumps({"stage": stage, "lam": fit.lam, "median": round(rows[-1]["median"], 2)}), flush=True)
+        if fit.lam == args.lams[0]:
+            shipped.append(fit)
     seconds = time.perf_counter() - t0
     if args.write:
         save_starts(shipped, SHIPPED)

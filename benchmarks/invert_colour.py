@@ -160,31 +160,15 @@ def reference_sources() -> list[str]:
     return [f"sample:{s}" for s in SAMPLES if s != "cat"] + here
 
 
-def _crops(src: str, n: int, gen) -> "torch.Tensor":
-    from preimage.starts import _crops as crops
-
-    return crops(src, n, SIZE, gen)
-
-
-def _design(feats, images, cells: int):
-    from preimage.starts import _rows
-
-    return _rows(feats, images, cells)
-
-
-def _solve(xs, ys, lam):
-    from preimage.starts import _ridge
-
-    return _ridge(xs, ys, lam)
-
-
 def fit_start(model, stage: str, exclude: str, *, crops: int = 8, cells: int = 4,
-              lams=(0.01, 0.1, 1.0, 10.0)) -> dict:
+              lams=(0.01, 0.1, 1.0, 10.0)) -> tuple:
     """Ridge regression from ``stage``'s features (standardized) to the coarse colours, fitted on every
-    reference photo but ``exclude``; the weight λ is chosen by 4-fold cross-validation over photos."""
+    reference photo but ``exclude``; the weight λ is chosen by 4-fold cross-validation over photos.
+    Returns the map (a :class:`preimage.starts.ColourStart`) and the cross-validation errors."""
     import torch
 
     from preimage.layers import FeatureExtractor
+    from preimage.starts import ColourStart, _crops, _ridge, _rows
 
     ex = FeatureExtractor(model, [stage])
     gen = torch.Generator().manual_seed(0)
@@ -193,8 +177,8 @@ def fit_start(model, stage: str, exclude: str, *, crops: int = 8, cells: int = 4
         for src in reference_sources():
             if src == f"sample:{exclude}":
                 continue
-            imgs = _crops(src, crops, gen)
-            parts.append(_design(ex(model.normalize(imgs))[stage], imgs, cells))
+            imgs = _crops(src, crops, SIZE, gen)
+            parts.append(_rows(ex(model.normalize(imgs))[stage], imgs, cells))
     x = torch.cat([p[0] for p in parts])
     mu, sd = x.mean(0), x.std(0) + 1e-6
     parts = [((px - mu) / sd, py) for px, py in parts]
@@ -206,24 +190,15 @@ def fit_start(model, stage: str, exclude: str, *, crops: int = 8, cells: int = 4
             train = [p for i, p in enumerate(parts) if i not in fold]
             xs, ys = torch.cat([p[0] for p in train]), torch.cat([p[1] for p in train])
             ym = ys.mean(0)
-            wt = _solve(xs, ys - ym, lam)
+            wt = _ridge(xs, ys - ym, lam)
             err += sum(((parts[i][0] @ wt + ym - parts[i][1]) ** 2).sum().item() for i in fold)
         cv[lam] = err
     lam = min(cv, key=cv.get)
     xs, ys = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
     ym = ys.mean(0)
-    return {"mu": mu, "sd": sd, "w": _solve(xs, ys - ym, lam), "ym": ym, "lam": lam, "cells": cells,
-            "photos": len(parts), "cv": cv}
-
-
-def predict_start(fit: dict, feats) -> "torch.Tensor":
-    import torch.nn.functional as F
-
-    n, c, h, w = feats.shape
-    k = fit["cells"]
-    y = ((feats.permute(0, 2, 3, 1).reshape(-1, c).double() - fit["mu"]) / fit["sd"]) @ fit["w"] + fit["ym"]
-    y = y.reshape(n, h, w, 3, k, k).permute(0, 3, 1, 4, 2, 5).reshape(n, 3, h * k, w * k).float().clamp(0, 1)
-    return F.interpolate(y, size=(SIZE, SIZE), mode="bilinear", align_corners=False)
+    start = ColourStart(model=model.name, layer=stage, mean=mu, std=sd, weight=_ridge(xs, ys - ym, lam), bias=ym,
+                        cells=cells, lam=lam, crops=crops, grey=0.0)
+    return start, {"photos": len(parts), "cv": cv}
 
 
 def make_start(model, kind: str, photo: str, stage: str) -> tuple[Path, dict]:
@@ -243,10 +218,10 @@ def make_start(model, kind: str, photo: str, stage: str) -> tuple[Path, dict]:
         x = F.interpolate(F.interpolate(ref, size=(7, 7), mode="area"), size=ref.shape[-2:], mode="bilinear",
                           align_corners=False)
     else:
-        fit = fit_start(model, stage, photo)
+        fit, cv = fit_start(model, stage, photo)
         with torch.no_grad():
-            x = predict_start(fit, FeatureExtractor(model, [stage])(model.normalize(ref))[stage])
-        info = {"lambda": fit["lam"], "reference_photos": fit["photos"]}
+            x = fit.predict(FeatureExtractor(model, [stage])(model.normalize(ref))[stage], tuple(ref.shape[-2:]))
+        info = {"lambda": fit.lam, "reference_photos": cv["photos"]}
     info["start_psnr"] = psnr(x, ref).item()
     path = RESULTS / "invert_colour" / "starts" / f"{kind}_{photo}_{stage}.png"
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 from .errors import PreimageError
 
-__all__ = ["ColourStart", "fit_colour_start", "save_starts", "load_starts", "shipped_start", "natural_photos",
+__all__ = ["ColourStart", "fit_colour_start", "fit_colour_starts", "save_starts", "load_starts", "shipped_start", "natural_photos",
            "SHIPPED", "WALLPAPERS"]
 
 #: the maps that ship with the package
@@ -149,16 +149,26 @@ def fit_colour_start(model, layer: str, photos: Sequence[str], *, crops: int = 2
     """Fit the ridge map of ``layer`` of ``model`` on ``crops`` square crops of each of ``photos``
     (a share ``grey`` of them made grey), with ridge weight ``lam`` (per row, on standardized
     features). Deterministic for a given ``seed``."""
+    return fit_colour_starts(model, [layer], photos, lams=(lam,), crops=crops, grey=grey, cells=cells, seed=seed,
+                             batch=batch)[0]
+
+
+def fit_colour_starts(model, layers: Sequence[str], photos: Sequence[str], *, lams: Sequence[float] = (0.3,),
+                      crops: int = 24, grey: float = 0.3, cells: int = 4, seed: int = 0,
+                      batch: int = 8) -> list[ColourStart]:
+    """:func:`fit_colour_start` for several layers and ridge weights from one pass over the crops: one
+    map per layer and weight, layer-major. The same crops for every layer, so each map equals the one
+    :func:`fit_colour_start` fits alone."""
     from .layers import FeatureExtractor, resolve_layer
 
     if not photos:
         raise PreimageError("fitting a colour start needs at least one photo")
     if model.channels != 3:
         raise PreimageError(f"a colour start needs a colour model; {model.name} reads {model.channels} channel(s)")
-    layer = resolve_layer(model, layer)  # maps are found by module path
-    ex = FeatureExtractor(model, [layer])
+    paths = list(dict.fromkeys(resolve_layer(model, n) for n in layers))  # maps are found by module path
+    ex = FeatureExtractor(model, paths)
     gen = torch.Generator().manual_seed(seed)
-    xs, ys = [], []
+    rows: dict[str, tuple[list, list]] = {p: ([], []) for p in paths}
     with torch.no_grad():
         for src in photos:
             imgs = _crops(src, crops, model.input_size, gen)
@@ -166,19 +176,24 @@ def fit_colour_start(model, layer: str, photos: Sequence[str], *, crops: int = 2
             imgs[g] = imgs[g].mean(1, keepdim=True).expand(-1, 3, -1, -1)
             for i in range(0, len(imgs), batch):
                 part = imgs[i:i + batch].to(model.device)
-                f = ex(model.normalize(part))[layer]
-                if f.dim() != 4:
-                    raise PreimageError(f"a colour start needs a spatial layer (C x H x W); {layer} gives {tuple(f.shape[1:])}")
-                x, y = _rows(f, part, cells)
-                xs.append(x)
-                ys.append(y)
-    x, y = torch.cat(xs), torch.cat(ys)
-    mean, std = x.mean(0), x.std(0) + 1e-6
-    x = (x - mean) / std
-    bias = y.mean(0)
-    weight = _ridge(x, y - bias, lam)
-    return ColourStart(model=model.name, layer=layer, mean=mean, std=std, weight=weight, bias=bias, cells=cells,
-                       lam=lam, photos=[_short(p) for p in photos], crops=crops, grey=grey)
+                feats = ex(model.normalize(part))
+                for p in paths:
+                    if feats[p].dim() != 4:
+                        raise PreimageError(f"a colour start needs a spatial layer (C x H x W); {p} gives "
+                                            f"{tuple(feats[p].shape[1:])}")
+                    x, y = _rows(feats[p], part, cells)
+                    rows[p][0].append(x)
+                    rows[p][1].append(y)
+    out = []
+    for p in paths:
+        x, y = torch.cat(rows[p][0]), torch.cat(rows[p][1])
+        mean, std = x.mean(0), x.std(0) + 1e-6
+        x = (x - mean) / std
+        bias = y.mean(0)
+        out += [ColourStart(model=model.name, layer=p, mean=mean, std=std, weight=_ridge(x, y - bias, lam), bias=bias,
+                            cells=cells, lam=lam, photos=[_short(s) for s in photos], crops=crops, grey=grey)
+                for lam in lams]
+    return out
 
 
 def _short(path: str) -> str:

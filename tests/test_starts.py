@@ -5,10 +5,12 @@ import json
 
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from preimage.errors import PreimageError
-from preimage.starts import SHIPPED, fit_colour_start, load_starts, save_starts, shipped_start
+from preimage.starts import (SHIPPED, ColourStart, _ridge, _rows, fit_colour_start, fit_colour_starts, load_starts,
+                             save_starts, shipped_start)
 from preimage.tasks.invert import invert
 
 
@@ -154,3 +156,40 @@ def test_a_fitted_map_saved_to_a_file_is_a_start(tiny_model, tmp_path):
     assert torch.allclose(inv.image, expected, atol=1e-3)
     with pytest.raises(PreimageError, match="has no colour start for tiny at conv1"):
         invert(tiny_model, ref, layers=["conv1"], steps=1, init=path)
+
+
+def test_rows_target_the_cells_under_each_position():
+    images = torch.rand(2, 3, 32, 32)
+    feats = torch.rand(2, 5, 4, 4)
+    x, y = _rows(feats, images, cells=2)
+    assert x.shape == (2 * 16, 5) and y.shape == (2 * 16, 12)
+    coarse = F.interpolate(images, size=(8, 8), mode="area")
+    # position (i, j) of image 1 holds the 2 x 2 cells coarse[1, :, 2i:2i+2, 2j:2j+2]
+    i, j = 2, 3
+    row = y[16 + i * 4 + j].reshape(3, 2, 2).float()
+    assert torch.allclose(row, coarse[1, :, 2 * i:2 * i + 2, 2 * j:2 * j + 2], atol=1e-6)
+
+
+def test_a_linear_world_is_recovered_by_the_ridge_map():
+    torch.manual_seed(0)
+    images = torch.rand(6, 3, 16, 16)
+    coarse = F.interpolate(images, size=(4, 4), mode="area")
+    mix = torch.randn(3, 3)
+    feats = torch.einsum("dc,bchw->bdhw", mix, coarse)  # features: an invertible colour mix of each cell
+    x, y = _rows(feats, images, cells=1)
+    mu, sd = x.mean(0), x.std(0)
+    xs = (x - mu) / sd
+    ym = y.mean(0)
+    fit = ColourStart(model="m", layer="l", mean=mu, std=sd, weight=_ridge(xs, y - ym, 1e-9), bias=ym, cells=1)
+    pred = fit.predict(feats, (224, 224))  # bilinearly resized
+    want = F.interpolate(coarse, size=pred.shape[-2:], mode="bilinear", align_corners=False)
+    assert torch.allclose(pred, want.clamp(0, 1), atol=1e-4)
+
+
+def test_one_pass_over_several_layers_fits_what_each_fit_alone_does(tiny_model, tmp_path):
+    photo = _photo(tmp_path, "red", (220, 40, 30))
+    both = fit_colour_starts(tiny_model, ["conv1", "conv2"], [photo], lams=(0.1, 1.0), crops=3)
+    assert [(f.layer, f.lam) for f in both] == [("features.0", 0.1), ("features.0", 1.0), ("features.3", 0.1),
+                                                ("features.3", 1.0)]
+    alone = fit_colour_start(tiny_model, "conv2", [photo], lam=1.0, crops=3)
+    assert torch.allclose(both[3].weight, alone.weight)
