@@ -120,11 +120,7 @@ def random_affine(scale: float = 0.0, degrees: float = 0.0) -> Transform:
             return x
         u = torch.rand(2, generator=g) * 2 - 1
         zoom = float(torch.exp(u[0] * torch.log1p(torch.tensor(max(scale, 0.0)))))
-        angle = float(u[1]) * max(degrees, 0.0) * torch.pi / 180
-        c, s = torch.cos(torch.tensor(angle)) / zoom, torch.sin(torch.tensor(angle)) / zoom
-        theta = torch.tensor([[c, -s, 0.0], [s, c, 0.0]], dtype=x.dtype, device=x.device)
-        grid = F.affine_grid(theta.expand(x.shape[0], 2, 3), list(x.shape), align_corners=False)
-        return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+        return _affine(x, float(u[1]) * max(degrees, 0.0), zoom)
 
     return fn
 
@@ -145,19 +141,25 @@ def random_rotate(degrees: float, *, fill: float | Sequence[float] = 0.0) -> Tra
 
 def rotate(x: torch.Tensor, angle: float, *, fill: float | Sequence[float] = 0.0) -> torch.Tensor:
     """``x`` rotated counter-clockwise by ``angle`` degrees about the centre of the image (same size)."""
+    return x if angle == 0 else _affine(x, angle, 1.0, fill=fill)
+
+
+def _affine(x: torch.Tensor, angle: float, zoom: float, *, fill: float | Sequence[float] | None = None) -> torch.Tensor:
+    """``x`` rotated counter-clockwise by ``angle`` degrees and magnified ``zoom`` times about the centre
+    (same size, bilinear). What comes from outside the image is its reflection (``fill`` None) or the
+    value ``fill``, per channel or one for all."""
     import math
 
-    if angle == 0:
-        return x
     h, w = x.shape[-2:]
     t = math.radians(angle)
-    cos, sin = math.cos(t), math.sin(t)
+    cos, sin = math.cos(t) / zoom, math.sin(t) / zoom
     # affine_grid works in [-1, 1] coordinates; scale the off-diagonal terms for non-square images
     theta = torch.tensor([[cos, -sin * h / w, 0.0], [sin * w / h, cos, 0.0]], dtype=x.dtype, device=x.device)
     grid = F.affine_grid(theta.expand(x.shape[0], 2, 3), list(x.shape), align_corners=False)
+    if fill is None:
+        return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
     fill_t = torch.as_tensor(fill, dtype=x.dtype, device=x.device).reshape(1, -1, 1, 1)
-    out = F.grid_sample(x - fill_t, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    return out + fill_t
+    return F.grid_sample(x - fill_t, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + fill_t
 
 
 def pad(pixels: int, *, fill: float | Sequence[float] = 0.0) -> Transform:

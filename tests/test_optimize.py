@@ -217,3 +217,17 @@ def test_random_affine_keeps_the_size_is_seeded_and_is_the_identity_when_off():
     grad = torch.rand(1, 3, 8, 8, requires_grad=True)
     random_affine(0.1, 5)(grad, torch.Generator().manual_seed(1)).sum().backward()
     assert grad.grad is not None and grad.grad.abs().sum() > 0
+
+
+def test_random_affine_rotates_a_wide_image_without_shearing_it():
+    """A half turn of a non-square image is its flip in both axes (a sheared rotation is not)."""
+    from preimage.transforms import _affine
+
+    x = torch.rand(1, 3, 6, 10, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(_affine(x, 180.0, 1.0), x.flip(-1, -2), atol=1e-5)
+    assert torch.allclose(_affine(x, 0.0, 1.0), x, atol=1e-6)
+    dot = torch.zeros(1, 1, 21, 41)
+    dot[..., 10, 26] = 1.0  # 6 px right of the centre
+    turned = _affine(dot, 90.0, 1.0)
+    y, xx = divmod(int(turned.flatten().argmax()), 41)
+    assert xx == 20 and abs(y - 10) == 6  # 6 px above or below it, not squeezed to 3
