@@ -556,7 +556,7 @@ def invert(
     if cfg.anchor and learned is not None:
         objective = objective + cfg.anchor * coarse_colour(learned)
     jitter_steps = eff["jitter_steps"]
-    transforms = [_phase_jitter(eff["jitter"], jitter_steps)] if jitter_steps else []
+    transforms = [_phase(jitter(eff["jitter"]), jitter_steps)] if jitter_steps else []
     if cfg.copies > 1 or cfg.color_shift or cfg.noise:  # augmentation ensembling, in the same phase
         aug = ensemble(cfg.copies, jitter_pixels=eff["jitter"], shift=cfg.color_shift, noise=cfg.noise)
         transforms = [_phase(compose(aug), int(round(cfg.jitter_until * cfg.steps)))]
@@ -625,21 +625,11 @@ def _concat(a: Result, b: Result) -> Result:
 
 
 class _phase:
-    """A transform during the first ``until`` steps only (the loop's step count is tracked here)."""
+    """A transform during the first ``until`` steps only. It counts its own calls, so the count goes
+    on across the phases of one run (coarse, then full size), where the loop's step count restarts."""
 
     def __init__(self, inner: Transform, until: int):
         self.inner, self.until, self.calls = inner, until, 0
-
-    def __call__(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-        self.calls += 1
-        return self.inner(x, g) if self.calls <= self.until else x
-
-
-class _phase_jitter:
-    """Jitter during the first ``until`` steps only (the loop's step count is tracked here)."""
-
-    def __init__(self, pixels: int, until: int):
-        self.inner, self.until, self.calls = jitter(pixels), until, 0
 
     def __call__(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         self.calls += 1
