@@ -263,16 +263,19 @@ def main() -> None:
     ap.add_argument("--table", action="store_true", help="summary: fill 'before' from 'default' where only it ran")
     ap.add_argument("--grid", nargs="*", default=[], help="summary: redraw docs/images/layers_PHOTO.png")
     ap.add_argument("--rename", nargs="*", default=[], metavar="OLD=NEW",
-                    help="summary: count rows of recipe OLD as NEW (a candidate run under another name)")
+                    help="summary: count rows of recipe OLD as NEW (a candidate run under another name); "
+                         "FILE:OLD=NEW only those of the results file FILE (its name)")
     ap.add_argument("--grid-dir", default="invert_deep_table/default",
                     help="summary with --grid: the folder under benchmarks/results with the pre-images to draw")
     ap.add_argument("--carry", nargs="*", default=[],
                     help="summary with --grid: stages whose tiles come from the current figure (unchanged settings)")
     args = ap.parse_args()
     if args.mode == "summary":  # tabulate raw rows kept by earlier (possibly stopped) runs
-        rows = [json.loads(ln) for f in args.files for ln in Path(f).read_text().splitlines() if ln.strip()]
+        rows = [{**json.loads(ln), "file": Path(f).name} for f in args.files
+                for ln in Path(f).read_text().splitlines() if ln.strip()]
         names = dict(pair.split("=", 1) for pair in args.rename)  # e.g. pyr_tv2=default: the same settings
-        rows = [{**r, "recipe": names.get(r["recipe"], r["recipe"])} for r in rows]
+        rows = [{**r, "recipe": names.get(f"{r['file']}:{r['recipe']}", names.get(r["recipe"], r["recipe"]))}
+                for r in rows]
         rows = list({(r["recipe"], r["photo"], r["stage"]): r for r in rows}.values())  # a rerun counts once
         if args.recipes:  # only these recipes (after renaming)
             rows = [r for r in rows if r["recipe"] in args.recipes]

@@ -12,6 +12,13 @@ so it works at any input size. The fit uses square crops of each photo (the full
 random ones of 50–100 % of the short side, every other one mirrored), a share of them turned grey
 so that grey photos are predicted grey.
 
+A linear map cannot switch colour off, so it also colours grey textures a little. A second ridge
+regression, from the whole map's pooled features (each channel's mean and maximum over positions)
+to the log colourfulness of the crop (the RMS distance of its cells from their grey), predicts how
+colourful the photo is; where the map's colours are more colourful than that, they are moved
+towards their grey until they are not; never made more colourful (``chroma=True``; the shipped maps
+have no head: it helped grey photos and cost colourful ones, docs/inversion.md).
+
 The package ships the maps of the embedded ``efficientnet_lite0`` at ``blocks.5``, ``blocks.6`` and
 ``conv_head`` (``preimage/data/colour_starts.pt``), fitted on the photos of Debian's wallpaper
 packages and the three that ship with scikit-learn and matplotlib, never on the bundled
@@ -37,7 +44,10 @@ import torch.nn.functional as F
 from .errors import PreimageError
 
 __all__ = ["ColourStart", "fit_colour_start", "fit_colour_starts", "save_starts", "load_starts", "shipped_start", "natural_photos",
-           "SHIPPED", "WALLPAPERS"]
+           "SHIPPED", "WALLPAPERS", "CHROMA_EPS"]
+
+#: the colourfulness head's offset: it regresses log(chroma + CHROMA_EPS), so that grey (0) is finite
+CHROMA_EPS = 0.01
 
 #: the maps that ship with the package
 SHIPPED = Path(__file__).resolve().parent / "data" / "colour_starts.pt"
@@ -70,6 +80,11 @@ class ColourStart:
     photos: list[str] = field(default_factory=list)
     crops: int = 24
     grey: float = 0.3
+    # the colourfulness head (None: no head): pooled features (2C) -> log(chroma + CHROMA_EPS)
+    chroma_mean: torch.Tensor | None = None
+    chroma_std: torch.Tensor | None = None
+    chroma_weight: torch.Tensor | None = None   # 2C
+    chroma_bias: float = 0.0
 
     def coarse(self, features: torch.Tensor) -> torch.Tensor:
         """The predicted colours on the cell grid, ``B x 3 x (h cells) x (w cells)`` in [0, 1], for
@@ -82,7 +97,25 @@ class ColourStart:
         rows = features.permute(0, 2, 3, 1).reshape(-1, c).double().cpu()
         y = ((rows - self.mean) / self.std) @ self.weight + self.bias
         y = y.reshape(n, h, w, 3, k, k).permute(0, 3, 1, 4, 2, 5).reshape(n, 3, h * k, w * k).float().clamp(0, 1)
+        if self.chroma_weight is not None:
+            y = self.desaturate(y, self.chroma(features))
         return y.to(features.device)
+
+    def chroma(self, features: torch.Tensor) -> torch.Tensor:
+        """The predicted colourfulness of the photo behind each of ``features`` (``B``; the RMS
+        distance of its cells' colours from their grey)."""
+        if self.chroma_weight is None:
+            raise PreimageError(f"the colour start of {self.model}:{self.layer} has no colourfulness head")
+        z = (_pooled(features) - self.chroma_mean) / self.chroma_std
+        return ((z @ self.chroma_weight + self.chroma_bias).exp() - CHROMA_EPS).clamp(min=0).float()
+
+    @staticmethod
+    def desaturate(colours: torch.Tensor, chroma: torch.Tensor) -> torch.Tensor:
+        """``colours`` (``B x 3 x H x W``) moved towards their grey until each image's colourfulness
+        is at most ``chroma`` (``B``)."""
+        grey = colours.mean(1, keepdim=True)
+        scale = (chroma / _chroma(colours).clamp(min=1e-6)).clamp(max=1.0)
+        return grey + scale[:, None, None, None] * (colours - grey)
 
     def predict(self, features: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """The start image (``B x 3 x size``, in [0, 1]): :meth:`coarse` upsampled bilinearly."""
@@ -138,6 +171,16 @@ def _rows(features: torch.Tensor, images: torch.Tensor, cells: int) -> tuple[tor
     return x.double().cpu(), y.double().cpu()
 
 
+def _chroma(images: torch.Tensor) -> torch.Tensor:
+    """Each image's colourfulness: the RMS distance of its pixels from their grey (``B``)."""
+    return (images - images.mean(1, keepdim=True)).pow(2).mean((1, 2, 3)).sqrt()
+
+
+def _pooled(features: torch.Tensor) -> torch.Tensor:
+    """Each map's channel means and maxima over positions (``B x 2C``, double, on the CPU)."""
+    return torch.cat([features.mean((2, 3)), features.amax((2, 3))], 1).double().cpu()
+
+
 def _ridge(x: torch.Tensor, y: torch.Tensor, lam: float) -> torch.Tensor:
     """``argmin_W ||x W − y||² + lam · len(x) · ||W||²``."""
     a = x.T @ x + lam * len(x) * torch.eye(x.shape[1], dtype=x.dtype)
@@ -145,17 +188,19 @@ def _ridge(x: torch.Tensor, y: torch.Tensor, lam: float) -> torch.Tensor:
 
 
 def fit_colour_start(model, layer: str, photos: Sequence[str], *, crops: int = 24, grey: float = 0.3,
-                     lam: float = 0.3, cells: int = 4, seed: int = 0, batch: int = 8) -> ColourStart:
+                     lam: float = 0.3, cells: int = 4, chroma: bool = False, chroma_lam: float = 1.0, seed: int = 0,
+                     batch: int = 8) -> ColourStart:
     """Fit the ridge map of ``layer`` of ``model`` on ``crops`` square crops of each of ``photos``
     (a share ``grey`` of them made grey), with ridge weight ``lam`` (per row, on standardized
-    features). Deterministic for a given ``seed``."""
-    return fit_colour_starts(model, [layer], photos, lams=(lam,), crops=crops, grey=grey, cells=cells, seed=seed,
-                             batch=batch)[0]
+    features), and with ``chroma`` its colourfulness head (ridge weight ``chroma_lam``, per crop).
+    Deterministic for a given ``seed``."""
+    return fit_colour_starts(model, [layer], photos, lams=(lam,), crops=crops, grey=grey, cells=cells, chroma=chroma,
+                             chroma_lam=chroma_lam, seed=seed, batch=batch)[0]
 
 
 def fit_colour_starts(model, layers: Sequence[str], photos: Sequence[str], *, lams: Sequence[float] = (0.3,),
-                      crops: int = 24, grey: float = 0.3, cells: int = 4, seed: int = 0,
-                      batch: int = 8) -> list[ColourStart]:
+                      crops: int = 24, grey: float = 0.3, cells: int = 4, chroma: bool = False,
+                      chroma_lam: float = 1.0, seed: int = 0, batch: int = 8) -> list[ColourStart]:
     """:func:`fit_colour_start` for several layers and ridge weights from one pass over the crops: one
     map per layer and weight, layer-major. The same crops for every layer, so each map equals the one
     :func:`fit_colour_start` fits alone."""
@@ -169,6 +214,8 @@ def fit_colour_starts(model, layers: Sequence[str], photos: Sequence[str], *, la
     ex = FeatureExtractor(model, paths)
     gen = torch.Generator().manual_seed(seed)
     rows: dict[str, tuple[list, list]] = {p: ([], []) for p in paths}
+    pooled: dict[str, list] = {p: [] for p in paths}
+    colourful: dict[str, list] = {p: [] for p in paths}  # each crop's colourfulness on the layer's cell grid
     with torch.no_grad():
         for src in photos:
             imgs = _crops(src, crops, model.input_size, gen)
@@ -184,14 +231,23 @@ def fit_colour_starts(model, layers: Sequence[str], photos: Sequence[str], *, la
                     x, y = _rows(feats[p], part, cells)
                     rows[p][0].append(x)
                     rows[p][1].append(y)
+                    pooled[p].append(_pooled(feats[p]))
+                    h, w = feats[p].shape[-2:]
+                    colourful[p].append(_chroma(F.interpolate(part, size=(h * cells, w * cells), mode="area")).double().cpu())
     out = []
     for p in paths:
         x, y = torch.cat(rows[p][0]), torch.cat(rows[p][1])
         mean, std = x.mean(0), x.std(0) + 1e-6
         x = (x - mean) / std
         bias = y.mean(0)
+        head: dict = {}
+        if chroma:
+            z, target = torch.cat(pooled[p]), torch.log(torch.cat(colourful[p]) + CHROMA_EPS)[:, None]
+            zm, zs = z.mean(0), z.std(0) + 1e-6
+            head = {"chroma_mean": zm, "chroma_std": zs, "chroma_bias": target.mean().item(),
+                    "chroma_weight": _ridge((z - zm) / zs, target - target.mean(), chroma_lam)[:, 0]}
         out += [ColourStart(model=model.name, layer=p, mean=mean, std=std, weight=_ridge(x, y - bias, lam), bias=bias,
-                            cells=cells, lam=lam, photos=[_short(s) for s in photos], crops=crops, grey=grey)
+                            cells=cells, lam=lam, photos=[_short(s) for s in photos], crops=crops, grey=grey, **head)
                 for lam in lams]
     return out
 

@@ -1,6 +1,7 @@
 """The learned colour start (preimage.starts) and the batch-norm statistics prior."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -193,3 +194,51 @@ def test_one_pass_over_several_layers_fits_what_each_fit_alone_does(tiny_model, 
                                                 ("features.3", 1.0)]
     alone = fit_colour_start(tiny_model, "conv2", [photo], lam=1.0, crops=3)
     assert torch.allclose(both[3].weight, alone.weight)
+
+
+def test_the_colourfulness_head_tells_a_grey_photo_from_a_colour_one(tiny_model, tmp_path):
+    red, grey = _photo(tmp_path, "red", (220, 40, 30)), _photo(tmp_path, "grey", (120, 120, 120))
+    fit = fit_colour_start(tiny_model, "conv2", [red, grey], crops=4, grey=0.0, chroma=True, chroma_lam=1e-3)
+    assert fit.chroma_weight is not None and fit.chroma_weight.shape == (16,)  # 2 x 8 channels: mean and max
+
+    def features(colour):
+        x = torch.ones(1, 3, 16, 16) * torch.tensor(colour).view(1, 3, 1, 1) / 255
+        with torch.no_grad():
+            return tiny_model.net.features[:4](tiny_model.normalize(x))
+
+    assert fit.chroma(features((120, 120, 120))) < 0.5 * fit.chroma(features((220, 40, 30)))
+    plain = fit_colour_start(tiny_model, "conv2", [red, grey], crops=4, grey=0.0)  # no head by default
+    assert plain.chroma_weight is None and torch.equal(plain.weight, fit.weight)  # the head leaves the map alone
+    with pytest.raises(PreimageError, match="no colourfulness head"):
+        plain.chroma(features((1, 2, 3)))
+
+
+def test_desaturating_lowers_colourfulness_to_the_prediction_and_never_raises_it():
+    from preimage.starts import _chroma
+
+    colours = torch.rand(2, 3, 8, 8)
+    have = _chroma(colours)
+    out = ColourStart.desaturate(colours, torch.stack([have[0] / 2, have[1] * 3]))
+    assert torch.allclose(_chroma(out), torch.stack([have[0] / 2, have[1]]), atol=1e-5)
+    assert torch.allclose(out.mean(1), colours.mean(1), atol=1e-6)  # the grey stays
+    assert torch.allclose(out[1], colours[1], atol=1e-6)
+
+
+def test_maps_saved_without_a_head_still_load(tiny_model, tmp_path):
+    fit = fit_colour_start(tiny_model, "conv2", [_photo(tmp_path, "blue", (20, 40, 200))], crops=2, chroma=True)
+    state = {k: v for k, v in fit.state().items() if not k.startswith("chroma")}
+    torch.save([state], tmp_path / "old.pt")
+    (back,) = load_starts(tmp_path / "old.pt")
+    assert back.chroma_weight is None and torch.equal(back.weight, fit.weight)
+    (again,) = load_starts(save_starts([fit], tmp_path / "new.pt"))
+    assert torch.equal(again.chroma_weight, fit.chroma_weight) and again.chroma_bias == fit.chroma_bias
+
+
+def test_a_head_changes_the_start_only_by_desaturating_it(tiny_model, tmp_path):
+    photos = [_photo(tmp_path, "red", (220, 40, 30)), _photo(tmp_path, "grey", (120, 120, 120))]
+    fit = fit_colour_start(tiny_model, "conv2", photos, crops=4, grey=0.3, chroma=True)
+    feats = torch.randn(2, 8, 3, 3)
+    plain = dataclasses.replace(fit, chroma_weight=None).coarse(feats)
+    assert torch.allclose(fit.coarse(feats), ColourStart.desaturate(plain, fit.chroma(feats)), atol=1e-6)
+    for layer in ("blocks.5", "blocks.6", "conv_head"):  # the shipped maps have no head
+        assert shipped_start("efficientnet_lite0", layer).chroma_weight is None
