@@ -29,13 +29,13 @@ from pathlib import Path
 import torch
 
 from ..errors import PreimageError
-from ..images import save_image
 from ..models import Model
 from ..objectives import class_score, l2
 from ..optimize import Step, optimize
 from ..params import Fourier, Pixels
 from ..transforms import ensemble, gaussian_blur, jitter, random_scale
 from .classify import predict
+from .dreamfiles import dream_paths, save_dream
 
 __all__ = ["PRESETS", "DreamConfig", "visualize_class", "ClassVizResult", "output_paths"]
 
@@ -87,24 +87,14 @@ class ClassVizResult:
 
     def save(self, out_dir: str | os.PathLike, *, force: bool = False) -> list[Path]:
         """``CLASS.png`` per class, ``dream_grid.png`` (with the probabilities) and ``dream.json``."""
-        from ..io import check_outputs, versions, write_json
-        from ..viz import grid
-
-        out = Path(out_dir)
-        check_outputs(output_paths(out, self.names), force)
-        written = [save_image(self.image[i], out / f"{n}.png") for i, n in enumerate(self.names)]
-        labels = [f"{cn} {p:.0%}" for cn, p in zip(self.class_names, self.prob)]
-        written.append(save_image(grid(list(self.image), labels=labels, ncols=min(5, len(labels))),
-                                  out / "dream_grid.png"))
         manifest = {
             "task": "dream", "model": self.model, "seed": self.seed, "config": asdict(self.config),
             "seconds": self.seconds, "status": self.status,
             "images": [{"file": f"{n}.png", "class": c, "class_name": cn, "prob": p, "top1": t}
                        for n, c, cn, p, t in zip(self.names, self.classes, self.class_names, self.prob, self.top1)],
-            "versions": versions(),
         }
-        written.append(write_json(out / "dream.json", manifest))
-        return written
+        labels = [f"{cn} {p:.0%}" for cn, p in zip(self.class_names, self.prob)]
+        return save_dream(out_dir, self.names, self.image, labels, 5, manifest, force=force)
 
 
 def _stems(classes: Sequence[int], names: Sequence[str]) -> list[str]:
@@ -116,8 +106,7 @@ def _stems(classes: Sequence[int], names: Sequence[str]) -> list[str]:
 
 
 def output_paths(out_dir: str | os.PathLike, names: Sequence[str]) -> list[Path]:
-    out = Path(out_dir)
-    return [out / f"{n}.png" for n in names] + [out / "dream_grid.png", out / "dream.json"]
+    return dream_paths(out_dir, names)
 
 
 def stems(model: Model, targets: Sequence[int | str]) -> list[str]:

@@ -29,12 +29,12 @@ from pathlib import Path
 import torch
 
 from ..errors import Diverged, PreimageError
-from ..images import save_image
 from ..models import Model
 from ..objectives import Objective, State, diversity
 from ..optimize import Step, optimize
 from ..params import Fourier
 from ..transforms import Transform, jitter, pad, random_rotate, random_scale
+from .dreamfiles import dream_paths, save_dream
 
 __all__ = ["FeatVizConfig", "FeatVizResult", "make_config", "visualize_objective", "objective_values",
            "direction_from_images", "load_direction", "output_paths", "file_stems", "robust_transforms"]
@@ -116,26 +116,16 @@ class FeatVizResult:
 
     def save(self, out_dir: str | os.PathLike, *, force: bool = False) -> list[Path]:
         """``STEM.png`` per image, ``dream_grid.png`` (labelled with the values) and ``dream.json``."""
-        from ..io import check_outputs, versions, write_json
-        from ..viz import grid
-
-        out = Path(out_dir)
         stems = self.stems
-        check_outputs(output_paths(out, self.labels), force)
-        written = [save_image(self.image[i], out / f"{n}.png") for i, n in enumerate(stems)]
-        shown = [f"{lab} = {v:.3g}" for lab, v in zip(self.labels, self.values)]
-        written.append(save_image(grid(list(self.image), labels=shown, ncols=min(8, len(shown))),
-                                  out / "dream_grid.png"))
         manifest = {
             "task": "dream", "model": self.model, "seed": self.seed, "size": self.size,
             "config": asdict(self.config), "seconds": self.seconds, "status": self.status,
             "value": "the objective (weighted sum of unit activations) on the saved 8-bit PNG, no transforms",
             "images": [{"file": f"{n}.png", "objective": lab, "value": v, "units": t}
                        for n, lab, v, t in zip(stems, self.labels, self.values, self.terms)],
-            "versions": versions(),
         }
-        written.append(write_json(out / "dream.json", manifest))
-        return written
+        shown = [f"{lab} = {v:.3g}" for lab, v in zip(self.labels, self.values)]
+        return save_dream(out_dir, stems, self.image, shown, 8, manifest, force=force)
 
 
 def file_stems(labels: Sequence[str]) -> list[str]:
@@ -158,8 +148,7 @@ def file_stems(labels: Sequence[str]) -> list[str]:
 
 
 def output_paths(out_dir: str | os.PathLike, labels: Sequence[str]) -> list[Path]:
-    out = Path(out_dir)
-    return [out / f"{n}.png" for n in file_stems(labels)] + [out / "dream_grid.png", out / "dream.json"]
+    return dream_paths(out_dir, file_stems(labels))
 
 
 def load_direction(path: str | os.PathLike) -> torch.Tensor:
