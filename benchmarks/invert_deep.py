@@ -89,6 +89,9 @@ CANDIDATES: dict[str, dict] = {
     # tenth round: a learned colour start (preimage.starts, fitted on Debian's wallpaper photos)
     "pyr_tv2_learned": {"deep": {}, "param": "pyramid", "lambda_tv": 0.2, "init": "learned"},
     "pyr_tv15_learned": {"deep": {}, "param": "pyramid", "lambda_tv": 0.15, "init": "learned"},
+    "pyr_tv3_learned": {"deep": {}, "param": "pyramid", "lambda_tv": 0.3, "init": "learned"},
+    # the default with another seed (the jitter's draws): how far one seed's numbers are from another's
+    "pyr_tv2_learned_seed1": {"deep": {}, "param": "pyramid", "lambda_tv": 0.2, "init": "learned", "seed": 1},
     "pyr_tv2_anchor05": {"deep": {}, "param": "pyramid", "lambda_tv": 0.2, "init": "learned", "anchor": 0.5},
     "pyr_tv2_anchor2": {"deep": {}, "param": "pyramid", "lambda_tv": 0.2, "init": "learned", "anchor": 2.0},
     "fourier_flat": {"deep": {}, "param": "fourier", "lr": 0.05, "lr_stride": 0, "init_scale": 0.01,
