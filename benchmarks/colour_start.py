@@ -139,7 +139,7 @@ def cost(stages: list[str], repeats: int = 20) -> None:
         times = []
         for _ in range(repeats + 1):
             t0 = time.perf_counter()
-            _learned_start(model, [s], feats, x, required=True)
+            _learned_start(model, [s], feats, required=True)
             times.append((time.perf_counter() - t0) * 1000)
         lines.append(f"| {s} | {times[0]:.1f} | {statistics.median(times[1:]):.2f} |")
     lines.append(f"sample:chelsea, one thread; the first call of the process loads the maps. {repeats} later calls.")

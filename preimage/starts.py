@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from .errors import PreimageError
 
 __all__ = ["ColourStart", "fit_colour_start", "fit_colour_starts", "save_starts", "load_starts", "shipped_start", "natural_photos",
-           "SHIPPED", "WALLPAPERS", "CHROMA_EPS"]
+           "is_map_file", "SHIPPED", "WALLPAPERS", "CHROMA_EPS"]
 
 #: the colourfulness head's offset: it regresses log(chroma + CHROMA_EPS), so that grey (0) is finite
 CHROMA_EPS = 0.01
@@ -270,6 +270,11 @@ def save_starts(starts: Sequence[ColourStart], path: str | os.PathLike) -> Path:
     buf = io.BytesIO()
     torch.save([s.state() for s in starts], buf)
     return atomic_write(Path(path), buf.getvalue())
+
+
+def is_map_file(init: str | os.PathLike) -> bool:
+    """Whether an inversion's ``init`` names a file of colour maps (written by :func:`save_starts`)."""
+    return str(init).endswith(".pt")
 
 
 def load_starts(path: str | os.PathLike) -> list[ColourStart]:

@@ -155,9 +155,9 @@ def run(args: argparse.Namespace) -> int:
         jitter=args.jitter, init=args.init, init_scale=args.init_scale, seed=seed, copies=args.copies,
         color_shift=args.color_shift, noise=args.noise,
     )
-    if cfg.init.endswith(".pt"):  # colour maps of preimage.starts.save_starts
-        from ..starts import load_starts
+    from ..starts import is_map_file, load_starts
 
+    if is_map_file(cfg.init):  # colour maps of preimage.starts.save_starts
         load_starts(cfg.init)
     elif cfg.init not in ("noise", "zeros", "learned"):
         check_images([cfg.init])

@@ -61,6 +61,7 @@ from ..models import Model
 from ..objectives import Objective, alpha_norm, bn_stats, coarse_colour, feature_loss, saturation, total_variation
 from ..optimize import Result, optimize, step_schedule
 from ..params import DeepPrior, Fourier, Pixels, Pyramid, Upsampled
+from ..starts import is_map_file
 from ..transforms import Transform, compose, ensemble, jitter, random_affine
 from ..validate import check_config, check_number
 from .classify import predict
@@ -358,8 +359,8 @@ def _init(cfg: InvertConfig, model: Model, ref: torch.Tensor, gen: torch.Generat
     return start.to(ref.device)
 
 
-def _learned_start(model: Model, layers: Sequence[str], targets: dict[str, torch.Tensor], ref: torch.Tensor,
-                   required: bool, maps: str | None = None) -> torch.Tensor | None:
+def _learned_start(model: Model, layers: Sequence[str], targets: dict[str, torch.Tensor], required: bool,
+                   maps: str | None = None) -> torch.Tensor | None:
     """The coarse colours predicted by the colour map (:mod:`preimage.starts`) of the first target layer
     that has one: the shipped maps, or those in the file ``maps`` (written by ``save_starts``); None
     when none has (an error when the user asked for it: ``required``)."""
@@ -382,10 +383,6 @@ def _learned_start(model: Model, layers: Sequence[str], targets: dict[str, torch
                             "them for efficientnet_lite0 at blocks.5, blocks.6 and conv_head (use --init noise, "
                             "or fit one with preimage.starts.fit_colour_start and pass its file as the init)")
     return None
-
-
-def _is_map_file(init: str) -> bool:
-    return str(init).endswith(".pt")
 
 
 def _parse_layers(model: Model, layers: Sequence[str | tuple[str, float]] | str) -> list[tuple[str, float]]:
@@ -544,9 +541,10 @@ def invert(
     user_cfg, cfg = cfg, recipe_for(cfg, stride)
     eff = {**effective(cfg, stride), "deep_recipe": cfg is not user_cfg}
     clock = [0]  # steps run in earlier phases (read by the λ_TV schedule)
-    mapped = cfg.init == "learned" or _is_map_file(cfg.init)
-    learned = _learned_start(model, names_only, targets, ref, required=user_cfg.init == cfg.init,
-                             maps=cfg.init if _is_map_file(cfg.init) else None) if mapped else None
+    maps = cfg.init if is_map_file(cfg.init) else None
+    mapped = cfg.init == "learned" or maps is not None
+    learned = _learned_start(model, names_only, targets, required=user_cfg.init == cfg.init,
+                             maps=maps) if mapped else None
     eff["init"] = "learned" if learned is not None else ("noise" if mapped else cfg.init)
     bn = batchnorm_inputs(model, names_only) if cfg.bn_weight else []
     if cfg.bn_weight and not bn:
