@@ -94,6 +94,10 @@ CANDIDATES: dict[str, dict] = {
     "pyr_tv2_learned_seed1": {"deep": {}, "param": "pyramid", "lambda_tv": 0.2, "init": "learned", "seed": 1},
     "pyr_tv2_anchor05": {"deep": {}, "param": "pyramid", "lambda_tv": 0.2, "init": "learned", "anchor": 0.5},
     "pyr_tv2_anchor2": {"deep": {}, "param": "pyramid", "lambda_tv": 0.2, "init": "learned", "anchor": 2.0},
+    # eleventh round: agreement with a second network (objectives.agreement: efficientnet_lite1 pulled
+    # towards lite0's class distribution for the photo)
+    "pyr_tv2_agree01": {"deep": {}, "param": "pyramid", "lambda_tv": 0.2, "init": "learned", "agree": 0.1},
+    "pyr_tv2_agree03": {"deep": {}, "param": "pyramid", "lambda_tv": 0.2, "init": "learned", "agree": 0.3},
     "fourier_flat": {"deep": {}, "param": "fourier", "lr": 0.05, "lr_stride": 0, "init_scale": 0.01,
                      "color_weight": 0.05, "fourier_decay": 0.5},
     "fourier_tv": {"deep": {}, "param": "fourier", "lr": 0.05, "lr_stride": 0, "init_scale": 0.01,
@@ -112,6 +116,14 @@ def _models():
     return _CACHE["model"], _CACHE["judge"]
 
 
+def _partner(name: str):
+    import preimage
+
+    if name not in _CACHE:
+        _CACHE[name] = preimage.load_model(name)
+    return _CACHE[name]
+
+
 def one(job: tuple[str, dict, str, str, int | None, str]) -> dict:
     import torch
 
@@ -126,7 +138,8 @@ def one(job: tuple[str, dict, str, str, int | None, str]) -> dict:
         over.update(steps=steps, decay_steps=(int(round(steps * 0.8)),))
     cfg = config_for("default", **over)
     t0 = time.perf_counter()
-    res = invert(model, f"sample:{photo}", layers=[stage], config=cfg, judge=judge)
+    partner = _partner(cfg.agree_model) if cfg.agree else None
+    res = invert(model, f"sample:{photo}", layers=[stage], config=cfg, judge=judge, partner=partner)
     seconds = time.perf_counter() - t0
     m = res.metrics[0]
     out = RESULTS / f"invert_deep_{mode}" / name

@@ -41,7 +41,7 @@ import torch.nn.functional as F
 __all__ = [
     "State", "Objective", "feature_loss", "gram_matrix", "gram_loss", "class_score", "channel", "neuron",
     "direction", "diversity", "parse", "alpha_norm", "total_variation", "saturation", "bn_stats", "coarse_colour",
-    "l2",
+    "agreement", "l2",
 ]
 
 SPACES = ("input", "pixel", "pixel255")
@@ -450,6 +450,29 @@ def coarse_colour(target: torch.Tensor, name: str = "anchor") -> Objective:
     def fn(s: State) -> torch.Tensor:
         x = F.interpolate(s.image, size=tuple(target.shape[-2:]), mode="area")
         return _per_image(x - _match_rows(target, x.shape[0])).pow(2).mean(1)
+
+    return Objective(fn, name)
+
+
+def agreement(partner: Callable[[torch.Tensor], torch.Tensor], target: torch.Tensor, *, size: int | None = None,
+              name: str = "agree") -> Objective:
+    """``KL(t || p_partner(x))`` per image: the cross-entropy of another classifier's prediction on the
+    image against the class distribution ``target`` (``B x K`` or ``1 x K`` probabilities; for an
+    inversion, the inverted network's own prediction for the photo), minus its entropy. ``partner``
+    maps [0, 1] images to logits (a :class:`preimage.models.Model`); the image is resized to ``size``
+    (bilinear, antialiased) first. A prior that the image mean the same to a second network as to the
+    first: pixels tuned to one network's features alone do not."""
+    target = target.detach().clamp_min(1e-12)
+    target = target / target.sum(1, keepdim=True)
+    entropy = (target * target.log()).sum(1)
+
+    def fn(s: State) -> torch.Tensor:
+        x = s.image
+        if size is not None and tuple(x.shape[-2:]) != (size, size):
+            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+        logp = partner(x).float().log_softmax(-1)
+        t, h = _match_rows(target, x.shape[0]).to(logp.device), _match_rows(entropy[:, None], x.shape[0])
+        return h[:, 0].to(logp.device) - (t * logp).sum(1)
 
     return Objective(fn, name)
 

@@ -242,3 +242,42 @@ def test_a_head_changes_the_start_only_by_desaturating_it(tiny_model, tmp_path):
     assert torch.allclose(fit.coarse(feats), ColourStart.desaturate(plain, fit.chroma(feats)), atol=1e-6)
     for layer in ("blocks.5", "blocks.6", "conv_head"):  # the shipped maps have no head
         assert shipped_start("efficientnet_lite0", layer).chroma_weight is None
+
+
+def test_agreement_is_the_kl_divergence_from_the_target_and_moves_the_image():
+    from preimage.objectives import State, agreement
+
+    lin = torch.nn.Linear(3, 4)
+    partner = lambda x: lin(x.mean((2, 3)))  # noqa: E731 -- logits from the mean colour
+    x = torch.rand(2, 3, 8, 8, requires_grad=True)
+    own = partner(x).softmax(-1).detach()
+    assert torch.allclose(agreement(partner, own)(State(image=x, input=x)), torch.zeros(2), atol=1e-5)
+    other = torch.tensor([[0.7, 0.1, 0.1, 0.1]])
+    value = agreement(partner, other)(State(image=x, input=x))
+    expected = (other * (other.log() - partner(x).log_softmax(-1))).sum(1)
+    assert value.shape == (2,) and torch.allclose(value, expected, atol=1e-5) and bool((value > 0).all())
+    small = F.interpolate(x, size=(4, 4), mode="bilinear", align_corners=False, antialias=True)
+    resized = agreement(partner, other, size=4)(State(image=x, input=x))
+    assert torch.allclose(resized, (other * (other.log() - partner(small).log_softmax(-1))).sum(1), atol=1e-5)
+    value.sum().backward()
+    assert x.grad is not None and float(x.grad.abs().sum()) > 0
+
+
+def test_agree_pulls_a_partner_towards_the_inverted_networks_class(tiny_model):
+    from conftest import make_tiny_model
+
+    ref = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    partner = make_tiny_model(seed=1)
+    inv = invert(tiny_model, ref, layers=["conv2"], steps=3, agree=1.0, partner=partner)
+    assert "agree" in inv.history[-1] and inv.history[-1]["agree"] >= 0
+    with pytest.raises(PreimageError, match="agree"):
+        invert(tiny_model, ref, layers=["conv2"], steps=1, agree=-1.0)
+
+
+def test_agree_needs_two_classifiers_with_the_same_classes(tiny_model, lite0):
+    ref = torch.rand(1, 3, 16, 16)
+    with pytest.raises(PreimageError, match="classes"):
+        invert(tiny_model, ref, layers=["conv2"], steps=1, agree=1.0, partner=lite0)
+    headless = dataclasses.replace(tiny_model, classes=None)
+    with pytest.raises(PreimageError, match="classifier"):
+        invert(headless, ref, layers=["conv2"], steps=1, agree=1.0, partner=tiny_model)

@@ -58,7 +58,7 @@ from ..images import conversion_notes, load_batch, load_tensor, to_pil
 from ..io import check_outputs, versions, write_json
 from ..layers import FeatureExtractor, batchnorm_inputs, parse_layer_spec, resolve_layer
 from ..models import Model
-from ..objectives import Objective, alpha_norm, bn_stats, coarse_colour, feature_loss, saturation, total_variation
+from ..objectives import Objective, agreement, alpha_norm, bn_stats, coarse_colour, feature_loss, saturation, total_variation
 from ..optimize import Result, optimize, step_schedule
 from ..params import DeepPrior, Fourier, Pixels, Pyramid, Upsampled
 from ..starts import is_map_file
@@ -125,6 +125,10 @@ class InvertConfig:
     bn_weight: float = 0.0           # λ_bn of the batch-norm statistics prior (objectives.bn_stats: the
                                      # activations' channel statistics at every batch norm up to the target
                                      # layer pulled towards the network's running statistics; 0: off)
+    agree: float = 0.0               # weight of the agreement prior (objectives.agreement: another
+                                     # classifier's prediction on the image pulled towards the inverted
+                                     # network's prediction for the photo; 0: off) ...
+    agree_model: str = "efficientnet_lite1"  # ... with this classifier (a load_model name)
     tv_end: float = 1.0              # λ_TV schedule: the weight goes linearly from λ_TV to tv_end·λ_TV
                                      # over the run (1: constant)
     color_weight: float = 0.0        # λ_c of the colour-statistics prior (0: off): it pulls each channel's
@@ -237,8 +241,8 @@ def _validate(cfg: InvertConfig) -> None:
     if cfg.coarse < 1 or not 0 <= cfg.coarse_until <= 1 or (cfg.coarse > 1 and cfg.space != "pixel"):
         raise PreimageError("coarse must be >= 1 (in pixel space) and coarse_until in [0, 1]")
     if cfg.color_weight < 0 or cfg.tv_end < 0 or cfg.tv_chroma < 0 or cfg.saturation < 0 or cfg.bn_weight < 0 \
-            or cfg.anchor < 0:
-        raise PreimageError("color_weight, saturation, bn_weight, anchor, tv_chroma and tv_end must be >= 0")
+            or cfg.anchor < 0 or cfg.agree < 0:
+        raise PreimageError("color_weight, saturation, bn_weight, anchor, agree, tv_chroma and tv_end must be >= 0")
     if cfg.deep:
         fields = {f.name for f in dataclasses.fields(cfg)} - {"deep", "deep_stride"}
         unknown = sorted(set(cfg.deep) - fields)
@@ -495,6 +499,7 @@ def invert(
     frame_every: int = 0,
     callbacks: Sequence[Any] = (),
     judge: Model | None = None,
+    partner: Model | None = None,
     **overrides: Any,
 ) -> Inversion:
     """Reconstruct ``images`` from their activations at ``layers``.
@@ -512,6 +517,8 @@ def invert(
         callbacks: passed to :func:`preimage.optimize.optimize` (called after each step).
         judge: another classifier (e.g. ``load_model("efficientnet_lite2")``); adds its cross-model
             recognition of each reconstruction to the metrics (:func:`preimage.metrics.judge_recognition`).
+        partner: with ``agree > 0``, the second classifier of the agreement prior (default:
+            ``load_model(agree_model)``; :func:`preimage.objectives.agreement`).
         **overrides: any :class:`InvertConfig` field, e.g. ``steps=500, lr=0.1, optimizer="lbfgs"``.
 
     Returns:
@@ -553,6 +560,8 @@ def invert(
     objective = build_objective(cfg, layer_list, targets, stride, clock, bn)
     if cfg.anchor and learned is not None:
         objective = objective + cfg.anchor * coarse_colour(learned)
+    if cfg.agree:
+        objective = objective + cfg.agree * _agreement(model, ref, partner, cfg.agree_model)
     jitter_steps = eff["jitter_steps"]
     transforms = [_phase(jitter(eff["jitter"]), jitter_steps)] if jitter_steps else []
     if cfg.copies > 1 or cfg.color_shift or cfg.noise:  # augmentation ensembling, in the same phase
@@ -606,6 +615,23 @@ def invert(
     mets = evaluate(model, image, ref, targets, extractor, judge=judge)
     return Inversion(image=image.cpu(), reference=ref.cpu(), names=names, layers=layer_list, model=model.name,
                      config=user_cfg, result=result, metrics=mets, sources=sources, effective=eff)
+
+
+def _agreement(model: Model, ref: torch.Tensor, partner: Model | None, name: str) -> Objective:
+    """The agreement prior: ``partner`` (default: ``load_model(name)``) should give the image the class
+    distribution ``model`` gives the photo."""
+    if model.classes is None:
+        raise PreimageError(f"agree needs a classifier to invert; {model.name} has no classes")
+    if partner is None:
+        from ..models import load_model
+
+        partner = load_model(name, device=model.device)
+    if partner.classes is None or len(partner.classes) != len(model.classes):
+        raise PreimageError(f"agree needs a partner with {model.name}'s {len(model.classes)} classes; "
+                            f"{partner.name} has {len(partner.classes or [])}")
+    with torch.no_grad():
+        target = model(ref).float().softmax(-1)
+    return agreement(partner, target, size=partner.input_size)
 
 
 def _shift_steps(cb: Any, offset: int) -> Any:

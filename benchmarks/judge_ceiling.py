@@ -1,0 +1,200 @@
+"""How often can the judge agree? Cross-model recognition of the bundled photos themselves.
+
+The deep-layer benchmark (benchmarks/invert_deep.py) judges each pre-image of efficientnet_lite0 by
+efficientnet_lite2's top-1 class: does lite2 give the pre-image the class it gives the photo? This
+script measures what that verdict can reach on the bundled photos, with no optimization:
+
+    # 1. the photo itself, changed in ways a pre-image of deep features is not held to (detail, a shift,
+    #    colour): PSNR, lite0's feature error at the deep stages, and each embedded classifier's top-1
+    #    agreement with its own class for the unchanged photo
+    python benchmarks/judge_ceiling.py photo
+    # 2. saved pre-images (DIR/<photo>_<stage>.png, as invert_deep.py writes them): the same agreement
+    #    for lite0 (the inverted network itself), lite1 and lite2
+    python benchmarks/judge_ceiling.py preimages benchmarks/results/invert_deep_screen/pyr_tv2_learned_seed1 --tag _seed1
+
+Writes benchmarks/results/judge_ceiling_<mode><tag>.{json,md}.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import statistics
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+DEEP = ["blocks.5", "blocks.6", "conv_head"]
+NETS = ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"]
+SIZE = 224
+#: the 21 distinct bundled photos (sample:cat is chelsea)
+PHOTOS = ["chelsea", "coffee", "astronaut", "rocket", "camera", "immunohistochemistry", "coins", "clock", "retina",
+          "brick", "moon", "page", "text", "hubble_deep_field", "colorwheel", "cell", "microaneurysms", "grass",
+          "gravel", "checkerboard", "logo"]
+
+
+def _nets():
+    import preimage
+
+    return {n: preimage.load_model(n) for n in NETS}
+
+
+def _short(name: str) -> str:
+    return name.replace("efficientnet_", "")
+
+
+def _resample(x, factor: int):
+    """Down by ``factor`` (antialiased), then back up (bilinear): the photo without its finest detail."""
+    import torch.nn.functional as F
+
+    small = F.interpolate(x, scale_factor=1 / factor, mode="bilinear", antialias=True, align_corners=False)
+    return F.interpolate(small, size=tuple(x.shape[-2:]), mode="bilinear", align_corners=False)
+
+
+def _shift(x, pixels: int):
+    """The content moved ``pixels`` right and down, the uncovered border filled by reflection."""
+    import torch.nn.functional as F
+
+    padded = F.pad(x, (pixels, 0, pixels, 0), mode="reflect")
+    return padded[..., : x.shape[-2], : x.shape[-1]]
+
+
+def _jpeg(x, quality: int):
+    import torch
+
+    from preimage.images import to_pil, to_tensor
+    from PIL import Image
+
+    out = []
+    for im in x:
+        buf = io.BytesIO()
+        to_pil(im).save(buf, format="JPEG", quality=quality)
+        out.append(to_tensor(Image.open(io.BytesIO(buf.getvalue())).convert("RGB")))
+    return torch.cat(out)
+
+
+def variants(ref) -> dict:
+    grey = ref.mean(1, keepdim=True)
+    return {
+        "the photo": ref,
+        "half resolution (112 px, upsampled)": _resample(ref, 2),
+        "quarter resolution (56 px, upsampled)": _resample(ref, 4),
+        "shifted 8 px": _shift(ref, 8),
+        "shifted 16 px": _shift(ref, 16),
+        "JPEG quality 20": _jpeg(ref, 20),
+        "saturation x0.5": grey + 0.5 * (ref - grey),
+        "greyscale": grey.expand_as(ref),
+        "brightness +0.1": (ref + 0.1).clamp(0, 1),
+    }
+
+
+def photo(photos: list[str], tag: str = "") -> None:
+    """Each change of the photo: median PSNR, median feature error of lite0 at the deep stages, and
+    how many photos each network still gives its own class for the unchanged photo."""
+    import torch
+
+    from preimage.images import load_batch
+    from preimage.layers import FeatureExtractor
+    from preimage.metrics import feature_error, judge_recognition, psnr
+
+    nets = _nets()
+    ref = load_batch([f"sample:{p}" for p in photos], SIZE, channels=3)[0]
+    model = nets["efficientnet_lite0"]
+    ex = FeatureExtractor(model, DEEP)
+    rows = []
+    with torch.no_grad():
+        target = ex(model.normalize(ref))
+        for name, v in variants(ref).items():
+            f = ex(model.normalize(v))
+            changed = (v - ref).flatten(1).abs().amax(1) > 1e-6  # a change of colour leaves grey photos as they are
+            row = {"variant": name, "changed": int(changed.sum()),
+                   "psnr": statistics.median(psnr(v, ref)[changed].tolist()) if changed.any() else None,
+                   **{s: statistics.median(feature_error(f[s], target[s])[changed].tolist()) if changed.any() else 0.0
+                      for s in DEEP}}
+            for n, net in nets.items():
+                agrees = judge_recognition(net, v, ref)["agrees"]
+                row[n] = int(agrees.sum())
+                row[f"{n}_photos"] = [p for p, a in zip(photos, agrees.tolist()) if a]
+            rows.append(row)
+        classes = {n: judge_recognition(net, ref, ref) for n, net in nets.items()}
+        probs = {n: net(torch.nn.functional.interpolate(ref, size=(net.input_size,) * 2, mode="bilinear",
+                                                        antialias=True, align_corners=False)).softmax(-1).max(-1)[0]
+                 for n, net in nets.items()}
+    names = {n: nets[n].classes for n in NETS}
+    per_photo = [{"photo": p, **{n: names[n][int(classes[n]["original_class"][i])] for n in NETS},
+                  **{f"{n}_p": float(probs[n][i]) for n in NETS}} for i, p in enumerate(photos)]
+    same = sum(len({int(classes[n]["original_class"][i]) for n in NETS}) == 1 for i in range(len(photos)))
+    lite0_lite2 = sum(int(classes[NETS[0]]["original_class"][i]) == int(classes[NETS[2]]["original_class"][i])
+                      for i in range(len(photos)))
+    k = len(photos)
+    lines = ["| the photo, changed | photos changed | median PSNR dB | " + " | ".join(f"lite0 error {s}" for s in DEEP) + " | "
+             + " | ".join(f"{_short(n)} agrees" for n in NETS) + " |",
+             "|---|---|---|" + "---|" * (len(DEEP) + len(NETS))]
+    for r in rows:
+        lines.append(f"| {r['variant']} | {r['changed']} | {'—' if r['psnr'] is None else format(r['psnr'], '.1f')} | " + " | ".join(f"{r[s]:.3f}" for s in DEEP) + " | "
+                     + " | ".join(f"{r[n]}/{k}" for n in NETS) + " |")
+    lines += ["", "PSNR and feature error: medians over the photos the change changes (a change of colour leaves "
+              "the grey ones as they are); agreement: over every photo.", "",
+              f"The three networks give the photo the same top-1 class on {same} of {k} photos; lite0 and "
+              f"lite2 on {lite0_lite2}.", "",
+              "| photo | " + " | ".join(f"{_short(n)}: class (p)" for n in NETS) + " |",
+              "|---|" + "---|" * len(NETS)]
+    lines += [f"| {r['photo']} | " + " | ".join(f"{r[n]} ({r[n + '_p']:.2f})" for n in NETS) + " |"
+              for r in per_photo]
+    _write(f"photo{tag}", {"photos": photos, "rows": rows, "per_photo": per_photo, "same_class": same,
+                           "lite0_lite2_same": lite0_lite2}, lines)
+
+
+def preimages(folder: Path, photos: list[str], stages: list[str], tag: str = "") -> None:
+    """Each network's top-1 agreement on saved pre-images, against its own class for the photo."""
+    from preimage.images import load_batch
+    from preimage.metrics import judge_recognition
+
+    nets = _nets()
+    rows = []
+    for s in stages:
+        have = [p for p in photos if (folder / f"{p}_{s}.png").is_file()]
+        if not have:
+            raise SystemExit(f"no pre-images of {s} in {folder}")
+        ref = load_batch([f"sample:{p}" for p in have], SIZE, channels=3)[0]
+        x = load_batch([str(folder / f"{p}_{s}.png") for p in have], SIZE, channels=3)[0]
+        row = {"stage": s, "photos": len(have)}
+        for n, net in nets.items():
+            agrees = judge_recognition(net, x, ref)["agrees"]
+            row[n], row[f"{n}_photos"] = int(agrees.sum()), [p for p, a in zip(have, agrees.tolist()) if a]
+        rows.append(row)
+    lines = [f"Pre-images in `{folder.relative_to(ROOT) if folder.is_relative_to(ROOT) else folder}`: "
+             "each network's top-1 class for the pre-image against its class for the photo.", "",
+             "| stage | " + " | ".join(f"{_short(n)} agrees" for n in NETS) + " |", "|---|" + "---|" * len(NETS)]
+    lines += [f"| {r['stage']} | " + " | ".join(f"{r[n]}/{r['photos']}" for n in NETS) + " |" for r in rows]
+    _write(f"preimages{tag}", {"folder": str(folder), "photos": photos, "rows": rows}, lines)
+
+
+def _write(mode: str, data: dict, lines: list[str]) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"judge_ceiling_{mode}.json").write_text(json.dumps(data, indent=2) + "\n")
+    (RESULTS / f"judge_ceiling_{mode}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("mode", choices=["photo", "preimages"])
+    ap.add_argument("folder", nargs="?", type=Path, help="preimages: the folder of <photo>_<stage>.png")
+    ap.add_argument("--photos", nargs="+", default=PHOTOS)
+    ap.add_argument("--stages", nargs="+", default=DEEP)
+    ap.add_argument("--tag", default="", help="suffix of the results files")
+    args = ap.parse_args()
+    import torch
+
+    torch.set_num_threads(1)
+    if args.mode == "photo":
+        photo(args.photos, args.tag)
+    else:
+        if args.folder is None:
+            ap.error("preimages needs the folder of saved pre-images")
+        preimages(args.folder.resolve(), args.photos, args.stages, args.tag)
+
+
+if __name__ == "__main__":
+    main()
