@@ -38,6 +38,7 @@ JUDGE = "efficientnet_lite2"
 #: candidate recipes for deep layers, as overrides of the default preset (screening)
 CANDIDATES: dict[str, dict] = {
     "before": {"deep": {}},
+    "before_seed1": {"deep": {}, "seed": 1},  # free pixels with another seed: the spread of today's figures
     "tv_ramp": {"deep": {}, "tv_end": 0.1},
     "coarse": {"deep": {}, "coarse": 4, "coarse_until": 0.3},
     "fourier": {"deep": {}, "param": "fourier", "lr": 0.05, "lr_stride": 0, "init_scale": 0.01},
@@ -98,6 +99,12 @@ CANDIDATES: dict[str, dict] = {
     # towards lite0's class distribution for the photo)
     "pyr_tv2_agree01": {"deep": {}, "param": "pyramid", "lambda_tv": 0.2, "init": "learned", "agree": 0.1},
     "pyr_tv2_agree03": {"deep": {}, "param": "pyramid", "lambda_tv": 0.2, "init": "learned", "agree": 0.3},
+    # twelfth round: augmentation ensembling (Ghiasi et al. 2022): 4 copies per step in the jitter phase
+    "pyr_tv2_ens4": {"deep": {}, "param": "pyramid", "lambda_tv": 0.2, "init": "learned", "copies": 4, "noise": 0.2},
+    "pyr_tv2_ens4_shift": {"deep": {}, "param": "pyramid", "lambda_tv": 0.2, "init": "learned", "copies": 4,
+                           "noise": 0.2, "color_shift": 0.1},
+    "pyr_tv2_ens4_all": {"deep": {}, "param": "pyramid", "lambda_tv": 0.2, "init": "learned", "copies": 4,
+                         "noise": 0.2, "jitter_until": 1.0},
     "fourier_flat": {"deep": {}, "param": "fourier", "lr": 0.05, "lr_stride": 0, "init_scale": 0.01,
                      "color_weight": 0.05, "fourier_decay": 0.5},
     "fourier_tv": {"deep": {}, "param": "fourier", "lr": 0.05, "lr_stride": 0, "init_scale": 0.01,
