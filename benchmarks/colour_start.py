@@ -8,6 +8,7 @@ photos, which they never see:
     python benchmarks/colour_start.py fit                 # writes preimage/data/colour_starts.pt
     python benchmarks/colour_start.py fit --lams 0.01 0.03 0.1 0.3 1 --no-write   # the ridge weight
     python benchmarks/colour_start.py fit --chroma --no-write --tag _chroma   # the colourfulness head
+    python benchmarks/colour_start.py fit --stages blocks.4 --out benchmarks/results/colour_starts_blocks4.pt --tag _blocks4
     python benchmarks/colour_start.py cost                # what the start adds to an inversion
 
 ``fit`` reports, per stage and ridge weight, the PSNR of the predicted start against each bundled
@@ -42,6 +43,7 @@ def main() -> None:
     ap.add_argument("--chroma", action="store_true", help="fit the maps with their colourfulness head (the "
                     "shipped ones have none) and measure them with and without it")
     ap.add_argument("--no-write", dest="write", action="store_false", help="measure only")
+    ap.add_argument("--out", type=Path, default=None, help="write the maps to this file instead of the shipped one")
     ap.add_argument("--tag", default=None, help="suffix of the results files (default: none when writing "
                     "the maps, _lams when measuring only)")
     args = ap.parse_args()
@@ -86,8 +88,9 @@ def main() -> None:
         if fit.lam == args.lams[0]:
             shipped.append(fit)
     seconds = time.perf_counter() - t0
+    dest = args.out or SHIPPED
     if args.write:
-        save_starts(shipped, SHIPPED)
+        save_starts(shipped, dest)
     lines = [f"Start PSNR (dB) against each bundled photo: the colour start fitted on {len(photos)} photos "
              f"({args.crops} crops each, {args.grey:.0%} made grey)"
              + (", with its colourfulness head (head: yes) and without it (the map alone)," if args.chroma else "")
@@ -108,11 +111,12 @@ def main() -> None:
         lines += [f"| {r['stage']} | {r['lam']:g} | " + " | ".join(f"{r['chroma_pred'][p]:.3f}" for p in test) + " |"
                   for r in heads]
     lines.append("")
-    lines.append(f"{len(fits)} fits in {seconds:.0f} s" + (f"; λ = {args.lams[0]:g} written to {SHIPPED.relative_to(ROOT)}."
+    where = dest.resolve().relative_to(ROOT) if dest.resolve().is_relative_to(ROOT) else dest
+    lines.append(f"{len(fits)} fits in {seconds:.0f} s" + (f"; λ = {args.lams[0]:g} written to {where}."
                                                           if args.write else "."))
     RESULTS.mkdir(parents=True, exist_ok=True)
-    tag = args.tag if args.tag is not None else ("" if args.write else "_lams")
-    (RESULTS / f"colour_start_fit{tag}.json").write_text(json.dumps({"args": vars(args), "photos": [str(p) for p in photos],
+    tag = args.tag if args.tag is not None else ("" if args.write and args.out is None else "_lams")
+    (RESULTS / f"colour_start_fit{tag}.json").write_text(json.dumps({"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, "photos": [str(p) for p in photos],
                                                                        "rows": rows, "grey": dict(zip(test, grey)),
                                                                        "colourfulness": dict(zip(test, own)),
                                                                        "seconds": seconds}, indent=2) + "\n")

@@ -105,6 +105,10 @@ CANDIDATES: dict[str, dict] = {
                            "noise": 0.2, "color_shift": 0.1},
     "pyr_tv2_ens4_all": {"deep": {}, "param": "pyramid", "lambda_tv": 0.2, "init": "learned", "copies": 4,
                          "noise": 0.2, "jitter_until": 1.0},
+    # thirteenth round: the deep recipe one stage earlier (blocks.4, stride 16), from a map fitted there
+    # (python benchmarks/colour_start.py fit --stages blocks.4 --out benchmarks/results/colour_starts_blocks4.pt)
+    "pyr_tv2_map4": {"deep": {}, "param": "pyramid", "lambda_tv": 0.2,
+                     "init": str(RESULTS / "colour_starts_blocks4.pt")},
     "fourier_flat": {"deep": {}, "param": "fourier", "lr": 0.05, "lr_stride": 0, "init_scale": 0.01,
                      "color_weight": 0.05, "fourier_decay": 0.5},
     "fourier_tv": {"deep": {}, "param": "fourier", "lr": 0.05, "lr_stride": 0, "init_scale": 0.01,
