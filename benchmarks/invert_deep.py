@@ -109,6 +109,8 @@ CANDIDATES: dict[str, dict] = {
     # (python benchmarks/colour_start.py fit --stages blocks.4 --out benchmarks/results/colour_starts_blocks4.pt)
     "pyr_tv2_map4": {"deep": {}, "param": "pyramid", "lambda_tv": 0.2,
                      "init": str(RESULTS / "colour_starts_blocks4.pt")},
+    # fourteenth round: the default held grey (a strong saturation prior), for photos that are grey
+    "pyr_tv2_learned_sat10": {"deep": {}, "param": "pyramid", "lambda_tv": 0.2, "init": "learned", "saturation": 10.0},
     "fourier_flat": {"deep": {}, "param": "fourier", "lr": 0.05, "lr_stride": 0, "init_scale": 0.01,
                      "color_weight": 0.05, "fourier_decay": 0.5},
     "fourier_tv": {"deep": {}, "param": "fourier", "lr": 0.05, "lr_stride": 0, "init_scale": 0.01,
