@@ -176,17 +176,18 @@ def shallow_stages(stages: list[str]) -> list[str]:
 
 
 def summarize(rows: list[dict], recipes: list[str], stages: list[str]) -> list[str]:
-    """Per stage and recipe, over photos: agreement count, median rank, PSNR, SSIM, TV ratio,
-    feature error and seconds."""
-    lines = ["| stage | recipe | judge top-1 agrees | median rank | median PSNR dB | median SSIM | "
-             "median TV ratio | median feature error | median s |", "|---|---|---|---|---|---|---|---|---|"]
+    """Per stage and recipe, over photos: agreement count (top-1, and the photo's class in the judge's
+    top 5), median rank, PSNR, SSIM, TV ratio, feature error and seconds."""
+    lines = ["| stage | recipe | judge top-1 agrees | judge top-5 | median rank | median PSNR dB | median SSIM | "
+             "median TV ratio | median feature error | median s |", "|---|---|---|---|---|---|---|---|---|---|"]
     for s in stages:
         for r in recipes:
             sel = [x for x in rows if x["stage"] == s and x["recipe"] == r]
             if not sel:
                 continue
             med = lambda k: statistics.median(x[k] for x in sel)  # noqa: E731
-            lines.append(f"| {s} | {r} | {sum(x['judge_agrees'] for x in sel)}/{len(sel)} | {med('judge_rank'):g} | "
+            lines.append(f"| {s} | {r} | {sum(x['judge_agrees'] for x in sel)}/{len(sel)} | "
+                         f"{sum(x['judge_rank'] <= 5 for x in sel)}/{len(sel)} | {med('judge_rank'):g} | "
                          f"{med('psnr'):.1f} | {med('ssim'):.3f} | {med('tv_ratio'):.2f} | "
                          f"{med('feature_error'):.3f} | {med('seconds'):.0f} |")
     return lines
