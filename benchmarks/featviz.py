@@ -334,6 +334,11 @@ def part_pictures(model, pmax, args) -> dict:
     return {"objective": args.picture, "size": size, "steps": args.steps, "neuron_at": list(at), **out}
 
 
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """A markdown table: the header, its rule, one line per row."""
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["|" + "|".join(f" {c} " if c else " " for c in r) + "|" for r in rows]
+
+
 def write_report() -> str:
     """featviz.md: the tables of every part whose results exist."""
     def load(name):
@@ -346,34 +351,31 @@ def write_report() -> str:
     sw = load("sweep")
     if sw:
         md += [f"## Transforms ({sw['size']} px, {sw['steps']} steps, channels {sw['channels']})", "",
-               *("`" + c + "`" for c in sw.get("commands", [sw["command"]])), "",
-               "| recipe | median ratio | min ratio | median robust ratio | min robust ratio |", "|---|---|---|---|---|"]
-        for k, v in sw["rows"].items():
-            md.append(f"| {k} | {v['ratio']['median']:.2f} | {v['ratio']['min']:.2f} | "
-                      f"{v['robust_ratio']['median']:.2f} | {v['robust_ratio']['min']:.2f} |")
+               *("`" + c + "`" for c in sw.get("commands", [sw["command"]])), ""]
+        md += _table(["recipe", "median ratio", "min ratio", "median robust ratio", "min robust ratio"],
+                     [[k, f"{v['ratio']['median']:.2f}", f"{v['ratio']['min']:.2f}", f"{v['robust_ratio']['median']:.2f}",
+                       f"{v['robust_ratio']['min']:.2f}"] for k, v in sw["rows"].items()])
         md.append("")
     act = load("activation")
     if act:
         md += [f"## Activation reached ({act['size']} px, {act['steps']} steps, one batch of 32 channels per layer)", ""]
         md += ["`" + c + "`" for c in act.get("commands", [act.get("command", "")])] + [""]
-        md += ["| layer | channels | median ratio | min ratio | max ratio | channels < 1x | seconds |", "|---|---|---|---|---|---|---|"]
-        for layer, row in act["layers"].items():
-            r = row["ratio"]
-            md.append(f"| {layer} | {len(r)} | {statistics.median(r):.2f} | {min(r):.2f} | {max(r):.2f} | "
-                      f"{sum(x < 1 for x in r)} | {row['seconds']:.0f} |")
         a = act["all"]
-        md += [f"| all | {a['n']} | {a['median']:.2f} | {a['min']:.2f} | {a['max']:.2f} | | |", "",
+        md += _table(["layer", "channels", "median ratio", "min ratio", "max ratio", "channels < 1x", "seconds"],
+                     [[layer, str(len(r)), f"{statistics.median(r):.2f}", f"{min(r):.2f}", f"{max(r):.2f}",
+                       str(sum(x < 1 for x in r)), f"{row['seconds']:.0f}"]
+                      for layer, row in act["layers"].items() for r in [row["ratio"]]]
+                     + [["all", str(a["n"]), f"{a['median']:.2f}", f"{a['min']:.2f}", f"{a['max']:.2f}", "", ""]])
+        md += ["",
                f"Target (median >= 3x, none < 1x): {'met' if act['target_met'] else 'NOT met'}.", ""]
     lu = load("lucent")
     if lu:
         md += [f"## Against Lucent ({lu['size']} px, {lu['steps']} steps, batches of {lu['batch']} channels per layer)", "",
-               "`" + lu["command"] + "`", "",
-               "| library | median ratio | min ratio | median robust ratio | seconds per step (batch of "
-               f"{lu['batch']}) |", "|---|---|---|---|---|"]
-        for lib in ("preimage", "lucent"):
-            s_ = lu["summary"][lib]
-            rob = f"{lu['robust_summary'][lib]['median']:.2f}" if "robust_summary" in lu else "—"
-            md.append(f"| {lib} | {s_['median']:.2f} | {s_['min']:.2f} | {rob} | {lu['s_per_step'][lib]:.2f} |")
+               "`" + lu["command"] + "`", ""]
+        md += _table(["library", "median ratio", "min ratio", "median robust ratio", f"seconds per step (batch of {lu['batch']})"],
+                     [[lib, f"{lu['summary'][lib]['median']:.2f}", f"{lu['summary'][lib]['min']:.2f}",
+                       f"{lu['robust_summary'][lib]['median']:.2f}" if "robust_summary" in lu else "—",
+                       f"{lu['s_per_step'][lib]:.2f}"] for lib in ("preimage", "lucent")])
         md.append("")
         if "preimage_wins" in lu:
             n = sum(len(r["channels"]) for r in lu["layers"].values())
@@ -385,12 +387,12 @@ def write_report() -> str:
     th = load("throughput")
     if th:
         md += [f"## Throughput ({th['layer']}, one batch of {th['batch']} channels, one thread)", "",
-               "`" + th["command"] + "`", "",
-               "| size | steps per channel | s per step (CPU) | s per step (wall) | channels per minute (CPU) | channels per minute (wall) |",
-               "|---|---|---|---|---|---|"]
-        for size, row in th["rows"].items():
-            md.append(f"| {size} | {row['steps']} | {row['s_per_step_cpu']:.2f} | {row['s_per_step_wall']:.2f} | "
-                      f"{row['channels_per_minute_cpu']:.2f} | {row['channels_per_minute_wall']:.2f} |")
+               "`" + th["command"] + "`", ""]
+        md += _table(["size", "steps per channel", "s per step (CPU)", "s per step (wall)", "channels per minute (CPU)",
+                      "channels per minute (wall)"],
+                     [[str(size), str(row["steps"]), f"{row['s_per_step_cpu']:.2f}", f"{row['s_per_step_wall']:.2f}",
+                       f"{row['channels_per_minute_cpu']:.2f}", f"{row['channels_per_minute_wall']:.2f}"]
+                      for size, row in th["rows"].items()])
         md.append("")
     pi = load("pictures")
     if pi:
