@@ -123,7 +123,7 @@ _CACHE: dict = {}
 def _models():
     import preimage
 
-    if not _CACHE:
+    if "model" not in _CACHE:
         _CACHE["model"] = preimage.load_model("efficientnet_lite0")
         _CACHE["judge"] = preimage.load_model(JUDGE)
     return _CACHE["model"], _CACHE["judge"]

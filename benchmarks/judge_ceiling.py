@@ -116,13 +116,10 @@ def photo(photos: list[str], tag: str = "") -> None:
                 row[n] = int(agrees.sum())
                 row[f"{n}_photos"] = [p for p, a in zip(photos, agrees.tolist()) if a]
             rows.append(row)
-        classes = {n: judge_recognition(net, ref, ref) for n, net in nets.items()}
-        probs = {n: net(torch.nn.functional.interpolate(ref, size=(net.input_size,) * 2, mode="bilinear",
-                                                        antialias=True, align_corners=False)).softmax(-1).max(-1)[0]
-                 for n, net in nets.items()}
+        classes = {n: judge_recognition(net, ref, ref) for n, net in nets.items()}  # p: of its own top class
     names = {n: nets[n].classes for n in NETS}
     per_photo = [{"photo": p, **{n: names[n][int(classes[n]["original_class"][i])] for n in NETS},
-                  **{f"{n}_p": float(probs[n][i]) for n in NETS}} for i, p in enumerate(photos)]
+                  **{f"{n}_p": float(classes[n]["p"][i]) for n in NETS}} for i, p in enumerate(photos)]
     same = sum(len({int(classes[n]["original_class"][i]) for n in NETS}) == 1 for i in range(len(photos)))
     lite0_lite2 = sum(int(classes[NETS[0]]["original_class"][i]) == int(classes[NETS[2]]["original_class"][i])
                       for i in range(len(photos)))

@@ -74,7 +74,9 @@ def tv_ratio(x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     return torch.where((num == 0) & (den == 0), torch.ones_like(num), num / den.clamp_min(1e-12))
 
 
-def _judge_size(images: torch.Tensor, size: int) -> torch.Tensor:
+def judge_input(images: torch.Tensor, size: int) -> torch.Tensor:
+    """``images`` as a second classifier sees them: resized to ``size`` x ``size`` (bilinear,
+    antialiased) unless they are that size already."""
     if images.shape[-2:] == (size, size):
         return images
     return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
@@ -97,8 +99,8 @@ def judge_recognition(judge: Callable[[torch.Tensor], torch.Tensor], images: tor
     """
     size = int(input_size if input_size is not None else getattr(judge, "input_size"))
     device = getattr(judge, "device", images.device)
-    x = _judge_size(images.clamp(0, 1).float(), size).to(device)
-    r = _judge_size(references.clamp(0, 1).float(), size).to(device)
+    x = judge_input(images.clamp(0, 1).float(), size).to(device)
+    r = judge_input(references.clamp(0, 1).float(), size).to(device)
     p_img = judge(x).float().softmax(-1).cpu()
     p_ref = judge(r).float().softmax(-1).cpu()
     c0, c = p_ref.argmax(-1), p_img.argmax(-1)

@@ -462,17 +462,18 @@ def agreement(partner: Callable[[torch.Tensor], torch.Tensor], target: torch.Ten
     maps [0, 1] images to logits (a :class:`preimage.models.Model`); the image is resized to ``size``
     (bilinear, antialiased) first. A prior that the image mean the same to a second network as to the
     first: pixels tuned to one network's features alone do not."""
+    from .metrics import judge_input
+
     target = target.detach().clamp_min(1e-12)
     target = target / target.sum(1, keepdim=True)
-    entropy = (target * target.log()).sum(1)
+    log_target = target.log()
 
     def fn(s: State) -> torch.Tensor:
-        x = s.image
-        if size is not None and tuple(x.shape[-2:]) != (size, size):
-            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+        x = judge_input(s.image, size) if size is not None else s.image
         logp = partner(x).float().log_softmax(-1)
-        t, h = _match_rows(target, x.shape[0]).to(logp.device), _match_rows(entropy[:, None], x.shape[0])
-        return h[:, 0].to(logp.device) - (t * logp).sum(1)
+        rows = x.shape[0]
+        t, lt = (_match_rows(v, rows).to(logp.device) for v in (target, log_target))
+        return (t * (lt - logp)).sum(1)
 
     return Objective(fn, name)
 
