@@ -6,6 +6,8 @@ efficientnet_lite2 (the judge) classifies the reconstruction and the original ph
 
     # 1. screening: every candidate recipe, few photos/stages, fewer steps
     python benchmarks/invert_deep.py screen --photos chelsea --stages blocks.5 conv_head --steps 300 --jobs 2
+    #    ... with every 50th step's image judged too (how the verdicts move during a run)
+    python benchmarks/invert_deep.py screen --recipes before --photos chelsea --stages conv_head --frames 50
     # 2. the table: today's default ("before") vs the default preset ("default"), every stage and photo
     python benchmarks/invert_deep.py table --jobs 2
     # 3. tabulate raw rows of (possibly partial) runs together, redraw the layer grids
@@ -111,6 +113,15 @@ CANDIDATES: dict[str, dict] = {
                      "init": str(RESULTS / "colour_starts_blocks4.pt")},
     # fourteenth round: the default held grey (a strong saturation prior), for photos that are grey
     "pyr_tv2_learned_sat10": {"deep": {}, "param": "pyramid", "lambda_tv": 0.2, "init": "learned", "saturation": 10.0},
+    # fifteenth round: the Fourier image (decorrelated colour, 1/f spectrum) from the learned colour start
+    "fourier_learned": {"deep": {}, "param": "fourier", "lr": 0.05, "lr_stride": 0, "init": "learned"},
+    "fourier_stats_learned": {"deep": {}, "param": "fourier", "lr": 0.05, "lr_stride": 0, "init": "learned",
+                              "color_weight": 0.05},
+    "fourier_learned_lr02": {"deep": {}, "param": "fourier", "lr": 0.02, "lr_stride": 0, "init": "learned"},
+    "fourier_learned_d075": {"deep": {}, "param": "fourier", "lr": 0.05, "lr_stride": 0, "init": "learned",
+                             "fourier_decay": 0.75},
+    "fourier_learned_tv2": {"deep": {}, "param": "fourier", "lr": 0.05, "lr_stride": 0, "init": "learned",
+                            "lambda_tv": 0.2},
     "fourier_flat": {"deep": {}, "param": "fourier", "lr": 0.05, "lr_stride": 0, "init_scale": 0.01,
                      "color_weight": 0.05, "fourier_decay": 0.5},
     "fourier_tv": {"deep": {}, "param": "fourier", "lr": 0.05, "lr_stride": 0, "init_scale": 0.01,
@@ -144,7 +155,7 @@ def one(job: tuple[str, dict, str, str, int | None, str]) -> dict:
     from preimage.images import save_image
     from preimage.tasks.invert import config_for, invert
 
-    name, overrides, photo, stage, steps, mode = job
+    name, overrides, photo, stage, steps, mode, frames = (*job, 0)[:7]
     model, judge = _models()
     over = dict(overrides)
     if steps:  # a shorter run: the decay and the jitter phase keep their place in it
@@ -152,7 +163,8 @@ def one(job: tuple[str, dict, str, str, int | None, str]) -> dict:
     cfg = config_for("default", **over)
     t0 = time.perf_counter()
     partner = _partner(cfg.agree_model) if cfg.agree else None
-    res = invert(model, f"sample:{photo}", layers=[stage], config=cfg, judge=judge, partner=partner)
+    res = invert(model, f"sample:{photo}", layers=[stage], config=cfg, judge=judge, partner=partner,
+                 frame_every=frames)
     seconds = time.perf_counter() - t0
     m = res.metrics[0]
     out = RESULTS / f"invert_deep_{mode}" / name
@@ -163,7 +175,57 @@ def one(job: tuple[str, dict, str, str, int | None, str]) -> dict:
             "deep_recipe": res.effective["deep_recipe"], "feature_error": m["feature_error"][stage],
             "psnr": m["psnr"], "ssim": m["ssim"], "tv_ratio": m["tv_ratio"], "judge_agrees": j["agrees"],
             "judge_rank": j["rank"], "judge_p": j["p_original_class"], "judge_original": j["original_class"],
-            "judge_class": j["class"], "seconds": seconds}
+            "judge_class": j["class"], "seconds": seconds,
+            **({"frames": trajectory(model, judge, res, stage, frames)} if frames else {})}
+
+
+def trajectory(model, judge, res, stage: str, every: int) -> list[dict]:
+    """The metrics of the frames an inversion kept every ``every`` steps (its last one included):
+    how feature error, PSNR, TV ratio and the judge's verdict move as the optimization goes on."""
+    import torch
+
+    from preimage import metrics as M
+    from preimage.layers import FeatureExtractor
+
+    ref = res.reference.to(model.device)
+    extractor = FeatureExtractor(model, [stage])
+    out = []
+    with torch.no_grad():
+        target = extractor(model.normalize(ref))[stage]
+        for i, frame in enumerate(res.result.frames):
+            x = frame.clamp(0, 1).to(model.device)
+            judged = M.judge_recognition(judge, x, ref)
+            out.append({"step": min((i + 1) * every, res.result.steps),
+                        "feature_error": float(M.feature_error(extractor(model.normalize(x))[stage], target)[0]),
+                        "psnr": float(M.psnr(x, ref)[0]), "tv_ratio": float(M.tv_ratio(x, ref)[0]),
+                        "judge_agrees": bool(judged["agrees"][0]), "judge_rank": int(judged["rank"][0])})
+    return out
+
+
+def summarize_frames(rows: list[dict], recipes: list[str], stages: list[str]) -> list[str]:
+    """Per stage, recipe and kept step, over photos: the judge's verdicts and the medians of the frames."""
+    lines = ["| stage | recipe | step | judge top-1 agrees | judge top-5 | median PSNR dB | median TV ratio | "
+             "median feature error |", "|---|---|---|---|---|---|---|---|"]
+    for s in stages:
+        for r in recipes:
+            sel = [x["frames"] for x in rows if x["stage"] == s and x["recipe"] == r and x.get("frames")]
+            for k in range(min(map(len, sel)) if sel else 0):
+                at = [f[k] for f in sel]
+                med = lambda key: statistics.median(f[key] for f in at)  # noqa: E731
+                lines.append(f"| {s} | {r} | {at[0]['step']} | {sum(f['judge_agrees'] for f in at)}/{len(at)} | "
+                             f"{sum(f['judge_rank'] <= 5 for f in at)}/{len(at)} | {med('psnr'):.1f} | "
+                             f"{med('tv_ratio'):.2f} | {med('feature_error'):.3f} |")
+    lines += ["", "| stage | recipe | judge agrees at some kept step of the second half | at every one | "
+              "at the last |", "|---|---|---|---|---|"]
+    for s in stages:
+        for r in recipes:
+            sel = [x["frames"] for x in rows if x["stage"] == s and x["recipe"] == r and x.get("frames")]
+            if not sel:
+                continue
+            late = [[f["judge_agrees"] for f in fr if 2 * f["step"] >= fr[-1]["step"]] for fr in sel]
+            lines.append(f"| {s} | {r} | {sum(map(any, late))}/{len(sel)} | {sum(map(all, late))}/{len(sel)} | "
+                         f"{sum(v[-1] for v in late)}/{len(sel)} |")
+    return lines
 
 
 def shallow_stages(stages: list[str]) -> list[str]:
@@ -289,6 +351,8 @@ def main() -> None:
     ap.add_argument("--stages", nargs="+", default=None)
     ap.add_argument("--steps", type=int, default=None, help="shorter runs (default: the preset's)")
     ap.add_argument("--jobs", type=int, default=1)
+    ap.add_argument("--frames", type=int, default=0,
+                    help="screen: also judge the image every N steps (the trajectory table)")
     ap.add_argument("--tag", default="", help="suffix of the results files")
     ap.add_argument("--table", action="store_true", help="summary: fill 'before' from 'default' where only it ran")
     ap.add_argument("--grid", nargs="*", default=[], help="summary: redraw docs/images/layers_PHOTO.png")
@@ -309,6 +373,8 @@ def main() -> None:
         rows = list({(r["recipe"], r["photo"], r["stage"]): r for r in rows}.values())  # a rerun counts once
         if args.recipes:  # only these recipes (after renaming)
             rows = [r for r in rows if r["recipe"] in args.recipes]
+        rows = [r for r in rows if (not args.photos or r["photo"] in args.photos)
+                and (not args.stages or r["stage"] in args.stages)]
         if args.table:  # stages run only with the default preset (its settings are today's there)
             have = {(r["photo"], r["stage"]) for r in rows if r["recipe"] == "before"}
             rows += [{**r, "recipe": "before", "same_as_default": True} for r in list(rows)
@@ -317,6 +383,8 @@ def main() -> None:
         stages = [s for s in STAGES if any(r["stage"] == s for r in rows)]
         photos = list(dict.fromkeys(r["photo"] for r in rows))
         lines = summarize(rows, recipes, stages) + [""] + per_photo(rows, recipes, stages, photos)
+        if any(r.get("frames") for r in rows):
+            lines += ["Every kept step:", ""] + summarize_frames(rows, recipes, stages) + [""]
         runs = sum(not r.get("same_as_default") for r in rows)
         lines.append(f"{runs} inversions from {', '.join(Path(f).name for f in args.files)}.")
         source = RESULTS / args.grid_dir
@@ -335,7 +403,8 @@ def main() -> None:
         recipes = args.recipes or list(CANDIDATES)
         table = {r: CANDIDATES[r] for r in recipes}
         photos, stages = args.photos or ["chelsea"], args.stages or ["blocks.5", "conv_head"]
-        jobs = [(r, table[r], ph, s, args.steps, "screen") for r in recipes for ph in photos for s in stages]
+        jobs = [(r, table[r], ph, s, args.steps, "screen", args.frames) for r in recipes for ph in photos
+                for s in stages]
     else:
         recipes = args.recipes or ["before", "default"]
         photos, stages = args.photos or ["chelsea", "coffee", "astronaut"], args.stages or STAGES
@@ -366,6 +435,8 @@ def main() -> None:
     (RESULTS / f"{name}.json").write_text(json.dumps({"args": vars(args), "rows": rows, "seconds": seconds},
                                                      indent=2) + "\n")
     lines = summarize(rows, recipes, stages) + [""] + per_photo(rows, recipes, stages, photos)
+    if args.frames:
+        lines += ["Every " + str(args.frames) + " steps:", ""] + summarize_frames(rows, recipes, stages) + [""]
     if args.mode == "table":
         lines.append(f"At {', '.join(same) or 'no stage'} the default preset runs today's settings: one run "
                      "per photo fills both columns.")

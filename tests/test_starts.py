@@ -159,6 +159,18 @@ def test_a_fitted_map_saved_to_a_file_is_a_start(tiny_model, tmp_path):
         invert(tiny_model, ref, layers=["conv1"], steps=1, init=path)
 
 
+def test_a_fourier_image_can_start_from_a_learned_map(tiny_model, tmp_path):
+    """The Fourier parameterization starts from the map's colours (its spectrum set so that the
+    sigmoid gives them back), like the pyramid."""
+    fit = fit_colour_start(tiny_model, "conv2", [_photo(tmp_path, "green", (30, 200, 40))], crops=3, grey=0.0)
+    path = str(save_starts([fit], tmp_path / "tiny_starts.pt"))
+    ref = torch.rand(1, 3, 16, 16)
+    inv = invert(tiny_model, ref, layers=["conv2"], steps=1, init=path, param="fourier", lr=1e-6, jitter=0, deep={})
+    assert inv.effective["init"] == "learned"
+    expected = fit.predict(tiny_model.net.features[:4](tiny_model.normalize(ref)).detach(), (16, 16))
+    assert torch.allclose(inv.image, expected.clamp(1e-3, 1 - 1e-3), atol=2e-3)
+
+
 def test_rows_target_the_cells_under_each_position():
     images = torch.rand(2, 3, 32, 32)
     feats = torch.rand(2, 5, 4, 4)

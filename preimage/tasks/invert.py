@@ -139,7 +139,8 @@ class InvertConfig:
     deep_stride: float | None = None  # at target layers of stride >= deep_stride ...
     deep: dict[str, Any] = field(default_factory=dict)  # ... these fields replace the ones above
                                      # (a depth-aware recipe; fields the user sets win)
-    init: str = "noise"              # noise | zeros | an image path / sample:NAME
+    init: str = "noise"              # noise | zeros | learned | a colour-map FILE.pt | an image path /
+                                     # sample:NAME (fourier: noise or learned; deep_prior: noise)
     init_scale: float = 0.05         # std of the starting noise (in the optimized space)
     seed: int = 0                    # random seed (noise and jitter)
 
@@ -194,10 +195,12 @@ def _user_wins(deep: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any
     """The depth-aware overrides ``deep`` without the fields the user set (a copy: presets stay intact).
     A recipe that changes the parameterization is dropped whole when the user sets ``space`` or
     ``param``, and a Fourier or deep-prior one also when the user starts from an image or zeros (they
-    start from noise); a pyramid starts from any image."""
+    start from noise, a Fourier image also from a learned colour start); a pyramid starts from any image."""
+    init = overrides.get("init")
+    from_noise_only = deep.get("param") == "deep_prior" or (deep.get("param") == "fourier" and not (
+        init == "learned" or is_map_file(init)))
     if "param" in deep and (overrides.get("space") is not None or overrides.get("param") is not None
-                            or (deep["param"] in ("fourier", "deep_prior")
-                                and overrides.get("init") not in (None, "noise"))):
+                            or (from_noise_only and init not in (None, "noise"))):
         return {}
     return {k: v for k, v in deep.items() if overrides.get(k) is None}
 
@@ -236,8 +239,9 @@ def _validate(cfg: InvertConfig) -> None:
         raise PreimageError("the pyramid parameterization works in pixel space with pyramid_levels >= 1")
     if cfg.scale_jitter < 0 or cfg.rotate < 0:
         raise PreimageError("scale_jitter and rotate must be >= 0")
-    if cfg.param == "fourier" and (cfg.space != "pixel" or cfg.init != "noise"):
-        raise PreimageError("the fourier parameterization works in pixel space and starts from noise")
+    if cfg.param == "fourier" and (cfg.space != "pixel" or not (cfg.init in ("noise", "learned") or is_map_file(cfg.init))):
+        raise PreimageError("the fourier parameterization works in pixel space and starts from noise or a learned "
+                            "colour start")
     if cfg.coarse < 1 or not 0 <= cfg.coarse_until <= 1 or (cfg.coarse > 1 and cfg.space != "pixel"):
         raise PreimageError("coarse must be >= 1 (in pixel space) and coarse_until in [0, 1]")
     if cfg.color_weight < 0 or cfg.tv_end < 0 or cfg.tv_chroma < 0 or cfg.saturation < 0 or cfg.bn_weight < 0 \
@@ -576,6 +580,8 @@ def invert(
     if cfg.param == "fourier":
         param: Any = Fourier(tuple(ref.shape), sd=cfg.init_scale, decay=cfg.fourier_decay, generator=gen,
                              device=ref.device)
+        if learned is not None:
+            param.set_(_init(cfg, model, ref, gen, learned))
     elif cfg.param == "deep_prior":
         param = DeepPrior(tuple(ref.shape), width=cfg.prior_width, generator=gen, device=ref.device)
     elif cfg.param == "pyramid":
