@@ -148,14 +148,14 @@ def _partner(name: str):
     return _CACHE[name]
 
 
-def one(job: tuple[str, dict, str, str, int | None, str]) -> dict:
+def one(job: tuple[str, dict, str, str, int | None, str, int]) -> dict:
     import torch
 
     torch.set_num_threads(1)
     from preimage.images import save_image
     from preimage.tasks.invert import config_for, invert
 
-    name, overrides, photo, stage, steps, mode, frames = (*job, 0)[:7]
+    name, overrides, photo, stage, steps, mode, frames = job
     model, judge = _models()
     over = dict(overrides)
     if steps:  # a shorter run: the decay and the jitter phase keep their place in it
@@ -204,28 +204,25 @@ def trajectory(model, judge, res, stage: str, every: int) -> list[dict]:
 
 def summarize_frames(rows: list[dict], recipes: list[str], stages: list[str]) -> list[str]:
     """Per stage, recipe and kept step, over photos: the judge's verdicts and the medians of the frames."""
-    lines = ["| stage | recipe | step | judge top-1 agrees | judge top-5 | median PSNR dB | median TV ratio | "
+    steps = ["| stage | recipe | step | judge top-1 agrees | judge top-5 | median PSNR dB | median TV ratio | "
              "median feature error |", "|---|---|---|---|---|---|---|---|"]
-    for s in stages:
-        for r in recipes:
-            sel = [x["frames"] for x in rows if x["stage"] == s and x["recipe"] == r and x.get("frames")]
-            for k in range(min(map(len, sel)) if sel else 0):
-                at = [f[k] for f in sel]
-                med = lambda key: statistics.median(f[key] for f in at)  # noqa: E731
-                lines.append(f"| {s} | {r} | {at[0]['step']} | {sum(f['judge_agrees'] for f in at)}/{len(at)} | "
-                             f"{sum(f['judge_rank'] <= 5 for f in at)}/{len(at)} | {med('psnr'):.1f} | "
-                             f"{med('tv_ratio'):.2f} | {med('feature_error'):.3f} |")
-    lines += ["", "| stage | recipe | judge agrees at some kept step of the second half | at every one | "
+    halves = ["| stage | recipe | judge agrees at some kept step of the second half | at every one | "
               "at the last |", "|---|---|---|---|---|"]
     for s in stages:
         for r in recipes:
             sel = [x["frames"] for x in rows if x["stage"] == s and x["recipe"] == r and x.get("frames")]
             if not sel:
                 continue
+            for k in range(min(map(len, sel))):
+                at = [f[k] for f in sel]
+                med = lambda key: statistics.median(f[key] for f in at)  # noqa: E731
+                steps.append(f"| {s} | {r} | {at[0]['step']} | {sum(f['judge_agrees'] for f in at)}/{len(at)} | "
+                             f"{sum(f['judge_rank'] <= 5 for f in at)}/{len(at)} | {med('psnr'):.1f} | "
+                             f"{med('tv_ratio'):.2f} | {med('feature_error'):.3f} |")
             late = [[f["judge_agrees"] for f in fr if 2 * f["step"] >= fr[-1]["step"]] for fr in sel]
-            lines.append(f"| {s} | {r} | {sum(map(any, late))}/{len(sel)} | {sum(map(all, late))}/{len(sel)} | "
-                         f"{sum(v[-1] for v in late)}/{len(sel)} |")
-    return lines
+            halves.append(f"| {s} | {r} | {sum(map(any, late))}/{len(sel)} | {sum(map(all, late))}/{len(sel)} | "
+                          f"{sum(v[-1] for v in late)}/{len(sel)} |")
+    return steps + [""] + halves
 
 
 def shallow_stages(stages: list[str]) -> list[str]:
@@ -415,9 +412,9 @@ def main() -> None:
                 for r in recipes:
                     if r == "before" and s in same:
                         continue  # the default preset is today's default there: one run serves both
-                    jobs.append((r, {} if r == "default" else CANDIDATES[r], ph, s, args.steps, "table"))
+                    jobs.append((r, {} if r == "default" else CANDIDATES[r], ph, s, args.steps, "table", 0))
                 if "default" not in recipes and s in same:  # one run serves both columns there
-                    jobs.append(("default", {}, ph, s, args.steps, "table"))
+                    jobs.append(("default", {}, ph, s, args.steps, "table", 0))
         jobs.sort(key=lambda j: j[3] in same)  # the stages where the recipes differ first
     t0 = time.perf_counter()
     rows = []

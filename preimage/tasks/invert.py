@@ -197,12 +197,16 @@ def _user_wins(deep: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any
     ``param``, and a Fourier or deep-prior one also when the user starts from an image or zeros (they
     start from noise, a Fourier image also from a learned colour start); a pyramid starts from any image."""
     init = overrides.get("init")
-    from_noise_only = deep.get("param") == "deep_prior" or (deep.get("param") == "fourier" and not (
-        init == "learned" or is_map_file(init)))
+    from_noise_only = deep.get("param") == "deep_prior" or (deep.get("param") == "fourier" and not _learned(init))
     if "param" in deep and (overrides.get("space") is not None or overrides.get("param") is not None
                             or (from_noise_only and init not in (None, "noise"))):
         return {}
     return {k: v for k, v in deep.items() if overrides.get(k) is None}
+
+
+def _learned(init: Any) -> bool:
+    """Whether ``init`` asks for a learned colour start: the shipped maps or a file of them."""
+    return init == "learned" or (init is not None and is_map_file(init))
 
 
 def recipe_for(cfg: InvertConfig, stride: float | None) -> InvertConfig:
@@ -239,7 +243,7 @@ def _validate(cfg: InvertConfig) -> None:
         raise PreimageError("the pyramid parameterization works in pixel space with pyramid_levels >= 1")
     if cfg.scale_jitter < 0 or cfg.rotate < 0:
         raise PreimageError("scale_jitter and rotate must be >= 0")
-    if cfg.param == "fourier" and (cfg.space != "pixel" or not (cfg.init in ("noise", "learned") or is_map_file(cfg.init))):
+    if cfg.param == "fourier" and (cfg.space != "pixel" or not (cfg.init == "noise" or _learned(cfg.init))):
         raise PreimageError("the fourier parameterization works in pixel space and starts from noise or a learned "
                             "colour start")
     if cfg.coarse < 1 or not 0 <= cfg.coarse_until <= 1 or (cfg.coarse > 1 and cfg.space != "pixel"):
@@ -553,7 +557,7 @@ def invert(
     eff = {**effective(cfg, stride), "deep_recipe": cfg is not user_cfg}
     clock = [0]  # steps run in earlier phases (read by the λ_TV schedule)
     maps = cfg.init if is_map_file(cfg.init) else None
-    mapped = cfg.init == "learned" or maps is not None
+    mapped = _learned(cfg.init)
     learned = _learned_start(model, names_only, targets, required=user_cfg.init == cfg.init,
                              maps=maps) if mapped else None
     eff["init"] = "learned" if learned is not None else ("noise" if mapped else cfg.init)
