@@ -126,6 +126,14 @@ CANDIDATES: dict[str, dict] = {
                      "color_weight": 0.05, "fourier_decay": 0.5},
     "fourier_tv": {"deep": {}, "param": "fourier", "lr": 0.05, "lr_stride": 0, "init_scale": 0.01,
                    "color_weight": 0.05, "lambda_tv": 0.1},
+    # sixteenth round: pre-images as transferable as adversarial examples are made: ghost networks' skip
+    # erosion (each shortcut scaled by U(1 - r, 1 + r) per step) and SGM's skip gradients (the residual
+    # branches' gradient scaled by γ), in the jitter phase or for the whole run (preimage.perturb)
+    "pyr_tv2_erode1": {"deep": {}, "param": "pyramid", "lambda_tv": 0.2, "init": "learned", "erosion": 0.1},
+    "pyr_tv2_erode2": {"deep": {}, "param": "pyramid", "lambda_tv": 0.2, "init": "learned", "erosion": 0.2},
+    "pyr_tv2_sgm05": {"deep": {}, "param": "pyramid", "lambda_tv": 0.2, "init": "learned", "skip_grad": 0.5},
+    "pyr_tv2_sgm02_all": {"deep": {}, "param": "pyramid", "lambda_tv": 0.2, "init": "learned", "skip_grad": 0.2,
+                          "perturb_until": 1.0},
 }
 
 _CACHE: dict = {}

@@ -40,6 +40,7 @@ Python:
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import time
@@ -61,6 +62,7 @@ from ..models import Model
 from ..objectives import Objective, agreement, alpha_norm, bn_stats, coarse_colour, feature_loss, saturation, total_variation
 from ..optimize import Result, optimize, step_schedule
 from ..params import DeepPrior, Fourier, Pixels, Pyramid, Upsampled
+from ..perturb import ResidualPerturbation
 from ..starts import is_map_file
 from ..transforms import Transform, compose, ensemble, jitter, random_affine
 from ..validate import check_config, check_number
@@ -129,6 +131,10 @@ class InvertConfig:
                                      # classifier's prediction on the image pulled towards the inverted
                                      # network's prediction for the photo; 0: off) ...
     agree_model: str = "efficientnet_lite1"  # ... with this classifier (a load_model name)
+    erosion: float = 0.0             # skip erosion (ghost networks): each residual block's shortcut scaled by
+                                     # U(1 - r, 1 + r), drawn per block and step (perturb.py; 0: off) ...
+    skip_grad: float = 1.0           # ... and the residual branches' gradient scaled by this (SGM; 1: off) ...
+    perturb_until: float = 0.4       # ... for this fraction of the steps
     tv_end: float = 1.0              # λ_TV schedule: the weight goes linearly from λ_TV to tv_end·λ_TV
                                      # over the run (1: constant)
     color_weight: float = 0.0        # λ_c of the colour-statistics prior (0: off): it pulls each channel's
@@ -251,6 +257,8 @@ def _validate(cfg: InvertConfig) -> None:
     if cfg.color_weight < 0 or cfg.tv_end < 0 or cfg.tv_chroma < 0 or cfg.saturation < 0 or cfg.bn_weight < 0 \
             or cfg.anchor < 0 or cfg.agree < 0:
         raise PreimageError("color_weight, saturation, bn_weight, anchor, agree, tv_chroma and tv_end must be >= 0")
+    if not 0 <= cfg.erosion < 1 or not 0 <= cfg.skip_grad <= 1 or not 0 <= cfg.perturb_until <= 1:
+        raise PreimageError("erosion must be in [0, 1), skip_grad and perturb_until in [0, 1]")
     if cfg.deep:
         fields = {f.name for f in dataclasses.fields(cfg)} - {"deep", "deep_stride"}
         unknown = sorted(set(cfg.deep) - fields)
@@ -579,6 +587,11 @@ def invert(
         transforms.append(_phase(random_affine(cfg.scale_jitter, cfg.rotate), int(round(cfg.jitter_until * cfg.steps))))
     finish = min(max(0, cfg.finish_steps), cfg.steps)
     main = cfg.steps - finish
+    perturbed = cfg.erosion > 0 or cfg.skip_grad != 1.0
+    ghost = ResidualPerturbation(model, erosion=cfg.erosion, skip_grad=cfg.skip_grad,
+                                 until=int(round(cfg.perturb_until * cfg.steps))) if perturbed else None
+    if ghost is not None:  # draws the next pass's perturbation at every step (the input stays as it is)
+        transforms = [ghost.transform, *transforms]
     coarse = int(round(cfg.coarse_until * main)) if cfg.coarse > 1 and cfg.param == "pixels" else 0
     eff["coarse_steps"] = coarse
     if cfg.param == "fourier":
@@ -607,10 +620,11 @@ def invert(
             frame_every=frame_every, callbacks=[_shift_steps(cb, offset) for cb in callbacks] if offset else list(callbacks),
         )
 
-    result = phase(param, coarse or main, 0, suffix=f" (1/{cfg.coarse} size)" if coarse else "")
-    if coarse and result.status == "done":  # coarse to fine: the same run goes on at full resolution
-        param = Pixels(result.image.detach().clone(), space="pixel", bounds=cfg.bounds)
-        result = _concat(result, phase(param, main - coarse, coarse))
+    with ghost if ghost is not None else contextlib.nullcontext():
+        result = phase(param, coarse or main, 0, suffix=f" (1/{cfg.coarse} size)" if coarse else "")
+        if coarse and result.status == "done":  # coarse to fine: the same run goes on at full resolution
+            param = Pixels(result.image.detach().clone(), space="pixel", bounds=cfg.bounds)
+            result = _concat(result, phase(param, main - coarse, coarse))
     if finish and result.status == "done":  # second phase: same loop, no jitter, another optimizer
         offset = result.steps
         clock[0] = offset
