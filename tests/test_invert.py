@@ -436,3 +436,104 @@ def test_cli_unknown_judge_is_one_line_before_any_work(tmp_path, capsys):
                            "--layer", "conv1", "--judge", "efficientnet_lite9", "--out", str(tmp_path), "-q"], capsys)
     assert code == 2 and "did you mean" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "manifest.json").exists()
+
+
+def test_the_metrics_are_the_reconstructions_own_values(tiny_model):
+    from preimage.layers import FeatureExtractor
+
+    refs = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+    inv = invert(tiny_model, refs, layers=["conv1", "fc"], steps=10, jitter=0)
+    ex = FeatureExtractor(tiny_model, ["conv1", "fc"])
+    with torch.no_grad():
+        got, want = ex(tiny_model.normalize(inv.image)), ex(tiny_model.normalize(refs))
+        p_img, p_ref = tiny_model(inv.image).softmax(-1), tiny_model(refs).softmax(-1)
+    for i, m in enumerate(inv.metrics):
+        for n in ("conv1", "fc"):  # ||Φ(x̂) − Φ(x)|| / ||Φ(x)||, per image
+            err = (got[n][i] - want[n][i]).norm() / want[n][i].norm()
+            assert m["feature_error"][n] == pytest.approx(float(err), rel=1e-4)
+        mse = (inv.image[i] - refs[i]).pow(2).mean()
+        assert m["psnr"] == pytest.approx(float(10 * torch.log10(1 / mse)), rel=1e-4)
+        assert 0 < m["ssim"] < 1 and m["tv_ratio"] > 0
+        c_img, c_ref = int(p_img[i].argmax()), int(p_ref[i].argmax())
+        assert (m["top1_reconstruction"], m["top1_original"]) == (tiny_model.classes[c_img], tiny_model.classes[c_ref])
+        assert m["top1_agrees"] == (c_img == c_ref)
+        assert m["p_original_class"] == pytest.approx(float(p_img[i, c_ref]), rel=1e-4)
+    assert inv.metrics[0]["feature_error"] != inv.metrics[1]["feature_error"]  # each image its own
+
+
+def test_a_perfect_reconstruction_scores_perfectly(tiny_model):
+    from preimage.layers import FeatureExtractor
+    from preimage.tasks.invert import evaluate
+
+    refs = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(4))
+    ex = FeatureExtractor(tiny_model, ["conv2"])
+    with torch.no_grad():
+        targets = ex(tiny_model.normalize(refs))
+    same = evaluate(tiny_model, refs.clone(), refs, targets, ex)
+    for m in same:
+        assert m["feature_error"]["conv2"] == pytest.approx(0.0, abs=1e-6)
+        assert m["psnr"] == pytest.approx(120.0)  # 10 log10(1 / 1e-12): the floor of the mse
+        assert m["ssim"] == pytest.approx(1.0, abs=1e-6) and m["tv_ratio"] == pytest.approx(1.0)
+        assert m["top1_agrees"] and m["top1_reconstruction"] == m["top1_original"]
+    flat = evaluate(tiny_model, torch.full_like(refs, 0.5), refs, targets, ex)
+    for m, ref in zip(flat, refs):
+        assert m["tv_ratio"] == 0.0 and m["ssim"] < 0.5
+        assert m["psnr"] == pytest.approx(float(10 * torch.log10(1 / (ref - 0.5).pow(2).mean())), rel=1e-4)
+    # a reconstruction of another class: the class verdicts and the probability of the original's class
+    black, white = torch.zeros(1, 3, 16, 16), torch.ones(1, 3, 16, 16)
+    with torch.no_grad():
+        c_black, c_white = int(tiny_model(black).argmax()), int(tiny_model(white).argmax())
+        p = tiny_model(black).softmax(-1)[0]
+    assert c_black != c_white
+    (m,) = evaluate(tiny_model, black, white, ex(tiny_model.normalize(white)), ex)
+    assert (m["top1_original"], m["top1_reconstruction"], m["top1_agrees"]) == \
+        (tiny_model.classes[c_white], tiny_model.classes[c_black], False)
+    assert m["p_original_class"] == pytest.approx(float(p[c_white]), rel=1e-5)
+    assert m["psnr"] == pytest.approx(0.0, abs=1e-6) and m["feature_error"]["conv2"] > 0.1
+
+
+def test_layer_weights_scale_their_reconstruction_terms(tiny_model):
+    from preimage.layers import FeatureExtractor
+
+    ref = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(6))
+    kw = dict(steps=1, init="zeros", jitter=0, lambda_tv=0.0, lambda_alpha=0.0, lr_stride=0, rec_weight=2.0)
+    one = invert(tiny_model, ref, layers=[("conv1", 1.0), ("conv2", 1.0)], **kw).history[0]
+    three = invert(tiny_model, ref, layers=[("conv1", 1.0), ("conv2", 3.0)], **kw).history[0]
+    # the first step reads the start (grey 0.5): rec[l] = C w_l ||Φ_l(x0) − Φ_l(x)||² / ||Φ_l(x)||²
+    ex = FeatureExtractor(tiny_model, ["conv1", "conv2"])
+    with torch.no_grad():
+        start, target = ex(tiny_model.normalize(torch.full_like(ref, 0.5))), ex(tiny_model.normalize(ref))
+    rel = {n: float((start[n] - target[n]).pow(2).sum() / target[n].pow(2).sum()) for n in start}
+    assert one["rec[conv1]"] == pytest.approx(2.0 * rel["conv1"], rel=1e-4)
+    assert one["rec[conv2]"] == pytest.approx(2.0 * rel["conv2"], rel=1e-4)
+    assert three["rec[conv1]"] == pytest.approx(one["rec[conv1]"], rel=1e-6)
+    assert three["rec[conv2]"] == pytest.approx(3 * one["rec[conv2]"], rel=1e-5)
+    assert three["loss"] - one["loss"] == pytest.approx(2 * one["rec[conv2]"], rel=1e-4)
+    # and the weights steer the image: the heavier layer is matched better
+    kw = dict(steps=15, jitter=0, lr_stride=0)
+    conv1_heavy = invert(tiny_model, ref, layers=[("conv1", 10.0), ("fc", 0.1)], **kw).metrics[0]["feature_error"]
+    fc_heavy = invert(tiny_model, ref, layers=[("conv1", 0.1), ("fc", 10.0)], **kw).metrics[0]["feature_error"]
+    assert conv1_heavy["conv1"] < fc_heavy["conv1"] and fc_heavy["fc"] < conv1_heavy["fc"]
+
+
+def test_jitter_is_capped_at_the_layer_stride_over_jitter_stride(tiny_model, monkeypatch):
+    from preimage.tasks import invert as inv_mod
+    from preimage.tasks.invert import effective
+
+    cfg = config_for("default", jitter=4, jitter_stride=8.0)
+    assert [effective(cfg, s)["jitter"] for s in (2, 8, 16, 24, 32, 224)] == [0, 1, 2, 3, 4, 4]
+    assert effective(cfg, 2)["jitter_steps"] == 0 and effective(cfg, 16)["jitter_steps"] == round(0.4 * cfg.steps)
+    assert effective(config_for("default", jitter=4, jitter_stride=0), 2)["jitter"] == 4  # 0: no cap
+    assert effective(config_for("default", jitter=4, jitter_stride=2.0), 4)["jitter"] == 2
+    # in a run: the jitter transform is built with the capped shift, and none at all where it is 0
+    built = []
+    real = inv_mod.jitter
+    monkeypatch.setattr(inv_mod, "jitter", lambda px: built.append(px) or real(px))
+    ref = torch.rand(1, 3, 16, 16)
+    fc = invert(tiny_model, ref, layers=["fc"], steps=2, jitter=4, jitter_stride=8.0, deep={})  # stride 16
+    assert built == [2] and fc.effective["jitter"] == 2
+    built.clear()
+    conv2 = invert(tiny_model, ref, layers=["conv2"], steps=2, jitter=4, jitter_stride=8.0)  # stride 2
+    assert built == [] and conv2.effective["jitter"] == 0 and conv2.effective["jitter_steps"] == 0
+    invert(tiny_model, ref, layers=["conv2"], steps=2, jitter=4, jitter_stride=0)
+    assert built == [4]
