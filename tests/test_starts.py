@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from preimage.errors import PreimageError
-from preimage.starts import (SHIPPED, ColourStart, _ridge, _rows, fit_colour_start, fit_colour_starts, load_starts,
+from preimage.starts import (SHIPPED, ColourStart, _crops, _pooled, _ridge, _rows, fit_colour_start, fit_colour_starts, load_starts,
                              save_starts, shipped_start)
 from preimage.tasks.invert import invert
 
@@ -280,8 +280,21 @@ def test_agree_pulls_a_partner_towards_the_inverted_networks_class(tiny_model):
 
     ref = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
     partner = make_tiny_model(seed=1)
-    inv = invert(tiny_model, ref, layers=["conv2"], steps=3, agree=1.0, partner=partner)
-    assert "agree" in inv.history[-1] and inv.history[-1]["agree"] >= 0
+    with torch.no_grad():
+        target = tiny_model(ref).softmax(-1)  # the inverted network's prediction for the photo
+
+    def kl(image):  # KL(target || partner(image))
+        with torch.no_grad():
+            return float((target * (target.log() - partner(image).log_softmax(-1))).sum())
+
+    kw = dict(layers=["conv2"], steps=10, init="zeros", partner=partner)
+    pulled, free = invert(tiny_model, ref, agree=10.0, **kw), invert(tiny_model, ref, agree=0.0, **kw)
+    # the logged term is the weighted KL of the partner's prediction on the image (the first step: grey)
+    assert pulled.history[0]["agree"] == pytest.approx(10.0 * kl(torch.full_like(ref, 0.5)), rel=1e-4)
+    assert "agree" not in free.history[-1]
+    # and the prior pulls: the partner's prediction ends closer to the target than without it
+    assert kl(pulled.image) < 0.9 * kl(free.image)
+    assert pulled.history[-1]["agree"] < pulled.history[0]["agree"]
     with pytest.raises(PreimageError, match="agree"):
         invert(tiny_model, ref, layers=["conv2"], steps=1, agree=-1.0)
 
@@ -293,3 +306,41 @@ def test_agree_needs_two_classifiers_with_the_same_classes(tiny_model, lite0):
     headless = dataclasses.replace(tiny_model, classes=None)
     with pytest.raises(PreimageError, match="classifier"):
         invert(headless, ref, layers=["conv2"], steps=1, agree=1.0, partner=tiny_model)
+
+
+def _ramps(tmp_path, w=60, h=40):
+    """A photo whose red is its column and green its row (0 to 255), blue 0."""
+    y, x = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    rgb = torch.stack([x * 255 // (w - 1), y * 255 // (h - 1), torch.zeros_like(x)], -1).to(torch.uint8)
+    path = tmp_path / "ramps.png"
+    Image.fromarray(rgb.numpy(), "RGB").save(path)
+    return str(path), rgb.permute(2, 0, 1)[None].float() / 255
+
+
+def test_crops_start_with_the_centre_square_then_mirror_every_other_random_crop(tmp_path):
+    path, img = _ramps(tmp_path)
+    crops = _crops(path, 7, 16, torch.Generator().manual_seed(0))
+    assert crops.shape == (7, 3, 16, 16)
+    # the first: the full centre square (40 x 40 of 60 x 40), area-resized
+    assert torch.allclose(crops[0], F.interpolate(img[..., :, 10:50], size=(16, 16), mode="area")[0], atol=1e-6)
+    red, green = crops[:, 0], crops[:, 1]
+    for i in range(7):
+        dx = red[i, :, -1].mean() - red[i, :, 0].mean()  # red rises to the right unless mirrored
+        assert (dx < 0) == (i % 2 == 1), i
+        assert bool((green[i, -1] > green[i, 0]).all())  # never flipped upside down
+        if i:  # a square of 50-100 % of the short side: its red spans that share of 40/60 of the range
+            span = float(red[i].max() - red[i].min()) * 59 / 40
+            assert 0.5 * 15 / 16 - 0.05 < span < 1.0 + 0.01, (i, span)
+    spans = [float(red[i].max() - red[i].min()) for i in range(1, 7)]
+    assert len(set(round(v, 3) for v in spans)) > 1  # random sides, not one size
+    assert torch.equal(crops, _crops(path, 7, 16, torch.Generator().manual_seed(0)))
+    assert not torch.equal(crops[1:], _crops(path, 7, 16, torch.Generator().manual_seed(1))[1:])
+    assert torch.equal(crops[0], _crops(path, 7, 16, torch.Generator().manual_seed(1))[0])
+
+
+def test_pooled_features_are_each_channels_mean_then_maximum():
+    f = torch.tensor([[[[1.0, 2.0], [3.0, 6.0]], [[-1.0, -2.0], [-3.0, -4.0]]],
+                      [[[0.0, 0.0], [0.0, 4.0]], [[5.0, 5.0], [5.0, 5.0]]]])  # 2 maps x 2 channels x 2 x 2
+    z = _pooled(f)
+    assert z.dtype == torch.float64 and z.device.type == "cpu"
+    assert z.tolist() == [[3.0, -2.5, 6.0, -1.0], [1.0, 5.0, 4.0, 5.0]]
