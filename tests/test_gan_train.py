@@ -362,3 +362,98 @@ def test_fid_from_a_local_weights_file(trained, tmp_path, monkeypatch):
     same = frechet_kid(feats, a, a, kid_subset_size=4)["fd"]
     other = frechet_kid(feats, a, b, kid_subset_size=4)["fd"]
     assert abs(same) < 1e-2 * other and other > 0
+
+
+def test_the_task_trains_with_its_configs_optimizer_settings_and_initial_weights(digits):
+    def check(task, lr, betas, init):
+        for opt, net in ((task.opt_g, task.G), (task.opt_d, task.D)):
+            (group,) = opt.param_groups
+            assert isinstance(opt, torch.optim.Adam) and (group["lr"], group["betas"]) == (lr, betas)
+            assert [id(p) for p in group["params"]] == [id(p) for p in net.parameters()]
+            linears = [m for m in net.modules() if isinstance(m, torch.nn.Linear)]
+            if init == "normal":  # Radford et al.: N(0, 0.02), biases 0
+                assert all(float(m.bias.abs().max()) == 0 for m in linears)
+                assert float(linears[0].weight.std()) == pytest.approx(0.02, rel=0.05)
+            else:  # PyTorch's defaults: U(±1/√fan_in), biases too
+                assert all(float(m.bias.abs().max()) > 0 for m in linears)
+                fan_in = linears[0].weight.shape[1]
+                assert float(linears[0].weight.abs().max()) == pytest.approx(fan_in ** -0.5, rel=0.01)
+
+    check(small_task(digits), 1e-3, (0.5, 0.999), "torch")  # the notes' settings
+    check(small_task(digits, lr=3e-4, beta1=0.3, beta2=0.9, init="normal"), 3e-4, (0.3, 0.9), "normal")
+    dcgan = GanTask(digits, gan_config("dcgan", data="digits", arch="fc", batch_size=64, grid=4))
+    check(dcgan, 2e-4, (0.5, 0.999), "normal")
+
+
+def _bce(logits, label):  # −mean(y log σ(s) + (1 − y) log(1 − σ(s))), written out
+    p = torch.sigmoid(logits.double())
+    return float(-(label * p.log() + (1 - label) * (1 - p).log()).mean())
+
+
+HAND_LOSSES = {  # (D loss on real and fake scores, G loss on fake scores), from the papers' formulas
+    "vanilla": (lambda r, f: _bce(r, 1) + _bce(f, 0), lambda f: _bce(f, 1)),
+    "ls": (lambda r, f: float(0.5 * ((r - 1).pow(2).mean() + f.pow(2).mean())), lambda f: float(0.5 * (f - 1).pow(2).mean())),
+}
+
+
+def _one_step(digits, loss, scale=1.0):
+    """A task, copies of its networks before one training step, the batch, the step's losses and noises."""
+    import copy
+
+    task = small_task(digits, loss=loss)
+    with torch.no_grad():
+        task.D.body[-1].weight.mul_(scale)
+    G0, D0 = copy.deepcopy(task.G), copy.deepcopy(task.D)
+    real = next(iter(task.batches(1, torch.Generator().manual_seed(0))))
+    losses = task.train_step(real, torch.Generator().manual_seed(5))
+    g = torch.Generator().manual_seed(5)  # the step's two noise draws: D's batch of fakes, then G's
+    z_d, z_g = gan.sample_noise(len(real), 96, g), gan.sample_noise(len(real), 96, g)
+    return task, G0, D0, real, losses, z_d, z_g
+
+
+@pytest.mark.parametrize("loss", ["vanilla", "ls"])
+def test_one_training_step_replays_by_hand(digits, loss):
+    # known inputs: a batch of digits, and a discriminator that already tells them from the generator's
+    # images (its last layer's weights scaled up), so that real and fake scores are far apart
+    task, G0, D0, real, losses, z_d, z_g = _one_step(digits, loss, scale=20.0)
+    d_hand, g_hand = HAND_LOSSES[loss]
+    with torch.no_grad():
+        s_real, s_fake = D0(real), D0(G0(z_d))
+        assert float(s_real.mean() - s_fake.mean()) > 0.5  # the labels matter
+        assert losses["D"] == pytest.approx(d_hand(s_real, s_fake), rel=1e-5)
+        assert losses["D"] != pytest.approx(d_hand(s_fake, s_real), rel=1e-2)  # real and fake swapped
+        assert losses["G"] == pytest.approx(g_hand(task.D(G0(z_g))), rel=1e-5)  # read through the updated D
+
+
+@pytest.mark.parametrize("loss", ["vanilla", "ls"])
+def test_one_training_step_moves_each_network_down_its_loss(digits, loss):
+    task, G0, D0, real, losses, z_d, z_g = _one_step(digits, loss)
+    d_hand, g_hand = HAND_LOSSES[loss]
+    with torch.no_grad():
+        fake = G0(z_d)
+        assert d_hand(task.D(real), task.D(fake)) < losses["D"]
+        # D learned to score the real images above the fakes
+        assert float(task.D(real).mean() - task.D(fake).mean()) > float(D0(real).mean() - D0(fake).mean()) + 0.1
+        # G's new fakes fool the updated D more than its old ones
+        assert g_hand(task.D(task.G(z_g))) < losses["G"]
+
+
+def test_inversion_keeps_the_best_of_its_restarts():
+    torch.manual_seed(0)
+    G = torch.nn.Sequential(torch.nn.Linear(96, 784), torch.nn.Tanh(), torch.nn.Unflatten(1, (1, 28, 28)))
+    cfg = gan_config(arch="fc")
+    target = torch.rand(2, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    # no steps: each restart is its starting code; more restarts draw the same first codes, and more
+    one, four = (gan.invert((G, cfg), target[:1], steps=0, restarts=k, seed=3) for k in (1, 4))
+    assert four.metrics[0]["mse"] < one.metrics[0]["mse"]
+    both = gan.invert((G, cfg), target, steps=0, restarts=4, seed=3)
+    starts = gan.sample_noise(8, 96, torch.Generator().manual_seed(3))  # image i's starts: rows 4i ... 4i + 3
+    with torch.no_grad():
+        images = ((G(starts) + 1) / 2).view(2, 4, 1, 28, 28)
+    mse = (images - target[:, None]).pow(2).flatten(2).mean(2)  # 2 x 4
+    for i, m in enumerate(both.metrics):
+        best = int(mse[i].argmin())
+        assert m["mse"] == pytest.approx(float(mse[i].min()), rel=1e-4) and float(mse[i].min()) < float(mse[i].max())
+        assert m["z"] == pytest.approx(starts[4 * i + best].tolist(), abs=1e-6)
+        assert torch.allclose(both.image[i], images[i, best].expand(3, -1, -1), atol=1e-6)
+    assert both.result.per_image_loss == pytest.approx(mse.min(1).values.tolist(), rel=1e-4)
