@@ -137,3 +137,55 @@ def test_coco_json_train_eval_and_caption_end_to_end(tmp_path, capsys, one_threa
     write_coco_json(tmp_path, n=8, caption=lambda i: f"entirely new words {i}")
     assert main(["caption", "eval", str(run), "--cache", str(tmp_path / "cache"), "-q"]) == 2
     assert "is not the checkpoint's" in capsys.readouterr().err
+
+
+def test_eval_report_numbers_follow_from_the_captions_it_writes(tmp_path, capsys, one_thread):
+    from collections import Counter
+
+    import h5py
+    import numpy as np
+
+    from preimage.captioning.metrics import caption_scores
+
+    vocab = write_coco_h5(tmp_path / "coco", n_train=6, n_val=4)
+    run = tmp_path / "run"
+    assert main(["caption", "train", "--data", "coco-h5", str(tmp_path / "coco"), "--out", str(run), "--epochs", "1",
+                 "--cell", "lstm", "--hidden", "16", "--wordvec", "8", "--batch-size", "4", "--eval-images", "2",
+                 "-q"]) == 0
+    capsys.readouterr()
+    assert main(["caption", "eval", str(run), "-q"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    report = json.loads((run / "eval_test.json").read_text())
+    examples = report["examples"]
+    assert report["images"] == len(examples) == 4 and (report["split"], report["beam"], report["epoch"]) == ("test", 1, 1)
+    # the references are the data's: each test (val) image's two captions, in order
+    with h5py.File(tmp_path / "coco" / "coco2014_captions.h5") as f:
+        caps = {s: f[f"{s}_captions"][:] for s in ("train", "val")}
+        idx = {s: f[f"{s}_image_idxs"][:] for s in ("train", "val")}
+    for i, ex in enumerate(examples):
+        assert ex["references"] == [vocab.decode(c) for c, j in zip(caps["val"], idx["val"]) if j == i]
+        assert ex["matches_a_reference"] == (ex["caption"] in ex["references"])
+    assert report["exact_match"] == pytest.approx(np.mean([ex["matches_a_reference"] for ex in examples]))
+    # the baselines: the training set's most frequent caption, and each image's nearest training image's first
+    train_caps = [vocab.decode(c) for c in caps["train"]]
+    assert report["most_frequent_caption"] == Counter(train_caps).most_common(1)[0][0]
+    with h5py.File(tmp_path / "coco" / "train2014_vgg16_fc7_pca.h5") as f:
+        train_feats = f["features"][:]
+    with h5py.File(tmp_path / "coco" / "val2014_vgg16_fc7_pca.h5") as f:
+        val_feats = f["features"][:]
+    nearest = ((val_feats[:, None] - train_feats[None]) ** 2).sum(-1).argmin(1)
+    first = {int(j): train_caps[k] for k, j in reversed(list(enumerate(idx["train"])))}
+    assert [ex["nearest_neighbour"] for ex in examples] == [first[int(j)] for j in nearest]
+    # every score is that of the written captions against the references, BLEU in [0, 1]
+    refs = [ex["references"] for ex in examples]
+    expected = {"lstm (greedy)": caption_scores([ex["caption"] for ex in examples], refs),
+                "most frequent caption": caption_scores([report["most_frequent_caption"]] * 4, refs),
+                "nearest neighbour": caption_scores([ex["nearest_neighbour"] for ex in examples], refs)}
+    assert report["scores"].keys() == expected.keys()
+    for label, scores in expected.items():
+        assert report["scores"][label] == pytest.approx(scores)
+        assert all(0 <= scores[f"bleu{n}"] <= 1 for n in range(1, 5)) and scores["cider"] >= 0
+        # ... and the table printed is the report's
+        row = next(line for line in printed if line.startswith(label))
+        assert [float(v) for v in row[len(label):].split()] == pytest.approx(
+            [scores[k] for k in ("bleu1", "bleu2", "bleu3", "bleu4", "cider")], abs=5e-4)
