@@ -157,7 +157,8 @@ def test_eval_report_numbers_follow_from_the_captions_it_writes(tmp_path, capsys
     printed = capsys.readouterr().out.splitlines()
     report = json.loads((run / "eval_test.json").read_text())
     examples = report["examples"]
-    assert report["images"] == len(examples) == 4 and (report["split"], report["beam"], report["epoch"]) == ("test", 1, 1)
+    assert report["images"] == len(examples) == 4
+    assert (report["split"], report["beam"], report["epoch"]) == ("test", 1, 1)
     # the references are the data's: each test (val) image's two captions, in order
     with h5py.File(tmp_path / "coco" / "coco2014_captions.h5") as f:
         caps = {s: f[f"{s}_captions"][:] for s in ("train", "val")}

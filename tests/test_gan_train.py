@@ -392,7 +392,8 @@ def _bce(logits, label):  # −mean(y log σ(s) + (1 − y) log(1 − σ(s))), w
 
 HAND_LOSSES = {  # (D loss on real and fake scores, G loss on fake scores), from the papers' formulas
     "vanilla": (lambda r, f: _bce(r, 1) + _bce(f, 0), lambda f: _bce(f, 1)),
-    "ls": (lambda r, f: float(0.5 * ((r - 1).pow(2).mean() + f.pow(2).mean())), lambda f: float(0.5 * (f - 1).pow(2).mean())),
+    "ls": (lambda r, f: float(0.5 * ((r - 1).pow(2).mean() + f.pow(2).mean())),
+           lambda f: float(0.5 * (f - 1).pow(2).mean())),
 }
 
 

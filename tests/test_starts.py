@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from preimage.errors import PreimageError
-from preimage.starts import (SHIPPED, ColourStart, _crops, _pooled, _ridge, _rows, fit_colour_start, fit_colour_starts, load_starts,
-                             save_starts, shipped_start)
+from preimage.starts import (SHIPPED, ColourStart, _crops, _pooled, _ridge, _rows, fit_colour_start, fit_colour_starts,
+                             load_starts, save_starts, shipped_start)
 from preimage.tasks.invert import invert
 
 
