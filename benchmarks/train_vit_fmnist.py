@@ -188,7 +188,7 @@ def main() -> None:
     md = (
         "# Tiny ViT on Fashion-MNIST\n\n"
         f"`nice -n 10 .venv/bin/python benchmarks/train_vit_fmnist.py --epochs {args.epochs} --seed {args.seed}`\n\n"
-        "| model | parameters | epochs | training time (1 thread, shared machine) | test accuracy | float16 file |\n"
+        "| model | parameters | epochs | training time (1 thread, shared machine) | test accuracy | test accuracy of the float16 file |\n"
         "|---|---|---|---|---|---|\n"
         f"| `{MODEL}` | {result['parameters']:,} | {args.epochs} | {train_seconds:.0f} s | {acc:.2%} | {acc16:.2%} |\n"
     )

@@ -4,7 +4,14 @@ axes) and the layer each bundled model inverts when none is given.
 """
 from __future__ import annotations
 
-__all__ = ["RECIPES", "DEFAULT_LAYERS"]
+__all__ = ["RECIPES", "DEFAULT_LAYERS", "INVERT_PRESET_NAMES", "ORIGINAL_SEED"]
+
+#: the inversion presets, in the order the help lists them (the keys of
+#: ``preimage.tasks.invert.INVERT_PRESETS``, which imports torch; a test keeps the two equal)
+INVERT_PRESET_NAMES = ("default", "pixels", "fast", "natural", "original", "shallow")
+
+#: the original script's random seed (the ``original`` preset's default)
+ORIGINAL_SEED = 2023
 
 #: the layer inverted when none is given (``preimage invert``, ``preimage serve``)
 DEFAULT_LAYERS = {"efficientnet_lite0": "blocks.3", "efficientnet_lite1": "blocks.3",

@@ -10,7 +10,7 @@ Files (in ``SWEEP_DIR/report`` unless ``out`` is given; derived from the runs, s
 rewritten every time):
 
 - ``grid.png``: the original photo, then one reconstruction per value of the column axis (the last
-  swept axis, or ``cols``); one row per combination of the other swept axes.
+  swept axis other than ``image``, or ``cols``); one row per combination of the other swept axes.
 - ``curves.png``: the objective, the normalized feature error ``||Φ(x) - Φ0|| / ||Φ0||`` at each
   target layer (from the reconstruction term, so it is measured on the jittered image during the
   jitter phase) and the TV prior term, over the iterations, one line per run.

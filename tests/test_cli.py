@@ -180,3 +180,19 @@ def test_misspelt_layer_in_any_command_exits_2_with_a_suggestion(command, option
     line = _one_line(capsys.readouterr().err)
     assert "conv33" in line and "did you mean 'conv3'" in line
     assert not (tmp_path / "out").exists()
+
+
+def test_help_states_the_real_defaults_and_every_preset(capsys):
+    """--help of invert names the model and seed it really uses, and invert and sweep list every preset."""
+    from preimage.recipes import INVERT_PRESET_NAMES, ORIGINAL_SEED
+    from preimage.tasks.invert import INVERT_PRESETS
+
+    assert set(INVERT_PRESET_NAMES) == set(INVERT_PRESETS)
+    assert INVERT_PRESETS["original"].seed == ORIGINAL_SEED
+    assert main(["invert", "--help"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "default: None" not in out and "efficientnet_lite0" in out
+    assert f"original preset: {ORIGINAL_SEED}" in out
+    assert main(["sweep", "--help"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"inversion presets: {', '.join(INVERT_PRESET_NAMES)}" in out

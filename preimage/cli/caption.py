@@ -1,7 +1,7 @@
 """``preimage caption``: train, evaluate and run the RNN/LSTM image captioner, and explain its words.
 
-    preimage caption train --cell rnn|lstm --data shapes|coco-h5 DIR|coco-json FILE --out DIR
-    preimage caption eval DIR [--split test] [--beam K]
+    preimage caption train [--cell rnn|lstm] [--data shapes|coco-h5 DIR|coco-json FILE] [--out DIR]
+    preimage caption eval DIR [--split test] [--beam K] [--cache DIR]
     preimage caption IMAGE... --model DIR [--explain] [--out DIR]
 """
 from __future__ import annotations
@@ -11,8 +11,9 @@ import os
 import sys
 from pathlib import Path
 
-USAGE = ("preimage caption train --cell rnn|lstm --data shapes|coco-h5 DIR|coco-json FILE --out DIR [options]\n"
-         "       preimage caption eval DIR [--split test|val] [--beam K]\n"
+USAGE = ("preimage caption train [--cell rnn|lstm] [--data shapes|coco-h5 DIR|coco-json FILE] [--out DIR]\n"
+         "                              [--cache DIR] [options]\n"
+         "       preimage caption eval DIR [--split test|val] [--beam K] [--cache DIR]\n"
          "       preimage caption IMAGE... --model DIR [--explain] [--beam K] [--out DIR]")
 
 #: options that belong to one action only (dest -> action), to refuse them elsewhere
@@ -90,7 +91,11 @@ def add_parser(sub) -> None:
     t.add_argument("--long-captions", choices=("error", "skip", "truncate"), default=None,
                    help="coco-json: captions of more than 15 words (default: error)")
     t.add_argument("--max-train", type=_int(1), default=None, help="coco-h5: use the first N training captions")
-    t.add_argument("--cache", default=None, help="feature cache folder (default: ~/.cache/preimage/captioning)")
+    te = p.add_argument_group("train and eval")
+    te.add_argument("--cache", default=None, metavar="DIR",
+                    help="feature cache folder, used by train and eval: give eval the DIR that train used, or it "
+                         "computes the features of shapes or coco-json data again (default: "
+                         "~/.cache/preimage/captioning)")
     e = p.add_argument_group("eval")
     e.add_argument("--split", choices=("val", "test"), default=None, help="split to score (default: test)")
     c = p.add_argument_group("caption images")

@@ -95,11 +95,14 @@ def readable_file(text: str) -> str:
     return text
 
 
-def add_model_args(p: argparse.ArgumentParser, default: str | None = DEFAULT_MODEL) -> None:
+def add_model_args(p: argparse.ArgumentParser, default: str | None = DEFAULT_MODEL,
+                   default_text: str | None = None) -> None:
+    """``default_text``: what the help says the default is (when ``default`` is None because the
+    command picks the model later, e.g. by preset)."""
     g = p.add_argument_group("model")
     g.add_argument("--model", "-m", default=default,
                    help=f"zoo name (`preimage models`), timm:NAME[,key=value,...] (options for "
-                        f"timm.create_model), or an ONNX file PATH.onnx (default: {default})")
+                        f"timm.create_model), or an ONNX file PATH.onnx (default: {default_text or default})")
     g.add_argument("--weights", default="default",
                    help="'default' (embedded, or download to the torchvision/timm cache), 'none' (random init), "
                         "or a local state_dict PATH (default: default)")
@@ -135,9 +138,10 @@ def add_output_args(p: argparse.ArgumentParser, default: str) -> None:
     g.add_argument("--force", action="store_true", help="overwrite existing outputs")
 
 
-def add_run_args(p: argparse.ArgumentParser, seed: int = 0) -> None:
+def add_run_args(p: argparse.ArgumentParser, seed: int = 0, seed_text: str | None = None) -> None:
+    """``seed_text``: what the help says the default seed is (default: ``seed``)."""
     g = p.add_argument_group("run")
-    g.add_argument("--seed", type=int, default=seed, help=f"random seed (default: {seed})")
+    g.add_argument("--seed", type=int, default=seed, help=f"random seed (default: {seed_text or seed})")
     g.add_argument("--quiet", "-q", action="store_true", help="no progress bar or log lines")
 
 

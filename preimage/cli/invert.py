@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 
 from ..errors import PreimageError
-from ..recipes import DEFAULT_LAYERS  # the layer inverted when none is given
+from ..recipes import DEFAULT_LAYERS, INVERT_PRESET_NAMES, ORIGINAL_SEED  # DEFAULT_LAYERS: the layer inverted when none is given
+from ..validate import DEFAULT_MODEL
 from .common import (add_model_args, add_output_args, add_run_args, check_images, check_memory, check_model,
                      device_from_args, divergence_fix, nonneg_float, nonneg_int, positive_float, positive_int, say)
 
@@ -44,14 +45,14 @@ def add_parser(sub) -> None:
     p.add_argument("--layer", "-l", "--layer_name", dest="layers", action="append", metavar="LAYER[:W][+LAYER[:W]]",
                    help="layer to invert, with an optional weight; repeat or join with + for several "
                         "(default: a middle layer of the model; original preset: avgpool)")
-    p.add_argument("--preset", choices=["default", "pixels", "fast", "natural", "original", "shallow"], default=None,
+    p.add_argument("--preset", choices=list(INVERT_PRESET_NAMES), default=None,
                    help="default: natural pre-image objective with Adam, tuned per depth (from stride 32: "
                         "a Laplacian-pyramid image, λ_TV 0.2); pixels: the same on free pixels at every "
                         "depth; fast: the same without "
                         "jitter, 200 steps; natural: IJCV 2016 with SGD; original: the original script; "
                         "shallow: HOG/DSIFT (default: 'default', 'shallow' for hog/dsift, or 'original' when "
                         "only the original script's flags are used)")
-    add_model_args(p, default=None)
+    add_model_args(p, default=None, default_text=f"{DEFAULT_MODEL}, embedded; original preset: alexnet")
     o = p.add_argument_group("objective (override the preset)")
     o.add_argument("--alpha", type=positive_float, help="alpha-norm exponent (6)")
     o.add_argument("--beta", type=positive_float, help="TV exponent (2)")
@@ -86,7 +87,7 @@ def add_parser(sub) -> None:
                    help="another classifier (e.g. efficientnet_lite2) that judges each reconstruction: does it "
                         "give it the class it gives the original? (top-1 agreement, rank; in the manifest)")
     add_output_args(p, default="out/invert")
-    add_run_args(p, seed=0)
+    add_run_args(p, seed=0, seed_text=f"0; original preset: {ORIGINAL_SEED}")
     p.add_argument("--log-every", "--stdout_epoches", dest="log_every", type=int, default=None,
                    help="print the loss terms every N steps (original preset: 25)")
     p.add_argument("--gif", action="store_true", help="also write NAME.gif of the optimization")
@@ -143,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
             from ..errors import did_you_mean
 
             raise PreimageError(f"unknown judge model {args.judge!r}" + did_you_mean(args.judge, known))
-    seed = args.seed if args.seed is not None else (2023 if original else 0)
+    seed = args.seed if args.seed is not None else (ORIGINAL_SEED if original else 0)
     decay_steps = args.decay_steps
     steps_for_decay = args.steps or config_for(preset).steps
     if args.decay_every:

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..recipes import INVERT_PRESET_NAMES
 from .common import add_memory_arg, positive_int, progress_enabled, say
 
 #: command-line options that are sweep axes: option dest -> axis name
@@ -37,7 +38,7 @@ def add_parser(sub) -> None:
     g.add_argument("--model", "-m", help="models (default: efficientnet_lite0, embedded, offline)")
     g.add_argument("--weights", help="weights: default, none or a state_dict PATH")
     g.add_argument("--layers", "--layer", "-l", help="layers or combinations, e.g. blocks.1,blocks.3,blocks.3+conv_head")
-    g.add_argument("--preset", help="inversion presets: default, natural, original")
+    g.add_argument("--preset", help=f"inversion presets: {', '.join(INVERT_PRESET_NAMES)}")
     g.add_argument("--optimizer", help="adam, sgd, lbfgs")
     g.add_argument("--lr", help="learning rates, e.g. 0.001,0.01")
     g.add_argument("--lambda-tv", "--tv", dest="lambda_tv", help="TV prior weights, e.g. 0,1,10")

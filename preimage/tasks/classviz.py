@@ -86,7 +86,8 @@ class ClassVizResult:
         return _stems(self.classes, self.class_names)
 
     def save(self, out_dir: str | os.PathLike, *, force: bool = False) -> list[Path]:
-        """``CLASS.png`` per class, ``dream_grid.png`` (with the probabilities) and ``dream.json``."""
+        """``NNNN_NAME.png`` per class (class index in four digits, class name as in :attr:`names`,
+        e.g. ``0076_tarantula.png``), ``dream_grid.png`` (with the probabilities) and ``dream.json``."""
         manifest = {
             "task": "dream", "model": self.model, "seed": self.seed, "config": asdict(self.config),
             "seconds": self.seconds, "status": self.status,

@@ -36,7 +36,7 @@ Python:
 
     >>> model = preimage.load_model()                         # efficientnet_lite0, offline
     >>> res = preimage.invert(model, "sample:chelsea", layers=["blocks.3"])
-    >>> res.metrics["feature_error"]["blocks.3"], res.save("out/chelsea")
+    >>> res.metrics[0]["feature_error"]["blocks.3"], res.save("out/chelsea")
 """
 from __future__ import annotations
 
@@ -63,6 +63,7 @@ from ..objectives import Objective, agreement, alpha_norm, bn_stats, coarse_colo
 from ..optimize import Result, optimize, step_schedule
 from ..params import DeepPrior, Fourier, Pixels, Pyramid, Upsampled
 from ..perturb import ResidualPerturbation
+from ..recipes import ORIGINAL_SEED
 from ..starts import is_map_file
 from ..transforms import Transform, compose, ensemble, jitter, random_affine
 from ..validate import check_config, check_number
@@ -158,7 +159,7 @@ _ORIGINAL = InvertConfig(
     steps=200, optimizer="sgd", lr=100.0, momentum=0.9, decay_factor=0.1, decay_steps=(200,),
     space="input", bounds=None, alpha=6.0, beta=2.0, lambda_alpha=1e-5, lambda_tv=1e-5,
     reg_space="input", bound=None, tv_scale=None, rec_weight=1.0, tv_stride=None, jitter=0, jitter_until=0.0,
-    jitter_stride=None, lr_stride=None, init="noise", init_scale=1e-3, seed=2023,
+    jitter_stride=None, lr_stride=None, init="noise", init_scale=1e-3, seed=ORIGINAL_SEED,
 )
 _NATURAL = InvertConfig(
     steps=300, optimizer="sgd", lr=0.05, momentum=0.9, decay_factor=0.1, decay_steps=(225,),
@@ -526,7 +527,8 @@ def invert(
             tensor in [0, 1].
         layers: layer names (``"blocks.3"``, ``"conv3"``), ``(name, weight)`` pairs, or specs such as
             ``"conv3_1+fc6:0.1"``.
-        preset: ``"default"``, ``"natural"`` or ``"original"`` (see the module docstring).
+        preset: ``"default"``, ``"pixels"``, ``"fast"``, ``"natural"``, ``"original"`` or ``"shallow"``
+            (the keys of ``INVERT_PRESETS``; see the module docstring).
         config: a full :class:`InvertConfig` (instead of a preset).
         progress: show a progress bar with each loss term.
         frame_every: keep a frame every N steps (for a GIF of the optimization).
