@@ -81,7 +81,9 @@ def check_outputs(paths: Iterable[str | os.PathLike], force: bool = False) -> No
         parent = p.parent
         while not parent.exists():
             parent = parent.parent
-        if not parent.is_dir() or not os.access(parent, os.W_OK):
+        if not parent.is_dir():
+            raise PreimageError(f"cannot write to {p.parent}: {parent} is a file, not a folder")
+        if not os.access(parent, os.W_OK):
             raise PreimageError(f"cannot write to {p.parent}")
 
 

@@ -497,6 +497,14 @@ def write_report(sweep_dir: str | os.PathLike, out: str | os.PathLike | None = N
         warnings.warn(f"{len(damaged)} run(s) of {sweep_dir} are damaged and shown as not done ({first['path'].name}: "
                       f"{first['problem']}); run the sweep again to recompute them", PreimageWarning, stacklevel=2)
     out = Path(out) if out is not None else sweep_dir / "report"
+    if cols is not None:  # a wrong --cols is the user's, not a damaged run file's
+        _layout(meta, [], cols)
+    if out.exists() and not out.is_dir():
+        raise PreimageError(f"{out} is a file, not a folder; give --out a folder (it is created if missing)")
+    from .io import check_outputs
+
+    check_outputs([out / n for n in ("grid.png", "curves.png", "metrics.png", "metrics.csv", "report.html")],
+                  force=True)  # derived files, rewritten every time; a folder in the way or no write access
     try:
         rows = metrics_rows(meta, runs)
         buf = io.BytesIO()

@@ -406,6 +406,24 @@ def test_report_on_a_damaged_or_missing_sweep_folder_is_one_line_exit_2(tmp_path
         assert "no such folder" in line
 
 
+def test_report_out_that_is_a_file_is_one_line_exit_2(small_sweep, tmp_path, capsys):
+    f = tmp_path / "f"
+    f.write_text("mine")
+    for out in (f, f / "sub"):
+        code, stdout, err = _run(["report", small_sweep, "--out", out], capsys)
+        line = _one_line(err)
+        assert code == 2 and "internal error" not in line and "is a file, not a folder" in line
+        assert stdout == "" and f.read_text() == "mine"
+
+
+def test_report_unknown_cols_names_the_swept_axes_not_a_damaged_run(small_sweep, capsys):
+    code, _, err = _run(["report", small_sweep, "--cols", "nope"], capsys)
+    line = _one_line(err)
+    assert code == 2 and "'nope' is not a swept axis" in line and "swept axes: layer" in line
+    assert "cannot read" not in line and "--force" not in line
+    assert not (small_sweep / "report").exists()
+
+
 # --- start-up -----------------------------------------------------------------------------------
 
 def test_help_and_argument_errors_do_not_import_torch():
