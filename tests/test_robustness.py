@@ -424,6 +424,33 @@ def test_report_unknown_cols_names_the_swept_axes_not_a_damaged_run(small_sweep,
     assert not (small_sweep / "report").exists()
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_sweep_on_cuda_without_a_gpu_is_one_line_exit_2(tmp_path, capsys, no_model):
+    code, stdout, err = _run(["sweep", "sample:chelsea", "-l", "blocks.1", "--steps", "2", "--input-size", "64",
+                              "--device", "cuda", "-o", tmp_path / "s"], capsys)
+    line = _one_line(err)
+    assert code == 2 and "CUDA is not available" in line and "internal error" not in line
+    assert stdout == "" and not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["sample:nosuchphoto", "-l", "blocks.1"], "unknown sample photo"),
+    (["sample:chelsea", "-l", "blockz.1"], "blockz.1"),
+])
+def test_sweep_says_nothing_before_a_validation_error(argv, words, tmp_path, capsys):
+    code, stdout, err = _run(["sweep", *argv, "--steps", "2", "--input-size", "64", "-o", tmp_path / "s"], capsys)
+    assert code == 2 and words in _one_line(err) and stdout == ""
+    assert not (tmp_path / "s").exists()
+
+
+def test_sweep_refuses_a_run_too_large_for_memory_once_with_exit_2(tmp_path, capsys):
+    code, stdout, err = _run(["sweep", "sample:chelsea", "-l", "blocks.1", "--steps", "2", "--max-memory", "1M",
+                              "-o", tmp_path / "s"], capsys)
+    line = _one_line(err)
+    assert code == 2 and "needs about" in line and "--max-memory" in line and "failed" not in line
+    assert stdout == "" and not (tmp_path / "s").exists()
+
+
 # --- start-up -----------------------------------------------------------------------------------
 
 def test_help_and_argument_errors_do_not_import_torch():

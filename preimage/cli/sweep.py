@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..recipes import INVERT_PRESET_NAMES
-from .common import add_memory_arg, positive_int, progress_enabled, say
+from .common import add_memory_arg, device_from_args, positive_int, progress_enabled, say
 
 #: command-line options that are sweep axes: option dest -> axis name
 AXIS_OPTIONS = {
@@ -57,7 +57,7 @@ def add_parser(sub) -> None:
     r.add_argument("--ray", metavar="ADDRESS",
                    help="run as Ray tasks: 'local' starts a local Ray, 'auto' or ray://HOST:PORT joins a cluster "
                         "(pip install 'preimage[ray]')")
-    r.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N (default: cpu)")
+    r.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
     r.add_argument("--cache", metavar="DIR", help="run cache shared between sweeps (default: OUT/runs)")
     r.add_argument("--dry-run", "-n", action="store_true", help="list the runs (and which are cached), run nothing")
     r.add_argument("--report", action="store_true", help="write the report (preimage report OUT) when done")
@@ -117,10 +117,11 @@ def collect_axes(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, di
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import PreimageError
-    from ..sweep import _label, build_sweep, is_complete, run_sweep
+    from ..sweep import _label, build_sweep, is_complete, run_sweep, validate_sweep
 
     if args.ray and args.jobs > 1:
         raise PreimageError("give either --jobs (local processes) or --ray (Ray tasks), not both")
+    device = str(device_from_args(args))  # cuda without a GPU: one line, before any model
     axes, display, title, recipe = collect_axes(args)
     sweep = build_sweep(axes, recipe=recipe, display=display, title=title)
     out = Path(args.out or (f"out/sweep-{recipe}" if recipe else "out/sweep"))
@@ -136,6 +137,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"{r.spec.dirname}\t{state}\t{label}")
         say(args, f"{len(sweep.runs)} runs; swept: {', '.join(sweep.swept) or 'nothing'}")
         return 0
+    validate_sweep(sweep, out, device)  # images, models, layers, memory: nothing is said before an error
     say(args, f"sweep: {len(sweep.runs)} runs ({' x '.join(f'{len(v)} {k}' for k, v in sweep.axes.items() if len(v) > 1) or 'one setting'}) -> {out}")
     finished = {"n": 0}
 
@@ -148,15 +150,21 @@ def run(args: argparse.Namespace) -> int:
     saved_limit = os.environ.get("PREIMAGE_MAX_MEMORY")
     if args.max_memory:  # worker processes read the limit from the environment
         os.environ["PREIMAGE_MAX_MEMORY"] = args.max_memory
+    import logging
+
+    # a failed run is said once, below, not also by the library's log line
+    log, quiet_log = logging.getLogger("preimage.sweep"), logging.NullHandler()
+    log.addHandler(quiet_log)
     try:  # SIGTERM arrives as a KeyboardInterrupt too (cli.main), so `kill PID` stops as cleanly as Ctrl-C
-        result = run_sweep(sweep, out, jobs=args.jobs, threads=args.threads, ray_address=args.ray, device=args.device,
-                           progress=progress_enabled(args),
+        result = run_sweep(sweep, out, jobs=args.jobs, threads=args.threads, ray_address=args.ray, device=device,
+                           progress=progress_enabled(args), validate=False,
                            force=args.force, cache=args.cache, on_result=on_result)
     except KeyboardInterrupt:
         print(f"preimage sweep: interrupted; {finished['n']} run(s) finished and cached in {runs_dir}. "
               "Run the same command again to compute the rest.", file=sys.stderr)
         return 130
     finally:
+        log.removeHandler(quiet_log)
         if saved_limit is None:
             os.environ.pop("PREIMAGE_MAX_MEMORY", None)
         else:

@@ -42,11 +42,12 @@ from ..tasks.invert import INVERT_PRESETS, InvertConfig, config_for, invert
 from . import axes, executors, store  # noqa: F401  (re-exported: the public and test-facing names)
 from .axes import (ALIASES, AXES, CONFIG_FIELDS, RUN_AXES, Run, Sweep, _depth_layers, _label, build_sweep,
                    canonical_axis, coerce, normalize_axes, read_axes_file, recipe_axes)
-from .executors import SweepResult, _cores, _run_pool, _run_ray, _safe_compute, _validate_inputs, run_sweep
+from .executors import (SweepResult, _cores, _run_pool, _run_ray, _safe_compute, _validate_inputs, run_sweep,
+                        validate_sweep)
 from .store import (_MODELS, RUN_FILES, SWEEP_FILE, RunSpec, _clean_stale, _model, compute_run, is_complete,
                     iter_values, load_sweep, store_run, verify_run)
 
 __all__ = [
     "RunSpec", "Sweep", "SweepResult", "build_sweep", "run_sweep", "load_sweep", "read_axes_file",
-    "recipe_axes", "RECIPES", "compute_run", "AXES", "verify_run", "is_complete",
+    "recipe_axes", "RECIPES", "compute_run", "AXES", "verify_run", "is_complete", "validate_sweep",
 ]

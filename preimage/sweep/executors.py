@@ -17,7 +17,7 @@ from ..errors import PreimageError
 from .axes import Run, Sweep, build_sweep
 from .store import SWEEP_FILE, RunSpec, _clean_stale, _model, compute_run, is_complete, store_run
 
-__all__ = ["SweepResult", "run_sweep"]
+__all__ = ["SweepResult", "run_sweep", "validate_sweep"]
 
 log = logging.getLogger("preimage.sweep")
 # ---------------------------------------------------------------------------------------------
@@ -75,9 +75,11 @@ def _safe_compute(spec: RunSpec, device: str, threads: int | None,
 
 
 def _validate_inputs(sweep: Sweep, device: str) -> None:
-    """Fail before any work on a missing image, an unknown model or layer (one line each)."""
+    """Fail before any work on a missing image, an unknown model or layer, or a run that would not
+    fit in memory (one line each)."""
     from ..images import load_image
     from ..layers import parse_layer_spec, resolve_layer
+    from ..memory import check_fits
 
     for src in dict.fromkeys(r.spec.image for r in sweep.runs):
         load_image(src)
@@ -90,6 +92,18 @@ def _validate_inputs(sweep: Sweep, device: str) -> None:
         for spec in sorted(layers):
             for layer, _ in parse_layer_spec(spec):
                 resolve_layer(model, layer)
+        # the estimate each run makes (tasks.invert): refused here once, not once per run
+        check_fits(model, batch=1, size=model.input_size, what=f"inverting 1 image at {model.input_size} px "
+                   f"with {name}", hint="use a smaller input size (--input-size)")
+
+
+def validate_sweep(sweep: Sweep, out: str | os.PathLike, device: str = "cpu") -> None:
+    """Everything :func:`run_sweep` checks before it starts (``validate=True``), without running:
+    the output folder, images, models, layers and the memory each run needs."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise PreimageError(f"{out} exists and is not a folder")
+    _validate_inputs(sweep, device)
 
 
 def run_sweep(
@@ -131,10 +145,10 @@ def run_sweep(
         sweep = build_sweep(sweep)
     out = Path(out)
     runs_dir = Path(cache) if cache is not None else out / "runs"
-    if out.exists() and not out.is_dir():
-        raise PreimageError(f"{out} exists and is not a folder")
     if validate:
-        _validate_inputs(sweep, device)
+        validate_sweep(sweep, out, device)
+    elif out.exists() and not out.is_dir():
+        raise PreimageError(f"{out} exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
     runs_dir.mkdir(parents=True, exist_ok=True)
     if not os.access(out, os.W_OK) or not os.access(runs_dir, os.W_OK):
