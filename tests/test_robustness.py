@@ -451,6 +451,62 @@ def test_sweep_refuses_a_run_too_large_for_memory_once_with_exit_2(tmp_path, cap
     assert stdout == "" and not (tmp_path / "s").exists()
 
 
+# --- invert --model gan:RUN ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("flags, named", [
+    (["--input-size", "28"], "--input-size"),
+    (["--lambda-tv", "1", "--init", "zeros"], "--lambda-tv, --init"),
+    (["--preset", "fast"], "--preset"),
+    (["--judge", "alexnet"], "--judge"),
+    (["--weights", "none"], "--weights"),
+    (["--jitter", "2", "--copies", "2"], "--jitter, --copies"),
+])
+def test_invert_with_a_gan_refuses_the_flags_it_would_ignore(flags, named, tmp_path, capsys, no_model):
+    (tmp_path / "run").mkdir()
+    code, stdout, err = _run(["invert", "sample:chelsea", "--model", f"gan:{tmp_path / 'run'}", *flags,
+                              "--out", tmp_path / "o"], capsys)
+    line = _one_line(err)
+    assert code == 2 and f"{named} do" in line and "not apply to a generator" in line
+    assert stdout == "" and not (tmp_path / "o").exists()
+
+
+def test_invert_with_an_empty_gan_path_says_what_is_missing(tmp_path, capsys, no_model):
+    code, _, err = _run(["invert", "sample:chelsea", "--model", "gan:", "--out", tmp_path / "o"], capsys)
+    line = _one_line(err)
+    assert code == 2 and "--model gan: needs the folder or checkpoint.pt" in line
+
+
+def test_invert_with_a_gan_passes_decay_device_and_seed_through(tmp_path, capsys, monkeypatch):
+    import importlib
+
+    inversion = importlib.import_module("preimage.gan.inversion")  # the package's names shadow its modules
+    sample = importlib.import_module("preimage.gan.sample")
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "checkpoint.pt").write_bytes(b"")
+    seen = {}
+
+    def fake_load(path, device="cpu"):
+        seen["device"] = str(device)
+        return "G", "cfg"
+
+    def fake_invert(checkpoint, images, **kw):
+        seen.update(kw)
+        raise PreimageError("stop here")
+
+    monkeypatch.setattr(sample, "load_generator", fake_load)
+    monkeypatch.setattr(inversion, "invert_generator", fake_invert)
+    argv = ["invert", "sample:chelsea", "--model", f"gan:{run}", "--steps", "30", "--decay-steps", "10", "20",
+            "--decay-factor", "0.5", "--device", "cpu", "--seed", "3", "--out", tmp_path / "o", "-q"]
+    code, _, err = _run(argv, capsys)
+    assert code == 2 and "stop here" in err
+    assert seen["decay_steps"] == (10, 20) and seen["decay_factor"] == 0.5 and seen["seed"] == 3
+    assert seen["device"] == "cpu" and seen["steps"] == 30
+    code, _, err = _run(argv[:6] + ["--decay-epochs", "10", "--out", tmp_path / "o", "-q"], capsys)
+    assert seen["decay_steps"] == (10, 20, 30)
+
+
 # --- start-up -----------------------------------------------------------------------------------
 
 def test_help_and_argument_errors_do_not_import_torch():

@@ -120,13 +120,14 @@ def run(args: argparse.Namespace) -> int:
     if args.model is None:
         args.model = "alexnet" if original else "efficientnet_lite0"
     check_model(args)  # a misspelt model is named first (not as a missing --layer)
+    gan = args.model.startswith("gan:")
+    if gan:
+        _check_gan_flags(args)
     if not sources:
         raise PreimageError("no image given (e.g. preimage invert sample:chelsea)")
     check_images(sources)  # every image is read before torch and the model load
-    if args.model.startswith("gan:"):  # the pre-image of a generator: search its noise, not pixels
-        from .gan import run_invert
-
-        return run_invert(args, sources)
+    if gan:  # the pre-image of a generator: search its noise, not pixels
+        return _run_gan(args, sources)
     from ..models.shallow import is_shallow_name
     from ..tasks.invert import config_for, output_paths
     from ..tasks.shallow import glyph_paths
@@ -201,6 +202,76 @@ def run(args: argparse.Namespace) -> int:
         raise _Diverged(f"diverged: {res.result.message}; {fix}")
     if res.status == "interrupted":
         print(f"preimage invert: {res.result.message}; saved what there was", file=sys.stderr)
+        return 130
+    return 0
+
+
+#: invert's options that mean nothing for a generator (--model gan:RUN): dest -> flag; each is refused
+#: when given (the pixel-space search has no layer, preset, prior, start image, judge or input settings)
+GAN_IGNORED = {
+    "layers": "--layer", "preset": "--preset", "input_size": "--input-size", "mean": "--mean", "std": "--std",
+    "channels": "--channels", "classes": "--classes", "alpha": "--alpha", "beta": "--beta",
+    "lambda_alpha": "--lambda-alpha", "lambda_tv": "--lambda-tv", "rec_weight": "--rec-weight", "jitter": "--jitter",
+    "copies": "--copies", "color_shift": "--color-shift", "noise": "--noise", "init": "--init",
+    "init_scale": "--init-scale", "judge": "--judge",
+}
+
+
+def _check_gan_flags(args: argparse.Namespace) -> None:
+    """``--model gan:RUN``: a run path, and no flag that the generator's search would ignore."""
+    ckpt = args.model.split(":", 1)[1].strip()
+    if not ckpt:
+        raise PreimageError("--model gan: needs the folder or checkpoint.pt of a `preimage gan train` run after "
+                            "the colon (e.g. --model gan:out/gan-digits)")
+    given = [flag for dest, flag in GAN_IGNORED.items() if getattr(args, dest, None) is not None]
+    if getattr(args, "weights", "default") != "default":
+        given.append("--weights")
+    if given:
+        raise PreimageError(f"{', '.join(given)} {'does' if len(given) == 1 else 'do'} not apply to a generator "
+                            f"(--model gan:RUN searches its noise in pixel space; the run folder holds its "
+                            f"weights); leave {'it' if len(given) == 1 else 'them'} out")
+
+
+def _run_gan(args: argparse.Namespace, sources: list[str]) -> int:
+    """``preimage invert IMAGE... --model gan:RUN``: the noise whose generated image reproduces each image."""
+    from ..images import image_name, unique_names
+    from ..io import check_outputs
+    from .gan import _check_checkpoint
+
+    ckpt = args.model.split(":", 1)[1].strip()
+    _check_checkpoint(ckpt)
+    device = device_from_args(args)
+    names = unique_names([image_name(s) for s in sources])
+    from ..tasks.invert import output_paths
+
+    check_outputs(output_paths(args.out, names, args.gif), args.force)
+    from ..gan.inversion import GanInvertConfig, invert_generator
+    from ..gan.sample import load_generator
+
+    cfg = GanInvertConfig()
+    steps = args.steps or cfg.steps
+    decay_steps = args.decay_steps
+    if args.decay_every:  # the original script's StepLR, as for a network
+        decay_steps = list(range(args.decay_every, steps + 1, args.decay_every)) or [args.decay_every]
+    overrides = {"steps": args.steps, "optimizer": args.optimizer, "lr": args.lr, "momentum": args.momentum,
+                 "seed": args.seed, "decay_factor": args.decay_factor,
+                 "decay_steps": tuple(decay_steps) if decay_steps else None}
+    G, gcfg = load_generator(ckpt, device=device)
+    callbacks = [_logger(args.log_every)] if args.log_every and args.log_every > 0 else []
+    say(args, f"inverting {', '.join(sources)} through the generator {ckpt} ({steps} steps, {cfg.restarts} starts)")
+    res = invert_generator((G, gcfg), sources, config=cfg, progress=not args.quiet and not callbacks,
+                           callbacks=callbacks, frame_every=(args.frames or max(1, steps // 40)) if args.gif else 0,
+                           **overrides)
+    res.model = f"gan:{ckpt}"
+    written = res.save(args.out, force=args.force, gif=args.gif)
+    for name, m in zip(res.names, res.metrics):
+        print(f"{name}: per-pixel error {m['mae']:.4f} (MSE {m['mse']:.5f}) | PSNR {m['psnr']:.1f} dB | "
+              f"SSIM {m['ssim']:.3f} | TV ratio {m['tv_ratio']:.2f}")
+    print(f"wrote {len(written)} files to {args.out}/")
+    if res.status == "diverged":
+        raise _Diverged(f"diverged: {res.result.message}; lower --lr")
+    if res.status == "interrupted":
+        print(f"preimage invert: interrupted after {res.result.steps} steps; saved what there was", file=sys.stderr)
         return 130
     return 0
 
