@@ -93,6 +93,8 @@ def check_model_name(name: str) -> str:
         if arch not in known and arch.split(".")[0] not in known:
             raise PreimageError(f"unknown timm model {arch!r}" + did_you_mean(arch, known))
         return name
+    if name.lower().endswith(".onnx") and not name.lower().startswith(("gan:", "timm:")):
+        _check_onnx_path(name)  # before onnx and onnx2torch load (seconds)
     if ":" in name or "/" in name or "." in name:
         return name  # a scheme or a file: the loader that owns it checks it
     from .models import model_names
@@ -102,6 +104,16 @@ def check_model_name(name: str) -> str:
         raise PreimageError(f"unknown model {name!r}" + did_you_mean(name, names)
                             + "; `preimage models` lists them, timm models are timm:NAME")
     return name
+
+
+def _check_onnx_path(name: str) -> None:
+    import os
+
+    path = os.path.expanduser(name)
+    if not os.path.exists(path):
+        raise PreimageError(f"no such ONNX file: {name}")
+    if os.path.isdir(path):
+        raise PreimageError(f"{name} is a directory, not an ONNX file")
 
 
 def parse_channels(spec: str) -> list[int]:

@@ -320,3 +320,13 @@ def test_cli_rejects_a_bad_channels_flag_before_loading(capsys) -> None:
 
     assert main(["layers", "x.onnx", "--channels", "2"]) == 2
     assert "channels" in capsys.readouterr().err
+
+
+def test_cli_a_grey_models_mean_of_three_values_asks_for_one(tmp_path: Path, capsys) -> None:
+    from preimage.cli import main
+
+    path = _tiny_classifier_file(tmp_path)
+    assert main(["layers", str(path), "--input-size", "16", "--mean", "0.1,0.2,0.3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "3 values for a 1-channel model (give one value)" in err
+    assert "1 or 1" not in err

@@ -525,6 +525,15 @@ def test_a_missing_image_is_reported_without_importing_torch(capsys, monkeypatch
     assert proc.stderr.strip() == "preimage invert: error: no such file: nope.png"
 
 
+@pytest.mark.parametrize("argv", [["layers", "nope.onnx"], ["invert", "sample:chelsea", "--model", "nope.onnx"]])
+def test_a_missing_onnx_file_is_reported_before_torch_or_onnx_load(argv):
+    code = (f"import sys; from preimage.cli import main; rc = main({argv!r}); assert rc == 2, rc; "
+            "bad = [m for m in ('torch', 'onnx', 'onnx2torch') if m in sys.modules]; assert not bad, bad")
+    proc = subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.strip() == f"preimage {argv[0]}: error: no such ONNX file: nope.onnx"
+
+
 def test_the_package_keeps_its_public_names():
     import preimage
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_model_args, model_from_args
+from .common import add_model_args, check_model, model_from_args
 
 
 def add_parser(sub) -> None:
@@ -17,10 +17,11 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..layers import list_layers
-
     if args.model_name:
         args.model = args.model_name
+    check_model(args)  # a misspelt name or a missing file answers before torch loads
+    from ..layers import list_layers
+
     model = model_from_args(args)
     rows = list_layers(model)
     if args.filter:

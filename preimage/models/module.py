@@ -49,7 +49,8 @@ def _stats(what: str, value: float | Sequence[float], channels: int) -> tuple[fl
     if len(values) == 1:
         values = values * channels
     if len(values) != channels:
-        raise PreimageError(f"{what} has {len(values)} values for a {channels}-channel model (give 1 or {channels})")
+        fix = "give one value" if channels == 1 else f"give one value or {channels}"
+        raise PreimageError(f"{what} has {len(values)} values for a {channels}-channel model ({fix})")
     if not all(math.isfinite(v) for v in values):
         raise PreimageError(f"{what} must be finite numbers, not {value!r}")
     if what == "std" and not all(v > 0 for v in values):
