@@ -118,6 +118,14 @@ def test_bad_names_and_numbers_are_one_line_before_any_model(argv, words, capsys
     assert not (tmp_path / "o").exists()
 
 
+def test_an_unknown_layer_is_the_only_line_invert_says(tmp_path, capsys):
+    code, stdout, err = _run(["invert", "sample:chelsea", "--layer", "nope", "--steps", "2",
+                              "--out", tmp_path / "o"], capsys)
+    line = _one_line(err)
+    assert code == 2 and "unknown layer 'nope'" in line and stdout == ""
+    assert not (tmp_path / "o").exists()
+
+
 def test_a_misspelt_model_is_named_before_the_missing_layer(capsys, no_model):
     code, _, err = _run(["invert", "sample:chelsea", "-m", "efficientnet_lite00"], capsys)
     assert code == 2 and "unknown model 'efficientnet_lite00'" in err and "--layer" not in err

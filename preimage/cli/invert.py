@@ -176,6 +176,9 @@ def run(args: argparse.Namespace) -> int:
 
     extra = {k: getattr(args, k) for k in ("mean", "std", "channels", "classes") if getattr(args, k, None) is not None}
     model = load_model(args.model, weights=args.weights, device=device, input_size=input_size, **extra)
+    from ..tasks.invert import _parse_layers
+
+    _parse_layers(model, layers)  # an unknown layer is refused before anything is said
     check_memory(model, batch=len(sources), size=model.input_size, what=f"inverting {len(sources)} image(s) at "
                  f"{model.input_size} px", hint="use fewer images or a smaller --input-size")
     judge = load_model(args.judge, device=device) if args.judge else None
