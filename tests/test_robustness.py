@@ -439,6 +439,9 @@ def test_sweep_on_cuda_without_a_gpu_is_one_line_exit_2(tmp_path, capsys, no_mod
     line = _one_line(err)
     assert code == 2 and "CUDA is not available" in line and "internal error" not in line
     assert stdout == "" and not (tmp_path / "s").exists()
+    code, stdout, _ = _run(["sweep", "sample:chelsea", "-l", "blocks.1", "--device", "cuda", "--dry-run",
+                            "-o", tmp_path / "s"], capsys)  # planning a GPU sweep on a machine without one
+    assert code == 0 and "to run" in stdout
 
 
 @pytest.mark.parametrize("argv, words", [
@@ -457,6 +460,18 @@ def test_sweep_refuses_a_run_too_large_for_memory_once_with_exit_2(tmp_path, cap
     line = _one_line(err)
     assert code == 2 and "needs about" in line and "--max-memory" in line and "failed" not in line
     assert stdout == "" and not (tmp_path / "s").exists()
+
+
+def test_a_failed_sweep_run_is_said_once(tmp_path):
+    code = ("import preimage.sweep as S; from preimage.cli import main\n"
+            "def boom(model, image, **kw): raise RuntimeError('out of memory')\n"
+            "S.store.invert = boom\n"
+            f"raise SystemExit(main(['sweep', 'sample:chelsea', '-l', 'blocks.1', '--steps', '2', "
+            f"'--input-size', '64', '-o', {str(tmp_path / 's')!r}]))")
+    proc = subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True, text=True)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.count("out of memory") == 1, proc.stderr
+    assert "preimage sweep: run " in proc.stderr and "failed: RuntimeError: out of memory" in proc.stderr
 
 
 # --- invert --model gan:RUN ---------------------------------------------------------------------

@@ -121,7 +121,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.ray and args.jobs > 1:
         raise PreimageError("give either --jobs (local processes) or --ray (Ray tasks), not both")
-    device = str(device_from_args(args))  # cuda without a GPU: one line, before any model
+    # cuda without a GPU: one line, before any model (a dry run only lists, e.g. on a login node)
+    device = args.device if args.dry_run else str(device_from_args(args))
     axes, display, title, recipe = collect_axes(args)
     sweep = build_sweep(axes, recipe=recipe, display=display, title=title)
     out = Path(args.out or (f"out/sweep-{recipe}" if recipe else "out/sweep"))
