@@ -458,3 +458,73 @@ def test_inversion_keeps_the_best_of_its_restarts():
         assert m["z"] == pytest.approx(starts[4 * i + best].tolist(), abs=1e-6)
         assert torch.allclose(both.image[i], images[i, best].expand(3, -1, -1), atol=1e-6)
     assert both.result.per_image_loss == pytest.approx(mse.min(1).values.tolist(), rel=1e-4)
+
+
+# -- one-line refusals of sample / interpolate / train / classifier ---------------------------------------
+
+def _one_error_line(capsys, prefix):
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith(f"preimage {prefix}: error: "), err
+    return err
+
+
+def test_huge_sample_and_interpolation_counts_are_refused_up_front(trained, tmp_path, capsys):
+    out = tmp_path / "s.png"
+    assert main(["gan", "sample", str(trained), "--n", "1000000000", "--out", str(out)]) == 2
+    assert "lower --n" in _one_error_line(capsys, "gan sample") and not out.exists()
+    assert main(["gan", "interpolate", str(trained), "--rows", "100000", "--steps", "100000", "--out", str(out)]) == 2
+    assert "lower --rows or --steps" in _one_error_line(capsys, "gan interpolate") and not out.exists()
+    assert main(["gan", "sample", str(trained), "--n", "16", "--max-memory", "1K", "--out", str(out)]) == 2
+    assert "more than the 1 KB --max-memory allows" in _one_error_line(capsys, "gan sample") and not out.exists()
+
+
+def test_sample_refuses_an_out_that_is_not_a_png(trained, tmp_path, capsys):
+    assert main(["gan", "sample", str(trained), "--out", str(tmp_path / "s.txt")]) == 2
+    assert "writes a PNG" in _one_error_line(capsys, "gan sample")
+    assert main(["gan", "interpolate", str(trained), "--out", str(tmp_path / "strip")]) == 2
+    assert "has no extension" in _one_error_line(capsys, "gan interpolate")
+    assert not list(tmp_path.iterdir())
+
+
+def test_interpolate_needs_at_least_two_steps(trained, tmp_path, capsys):
+    assert main(["gan", "interpolate", str(trained), "--steps", "1", "--out", str(tmp_path / "i.png")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "must be >= 2" in err and len(err.splitlines()) == 1 and not (tmp_path / "i.png").exists()
+
+
+def test_a_failed_write_ends_in_one_line(trained, tmp_path, capsys, monkeypatch):
+    import errno
+
+    import preimage.images
+
+    def fail(image, path):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(preimage.images, "save_image", fail)
+    assert main(["gan", "sample", str(trained), "--n", "4", "--out", str(tmp_path / "s.png")]) == 2
+    assert "cannot write" in _one_error_line(capsys, "gan sample")
+
+
+def test_train_and_classifier_refuse_another_run_before_the_data_loads(trained, tmp_path, capsys, monkeypatch):
+    import shutil
+
+    import preimage.data
+
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+
+    def no_data(*a, **k):
+        raise AssertionError("the data were loaded before --out was checked")
+
+    monkeypatch.setattr(preimage.data, "load_data", no_data)
+    base = ["gan", "train", "--data", "digits", "--epochs", "2", "--out", str(run), "-q"]
+    assert main([*base, "--arch", "dc", "--loss", "ls"]) == 2
+    assert "(arch: 'fc' there, 'dc' now)" in _one_error_line(capsys, "gan train")
+    assert main([*base, "--arch", "fc", "--loss", "vanilla"]) == 2
+    assert "(loss: 'ls' there, 'vanilla' now)" in _one_error_line(capsys, "gan train")
+    assert main(["gan", "classifier", "--data", "digits", "--out", str(run), "-q"]) == 2
+    assert "holds a 'gan' run, not a 'classifier' one" in _one_error_line(capsys, "gan classifier")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    assert main(["gan", "classifier", "--data", "digits", "--out", str(tmp_path / "other"), "-q"]) == 2
+    assert "not empty" in _one_error_line(capsys, "gan classifier")

@@ -123,11 +123,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     args._argv = argv
-    with sigterm_as_interrupt() as signals, _warnings_as_lines(args.command):
+    with sigterm_as_interrupt() as signals, _warnings_as_lines(label(args)):
         code = _run(args)
     if code == EXIT_SIGINT and signals["terminated"]:
         code = EXIT_SIGTERM
     return code
+
+
+def label(args: argparse.Namespace) -> str:
+    """The command as messages name it: ``gan train``, not ``gan`` (a command with sub-commands sets
+    ``_label``, at parse time with ``set_defaults`` or in ``run()`` once it knows the action)."""
+    return getattr(args, "_label", None) or args.command
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -141,18 +147,18 @@ def _run(args: argparse.Namespace) -> int:
         with limit(getattr(args, "max_memory", None)):
             return int(args.run(args) or 0)
     except PreimageError as exc:
-        print(f"preimage {args.command}: error: {exc}", file=sys.stderr)
+        print(f"preimage {label(args)}: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except BrokenPipeError:  # e.g. `preimage models | head`
         return 0
     except KeyboardInterrupt as exc:
         what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
-        print(f"preimage {args.command}: {what}", file=sys.stderr)
+        print(f"preimage {label(args)}: {what}", file=sys.stderr)
         return EXIT_SIGINT
     except Exception as exc:  # a bug: one line unless --debug
         if args.debug:
             raise
         text = str(exc).strip().splitlines()
-        print(f"preimage {args.command}: internal error: {type(exc).__name__}: {text[0] if text else ''} "
+        print(f"preimage {label(args)}: internal error: {type(exc).__name__}: {text[0] if text else ''} "
               "(rerun with --debug for the traceback)", file=sys.stderr)
         return 1

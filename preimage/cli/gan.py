@@ -10,11 +10,21 @@ import sys
 from pathlib import Path
 
 from ..errors import PreimageError
-from .common import positive_float, positive_int, say
+from .common import add_memory_arg, positive_float, positive_int, say
 
 LOSS_NAMES = ("vanilla", "ls")
 ARCH_NAMES = ("fc", "dc")
 DATA_NAMES = ("fashion-mnist", "mnist", "digits")
+
+
+def _at_least_two(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if v < 2:
+        raise argparse.ArgumentTypeError(f"{text!r} must be >= 2 (a strip runs from one noise to another)")
+    return v
 
 
 def add_parser(sub) -> None:
@@ -64,7 +74,7 @@ def add_parser(sub) -> None:
     t.add_argument("--force", action="store_true", help="start over in a folder that holds another run")
     t.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     t.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
-    t.set_defaults(run=run_train)
+    t.set_defaults(run=run_train, _label="gan train")
 
     for name, helptext in (("sample", "a grid of samples from a trained generator"),
                            ("interpolate", "strips between pairs of noise vectors")):
@@ -74,13 +84,15 @@ def add_parser(sub) -> None:
             s.add_argument("--n", type=positive_int, default=64, help="number of samples (default: 64)")
             s.add_argument("--ncols", type=positive_int, default=None, help="grid columns (default: √n)")
         else:
-            s.add_argument("--steps", type=positive_int, default=10, help="images per strip (default: 10)")
+            s.add_argument("--steps", type=_at_least_two, default=10, help="images per strip, at least 2 (default: 10)")
             s.add_argument("--rows", type=positive_int, default=4, help="number of strips (default: 4)")
         s.add_argument("--seed", type=int, default=0, help="seed of the noise (default: 0)")
-        s.add_argument("--out", "-o", default=f"out/gan-{name}.png", help=f"PNG to write (default: out/gan-{name}.png)")
+        s.add_argument("--out", "-o", default=f"out/gan-{name}.png",
+                       help=f"PNG to write, a name ending in .png (default: out/gan-{name}.png)")
         s.add_argument("--force", action="store_true", help="overwrite --out")
         s.add_argument("--quiet", "-q", action="store_true", help="no log lines")
-        s.set_defaults(run=run_sample if name == "sample" else run_interpolate)
+        add_memory_arg(s)
+        s.set_defaults(run=run_sample if name == "sample" else run_interpolate, _label=f"gan {name}")
     c = cmds.add_parser("classifier", help="train the LeNet that FD-LeNet scores with",
                         description="Train the small classifier whose 128 penultimate features give FD-LeNet and "
                                     "KID-LeNet (`preimage gan score --classifier DIR`), on the labelled data the "
@@ -93,7 +105,7 @@ def add_parser(sub) -> None:
     c.add_argument("--force", action="store_true", help="start over in a folder that holds another run")
     c.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     c.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
-    c.set_defaults(run=run_classifier)
+    c.set_defaults(run=run_classifier, _label="gan classifier")
 
     r = cmds.add_parser("score", help="FD-LeNet, KID-LeNet and class histogram (and FID) of a generator",
                         description="Compare N samples of a trained generator with N training images of its data: "
@@ -112,7 +124,7 @@ def add_parser(sub) -> None:
     r.add_argument("--out", "-o", default=None, help="write the scores as JSON here")
     r.add_argument("--force", action="store_true", help="overwrite --out")
     r.add_argument("--quiet", "-q", action="store_true", help="no log lines")
-    r.set_defaults(run=run_score)
+    r.set_defaults(run=run_score, _label="gan score")
     p.set_defaults(run=lambda args: (p.print_help(sys.stderr), 2)[1])
 
 
@@ -139,11 +151,56 @@ def _check_checkpoint(path: str) -> None:
         raise PreimageError(f"no such checkpoint: {path}")
 
 
+def _check_run_folder(out: Path, force: bool, kind: str, expected: dict, seed: int) -> None:
+    """Refuse, before any data loads, an --out that holds another kind of run or a run with other
+    settings (``expected``: the settings known without the data); fit() checks the rest."""
+    if out.exists() and not out.is_dir():
+        raise PreimageError(f"{out} is a file; --out must be a folder")
+    if force or not out.is_dir():
+        return
+    again = "use --force to start over or choose another --out"
+    if not (out / "checkpoint.pt").exists():
+        if (out / "manifest.json").is_file():
+            import json
+
+            try:
+                old_kind = json.loads((out / "manifest.json").read_text()).get("kind")
+            except (OSError, ValueError, AttributeError):
+                old_kind = None
+            if old_kind is not None and old_kind != kind:
+                raise PreimageError(f"{out} holds a {old_kind!r} run, not a {kind!r} one; {again}")
+        elif any(out.iterdir()):
+            raise PreimageError(f"{out} is not empty and holds no training run; use --force or choose another --out")
+        return
+    from ..train import load_checkpoint
+
+    ckpt = load_checkpoint(out)
+    if ckpt.get("kind") != kind:
+        raise PreimageError(f"{out} holds a {ckpt.get('kind')!r} run, not a {kind!r} one; {again}")
+    old = ckpt.get("config") or {}
+    for key, value in expected.items():
+        if key in old and old[key] != value:
+            raise PreimageError(f"{out} holds a run with other settings ({key}: {old[key]!r} there, {value!r} now); "
+                                f"{again}")
+    if "seed" in ckpt and int(ckpt["seed"]) != seed:
+        raise PreimageError(f"{out} holds a run with other settings (seed: {ckpt['seed']} there, {seed} now); {again}")
+
+
+def _named_data(args: argparse.Namespace) -> str:
+    return args.data if args.data in DATA_NAMES else str(Path(args.data).expanduser().resolve())
+
+
 def run_train(args: argparse.Namespace) -> int:
     _check_data(args)
     out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise PreimageError(f"{out} is a file; --out must be a folder")
+    from ..gan.task import gan_config
+
+    cfg = gan_config(args.preset, loss=args.loss, arch=args.arch, batch_size=args.batch_size, lr=args.lr,
+                     noise_dim=args.noise_dim, init_seed=args.seed)
+    expected = {k: v for k, v in cfg.as_dict().items() if k not in ("data", "size", "channels")}
+    expected["data"] = _named_data(args)
+    expected.update({k: getattr(args, k) for k in ("size", "channels") if getattr(args, k) is not None})
+    _check_run_folder(out, args.force, "gan", expected, args.seed)
     from ..gan import make_task
     from ..train import fit
     from .common import device_from_args
@@ -187,32 +244,67 @@ class _Diverged(PreimageError):
     exit_code = 1
 
 
-def run_sample(args: argparse.Namespace) -> int:
+def _check_png(path: str, command: str) -> None:
+    """``--out`` of sample/interpolate: a PNG is what is written, so the name must say so."""
+    suffix = Path(path).suffix
+    if suffix.lower() != ".png":
+        what = f"ends in {suffix!r}" if suffix else "has no extension"
+        raise PreimageError(f"--out {path} {what}; gan {command} writes a PNG image: give a name ending in .png")
+
+
+def _check_memory(G, cfg, n: int, what: str, hint: str) -> None:
+    """Refuse, in one line, a grid estimated not to fit in memory (the limit as in :mod:`preimage.memory`)."""
+    from ..gan.sample import memory_needed
+    from ..memory import ENV, format_size, memory_limit
+
+    cap, source = memory_limit("cpu")
+    if cap is None:
+        return
+    need = memory_needed(G, n, noise_dim=cfg.noise_dim)
+    if need > cap:
+        raise PreimageError(f"{what} needs about {format_size(need)} of memory, more than the {format_size(cap)} "
+                            f"{source} allows; {hint}, or raise the limit with --max-memory SIZE (or {ENV}=SIZE; "
+                            "'off' disables the check)")
+
+
+def _save_png(image, path: str) -> None:
+    from ..images import save_image
+
+    try:
+        save_image(image, path)
+    except OSError as exc:  # a read-only or special file system, a full disk, a name too long
+        raise PreimageError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def _check_image_out(args: argparse.Namespace, command: str) -> None:
     from ..io import check_outputs
 
     _check_checkpoint(args.checkpoint)
+    _check_png(args.out, command)
     check_outputs([args.out], args.force)
+
+
+def run_sample(args: argparse.Namespace) -> int:
+    _check_image_out(args, "sample")
     from ..gan import image_grid, load_generator, sample
-    from ..images import save_image
 
     G, cfg = load_generator(args.checkpoint)
+    _check_memory(G, cfg, args.n, f"a grid of {args.n} samples", "lower --n")
     images = sample(G, args.n, noise_dim=cfg.noise_dim, seed=args.seed)
-    save_image(image_grid(images, args.ncols), args.out)
+    _save_png(image_grid(images, args.ncols), args.out)
     print(f"wrote {args.n} samples to {args.out}")
     return 0
 
 
 def run_interpolate(args: argparse.Namespace) -> int:
-    from ..io import check_outputs
-
-    _check_checkpoint(args.checkpoint)
-    check_outputs([args.out], args.force)
+    _check_image_out(args, "interpolate")
     from ..gan import image_grid, interpolate, load_generator
-    from ..images import save_image
 
     G, cfg = load_generator(args.checkpoint)
+    _check_memory(G, cfg, args.rows * args.steps, f"an interpolation of {args.rows} strips of {args.steps} images",
+                  "lower --rows or --steps")
     images = interpolate(G, noise_dim=cfg.noise_dim, steps=args.steps, rows=args.rows, seed=args.seed)
-    save_image(image_grid(images, args.steps), args.out)
+    _save_png(image_grid(images, args.steps), args.out)
     print(f"wrote {args.rows} strips of {args.steps} images to {args.out}")
     return 0
 
@@ -220,8 +312,8 @@ def run_interpolate(args: argparse.Namespace) -> int:
 def run_classifier(args: argparse.Namespace) -> int:
     _check_data(args)
     out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise PreimageError(f"{out} is a file; --out must be a folder")
+    _check_run_folder(out, args.force, "classifier",
+                      {"init_seed": args.seed, **({"data": args.data} if args.data in DATA_NAMES else {})}, args.seed)
     from ..gan.evaluate import train_classifier
 
     say(args, f"training the scoring LeNet on {args.data} for {args.epochs} epochs into {out}/")

@@ -13,7 +13,7 @@ from ..errors import PreimageError
 from .nets import build_pair, sample_noise
 from .task import GanConfig, to_pixels
 
-__all__ = ["load_generator", "sample", "interpolate", "image_grid"]
+__all__ = ["load_generator", "sample", "interpolate", "image_grid", "memory_needed"]
 
 
 def load_generator(checkpoint: str | os.PathLike, *, device: str | torch.device = "cpu"
@@ -62,6 +62,30 @@ def interpolate(G: nn.Module, *, noise_dim: int, steps: int = 10, rows: int = 1,
     z = ((1 - t) * a[:, None] + t * b[:, None]).reshape(rows * steps, noise_dim)
     device = next(G.parameters()).device
     return to_pixels(G.eval()(z.to(device))).cpu()
+
+
+@torch.no_grad()
+def memory_needed(G: nn.Module, n: int, *, noise_dim: int, pad: int = 2) -> int:
+    """Estimated peak bytes of :func:`sample` / :func:`interpolate` of ``n`` images and their
+    :func:`image_grid`: per image, every leaf module's output (measured on one noise vector), the
+    noise, two float copies of the image and the grid's RGB pixels."""
+    total = [0]
+
+    def hook(_m, _i, out) -> None:
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(t, torch.Tensor):
+                total[0] += t.numel() * t.element_size()
+
+    handles = [m.register_forward_hook(hook) for m in G.modules() if not list(m.children())]
+    try:
+        device = next(G.parameters()).device
+        out = G.eval()(torch.zeros(1, noise_dim, device=device))
+    finally:
+        for h in handles:
+            h.remove()
+    side = int(out.shape[-1]) + pad
+    per_image = total[0] + 2 * out.numel() * 4 + 3 * noise_dim * 4 + 3 * side * side
+    return int(n) * per_image
 
 
 def image_grid(images: torch.Tensor, ncols: int | None = None, pad: int = 2) -> Image.Image:
