@@ -50,9 +50,15 @@ def test_train_eval_on_the_assignment_files_and_refusals(tmp_path, capsys, one_t
     Image.new("RGB", (32, 32), (200, 10, 10)).save(img)
     assert main(["caption", str(img), "--model", str(run), "--out", str(tmp_path / "o")]) == 2
     assert "cannot caption image files" in capsys.readouterr().err
+    # an earlier evaluation is kept unless --force, as other commands keep their outputs
+    before = (run / "eval_test.json").read_bytes()
+    assert main(["caption", "eval", str(run), "-q"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("preimage caption eval: error: ") and "exists; use --force" in err and "\n" not in err
+    assert (run / "eval_test.json").read_bytes() == before
     # the vocabulary of the data changed under the run: eval refuses it
     (tmp_path / "coco" / "coco2014_vocab.json").write_text(json.dumps({"idx_to_word": ["<NULL>", "<START>", "<END>", "<UNK>", "a", "red", "circle", "cat"]}))
-    assert main(["caption", "eval", str(run), "-q"]) == 2
+    assert main(["caption", "eval", str(run), "--force", "-q"]) == 2
     assert "is not the checkpoint's" in capsys.readouterr().err
 
 
@@ -190,3 +196,37 @@ def test_eval_report_numbers_follow_from_the_captions_it_writes(tmp_path, capsys
         row = next(line for line in printed if line.startswith(label))
         assert [float(v) for v in row[len(label):].split()] == pytest.approx(
             [scores[k] for k in ("bleu1", "bleu2", "bleu3", "bleu4", "cider")], abs=5e-4)
+
+
+@pytest.mark.parametrize("bad,message", [("json", "is not valid JSON"), ("model", "did you mean 'efficientnet_lite0'")])
+def test_a_bad_captions_file_or_feature_model_fails_before_the_model_loads(tmp_path, capsys, monkeypatch, bad, message):
+    import preimage.models
+
+    def no_model(*a, **k):
+        raise AssertionError("the feature model was loaded before the input was checked")
+
+    monkeypatch.setattr(preimage.models, "load_model", no_model)
+    path = write_coco_json(tmp_path)
+    if bad == "json":
+        path = tmp_path / "BAD.json"
+        path.write_text("{not json")
+    argv = ["caption", "train", "--data", "coco-json", str(path), "--out", str(tmp_path / "run"), "-q"]
+    if bad == "model":
+        argv += ["--feature-model", "efficientnet_lit0"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("preimage caption train: error: ") and message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "run").exists()
+
+
+def test_feature_progress_writes_plain_lines_when_stderr_is_not_a_terminal(capsys, monkeypatch):
+    import argparse
+
+    from preimage.cli.caption import _feature_progress
+
+    monkeypatch.delenv("PREIMAGE_PROGRESS", raising=False)
+    progress = _feature_progress(argparse.Namespace(quiet=False))
+    progress(5)
+    progress.close()
+    err = capsys.readouterr().err
+    assert "\r" not in err and "\x1b" not in err

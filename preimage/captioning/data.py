@@ -345,6 +345,21 @@ def _read_coco_json(path: Path) -> tuple[list[tuple[str, str]], dict[str, list[s
     return images, caps
 
 
+def check_coco_json(path: str | os.PathLike, images_dir: str | os.PathLike | None = None
+                    ) -> tuple[list[tuple[str, str]], dict[str, list[str]], Path]:
+    """Read a COCO captions file and check (headers only) that every captioned image it lists exists
+    and opens, before any model loads or minutes go into the others. Returns ``(images, captions,
+    image folder)``; raises :class:`PreimageError` in one line."""
+    p = Path(path)
+    images, caps = _read_coco_json(p)
+    root = Path(images_dir) if images_dir is not None else p.parent
+    if not root.is_dir():
+        raise PreimageError(f"image folder {root} does not exist")
+    for _, f in images:
+        _check_image_header(root / f, p.name)
+    return images, caps, root
+
+
 def _check_image_header(path: Path, listed_in: str) -> None:
     """A cheap check (the header only) that ``path`` is an image Pillow can open."""
     from PIL import Image, UnidentifiedImageError
@@ -377,12 +392,7 @@ def load_coco_json(path: str | os.PathLike, *, images_dir: str | os.PathLike | N
         raise PreimageError(f"long_captions must be error, skip or truncate, not {long_captions!r}")
     if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
         raise PreimageError("val and test fractions must be in [0, 1) and leave images for training")
-    images, caps = _read_coco_json(p)
-    root = Path(images_dir) if images_dir is not None else p.parent
-    if not root.is_dir():
-        raise PreimageError(f"image folder {root} does not exist")
-    for _, f in images:  # every image must exist and look like one before minutes go into the others
-        _check_image_header(root / f, p.name)
+    images, caps, root = check_coco_json(p, images_dir)
     g = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(images), generator=g).tolist()
     n_val = max(1, round(val_fraction * len(images)))

@@ -106,7 +106,7 @@ def add_parser(sub) -> None:
     g.add_argument("--beam", type=_int(1), default=1, help="beam width, 1 = greedy decoding (default: 1)")
     g.add_argument("--out", "-o", default=None,
                    help="output folder (train: default out/caption-CELL; images: default out/caption)")
-    g.add_argument("--force", action="store_true", help="train: start over in --out; images: overwrite outputs")
+    g.add_argument("--force", action="store_true", help="train: start over in --out; eval: overwrite its eval_*.json; images: overwrite outputs")
     g.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     g.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N (default: cpu)")
     g.add_argument("--quiet", "-q", action="store_true", help="no progress bar or log lines")
@@ -134,6 +134,8 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import PreimageError
 
     first = args.action[0]
+    if first in ("train", "eval"):
+        args._label = f"caption {first}"  # errors read `preimage caption train: error: ...`
     if first == "train":
         _refuse_foreign(args, "train")
         if len(args.action) > 1:
@@ -238,10 +240,16 @@ def _train(args: argparse.Namespace) -> int:
     spec_kw = {k: v for k, v in (("model", args.feature_model), ("layer", args.feature_layer), ("grid", args.grid),
                                  ("input_size", args.input_size), ("pca_dim", args.pca)) if v is not None}
     spec = FeatureSpec(**spec_kw)
+    if kind == "coco-json":  # a broken captions file or image fails before the feature model loads
+        from ..captioning.data import check_coco_json
+
+        check_coco_json(path, args.images_dir)  # type: ignore[arg-type]
     if kind != "coco-h5":  # a wrong model or layer name fails now, not after minutes of work
         from ..layers import resolve_layer
         from ..models import load_model
+        from ..validate import check_model_name
 
+        check_model_name(spec.model)  # a misspelt name: a did-you-mean, before anything loads
         resolve_layer(load_model(spec.model, input_size=spec.input_size), spec.layer)
     progress = _feature_progress(args)
     cache = Path(args.cache).expanduser() if args.cache else None
@@ -273,7 +281,7 @@ def _train(args: argparse.Namespace) -> int:
     result = fit(task, out, epochs=args.epochs or 10, seed=args.seed, force=args.force,
                  progress=not args.quiet, callbacks=[lambda r: _epoch_line(args, r)])
     if result.status != "done":
-        print(f"preimage caption: {result.message}", file=sys.stderr)
+        print(f"preimage caption train: {result.message}", file=sys.stderr)
         return result.exit_code
     if result.message:
         _say(args, result.message)
@@ -288,11 +296,12 @@ def _epoch_line(args: argparse.Namespace, record: dict) -> None:
 
 
 def _feature_progress(args: argparse.Namespace):
+    """Feature extraction's progress: a bar on a terminal, plain lines in a log (:mod:`preimage.progress`)."""
     if args.quiet:
         return None
-    from tqdm.auto import tqdm
+    from ..progress import progress_bar
 
-    bar = tqdm(desc="image features", unit="img", leave=False, dynamic_ncols=True)
+    bar = progress_bar(None, "image features", "img", leave=False)
 
     class Progress:
         def __call__(self, n: int) -> None:
@@ -312,10 +321,14 @@ def _eval(args: argparse.Namespace, run_dir: str) -> int:
     run = Path(run_dir).expanduser()
     if not (run / "checkpoint.pt").is_file():
         raise PreimageError(f"{run} holds no checkpoint.pt (a folder written by `preimage caption train`)")
+    from ..io import check_outputs
+
+    split = args.split or "test"
+    name = f"eval_{split}" + (f"_beam{args.beam}" if args.beam > 1 else "") + ".json"
+    check_outputs([run / name], args.force)  # an earlier evaluation is kept unless --force
     from ..captioning.evaluate import evaluate_run
     from ..io import write_json
 
-    split = args.split or "test"
     progress = _feature_progress(args)
     try:
         report = evaluate_run(run, split=split, beam_size=args.beam,
@@ -323,8 +336,10 @@ def _eval(args: argparse.Namespace, run_dir: str) -> int:
     finally:
         if progress is not None:
             progress.close()
-    name = f"eval_{split}" + (f"_beam{args.beam}" if args.beam > 1 else "") + ".json"
-    write_json(run / name, report)
+    try:
+        write_json(run / name, report)
+    except OSError as exc:
+        raise PreimageError(f"cannot write {run / name}: {exc.strerror or exc}") from None
     rows = report["scores"]
     print(f"{'':24} {'BLEU-1':>7} {'BLEU-2':>7} {'BLEU-3':>7} {'BLEU-4':>7} {'CIDEr':>7}")
     for label, s in rows.items():
