@@ -207,3 +207,23 @@ def test_atlas_is_listed_in_the_main_help_after_dream(capsys) -> None:
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
     assert "atlas     channel atlas" in out and out.index("  dream ") < out.index("  atlas ")
+
+
+def test_cli_interruption_is_one_line_on_stderr_even_with_quiet(tmp_path, capsys, monkeypatch) -> None:
+    import preimage.tasks.atlas as atlas_module
+
+    real = atlas_module.optimize
+
+    def stopped(*a, **k):  # Ctrl-C during the first chunk: the loop returns what it has, marked interrupted
+        result = real(*a, **k)
+        result.status = "interrupted"
+        return result
+
+    monkeypatch.setattr(atlas_module, "optimize", stopped)
+    out = tmp_path / "out"
+    code = main(["atlas", "--layer", "layer1", "--channels", "0:2", "sample:coffee", "--size", "32", "--steps", "2",
+                 "--top-k", "1", *TINY, "--out", str(out)])
+    assert code == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("preimage atlas: interrupted") and str(out) in err[0]
+    assert (out / "atlas.json").is_file()

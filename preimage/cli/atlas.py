@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from .common import add_model_args, channel_count, add_output_args, add_run_args, model_from_args, nonneg_int, positive_float, positive_int, say
 
@@ -75,7 +76,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"channel {c}: {a:.3g} on its visualization; top photos: {best}")
     say(args, f"wrote {args.out}/atlas.png, atlas.html, atlas.json ({len(result.channels)} channels, "
               f"{result.channels_per_minute:.1f} channels/min)")
-    if result.status == "interrupted":
-        say(args, "interrupted: the atlas holds the visualizations as far as they got")
+    if result.status == "interrupted":  # always said (not a log line --quiet hides); SIGTERM exits 143
+        print(f"preimage atlas: interrupted; {args.out} holds the {len(result.channels)} channel(s) visualized "
+              "before the stop", file=sys.stderr)
         return 130
     return 0
