@@ -366,7 +366,10 @@ def run_score(args: argparse.Namespace) -> int:
     if args.out is not None:
         from ..io import write_json
 
-        write_json(args.out, r)
+        try:
+            write_json(args.out, r)
+        except OSError as exc:
+            raise PreimageError(f"cannot write {args.out}: {exc.strerror or exc}") from None
         say(args, f"wrote {args.out}")
     return 0
 
