@@ -372,38 +372,3 @@ def run_score(args: argparse.Namespace) -> int:
             raise PreimageError(f"cannot write {args.out}: {exc.strerror or exc}") from None
         say(args, f"wrote {args.out}")
     return 0
-
-
-def run_invert(args: argparse.Namespace, sources: list[str]) -> int:
-    """``preimage invert IMAGE... --model gan:CKPT`` (called by the invert command)."""
-    from ..images import image_name, unique_names
-    from ..io import check_outputs
-
-    ckpt = args.model.split(":", 1)[1]
-    _check_checkpoint(ckpt)
-    if args.layers:
-        raise PreimageError("a generator is inverted in pixel space; --layer does not apply to gan: models")
-    names = unique_names([image_name(s) for s in sources])
-    from ..tasks.invert import output_paths
-
-    check_outputs(output_paths(args.out, names, args.gif), args.force)
-    from ..gan.inversion import GanInvertConfig, invert_generator
-
-    cfg = GanInvertConfig()
-    overrides = {"steps": args.steps, "optimizer": args.optimizer, "lr": args.lr, "momentum": args.momentum,
-                 "seed": args.seed}
-    steps = args.steps or cfg.steps
-    say(args, f"inverting {', '.join(sources)} through the generator {ckpt} ({steps} steps, {cfg.restarts} starts)")
-    res = invert_generator(ckpt, sources, config=cfg, progress=not args.quiet,
-                           frame_every=(args.frames or max(1, steps // 40)) if args.gif else 0, **overrides)
-    written = res.save(args.out, force=args.force, gif=args.gif)
-    for name, m in zip(res.names, res.metrics):
-        print(f"{name}: per-pixel error {m['mae']:.4f} (MSE {m['mse']:.5f}) | PSNR {m['psnr']:.1f} dB | "
-              f"SSIM {m['ssim']:.3f} | TV ratio {m['tv_ratio']:.2f}")
-    print(f"wrote {len(written)} files to {args.out}/")
-    if res.status == "diverged":
-        raise _Diverged(f"diverged: {res.result.message}; lower --lr")
-    if res.status == "interrupted":
-        print(f"preimage invert: interrupted after {res.result.steps} steps; saved what there was", file=sys.stderr)
-        return 130
-    return 0

@@ -17,13 +17,15 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import PreimageError, did_you_mean
+from ..recipes import INVERT_PRESET_NAMES
 from .catalog import check_model, check_weights
 from .jobs import JobContext
 
 __all__ = ["KINDS", "prepare", "frame_every"]
 
 KINDS = ("invert", "depth", "dream", "saliency", "style")
-INVERT_PRESETS = ("default", "fast", "natural", "original", "shallow")
+#: the inversion presets (the CLI's list)
+INVERT_PRESETS = INVERT_PRESET_NAMES
 DREAM_PRESETS = ("fourier", "classic")
 #: what the saliency tab offers: every method of ``preimage saliency`` (checked against it in the tests),
 #: and ``all`` (every method the chosen model can run)
