@@ -18,10 +18,7 @@ DATA_NAMES = ("fashion-mnist", "mnist", "digits")
 
 
 def _at_least_two(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    v = positive_int(text)
     if v < 2:
         raise argparse.ArgumentTypeError(f"{text!r} must be >= 2 (a strip runs from one noise to another)")
     return v
