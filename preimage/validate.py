@@ -7,7 +7,9 @@ second. The same functions validate the API's keyword arguments and the dataclas
 """
 from __future__ import annotations
 
+import functools
 import math
+import re
 from typing import Any
 
 from .errors import PreimageError, did_you_mean
@@ -73,9 +75,12 @@ def check_model_name(name: str) -> str:
     """Refuse an unknown model name (with a did-you-mean) before anything is loaded.
 
     Names the zoo always knows (embedded, shallow with options) pass at once, without torch. Names
-    with a scheme (``timm:NAME``, ``onnx:...``, ``gan:...``) or a path are left to
-    :func:`preimage.models.load_model`, except ``timm:NAME``, checked against timm's list. A plain
-    name must be one of :func:`preimage.models.model_names` (this imports torchvision)."""
+    with a scheme (``timm:NAME``, ``onnx:...``, ``gan:...``) or an ONNX path are left to
+    :func:`preimage.models.load_model`, except ``timm:NAME``, checked against timm's list. A folder,
+    or a file that is not ONNX, is said to be one. A plain name must be one of
+    :func:`preimage.models.model_names`, whose torchvision part is read from torchvision's sources
+    (:func:`torchvision_names_unimported`; importing torchvision takes seconds), or, when they cannot
+    be read, from torchvision itself."""
     if not isinstance(name, str) or not name.strip():
         raise PreimageError("no model name given (`preimage models` lists them)")
     name = name.strip()
@@ -95,15 +100,67 @@ def check_model_name(name: str) -> str:
         return name
     if name.lower().endswith(".onnx") and not name.lower().startswith(("gan:", "timm:")):
         _check_onnx_path(name)  # before onnx and onnx2torch load (seconds)
-    if ":" in name or "/" in name or "." in name:
-        return name  # a scheme or a file: the loader that owns it checks it
-    from .models import model_names
+    if ":" not in name and not name.isidentifier():  # a path (a zoo name is an identifier): say what it is
+        _check_not_path(name)
+    if ":" in name or name.lower().endswith(".onnx"):
+        return name  # a scheme or an ONNX file: the loader that owns it checks it
+    listed = torchvision_names_unimported()
+    if listed is not None:  # read from torchvision's sources: no import (seconds) to refuse a misspelt name
+        names = [*EMBEDDED_MODELS, *SHALLOW_MODELS, *listed]
+    else:
+        from .models import model_names
 
-    names = model_names()
+        names = model_names()
     if name not in names:
+        _check_not_path(name)  # a folder named like a model (e.g. an --out folder): said as a folder
         raise PreimageError(f"unknown model {name!r}" + did_you_mean(name, names)
                             + "; `preimage models` lists them, timm models are timm:NAME")
     return name
+
+
+def _check_not_path(name: str) -> None:
+    """A folder or a file that is not an ONNX file, given as a model: said as such (not as an unknown
+    name, and before torchvision loads)."""
+    import os
+
+    path = os.path.expanduser(name)
+    if os.path.isdir(path):
+        raise PreimageError(f"model {name!r} is a folder, not a model file or name (`preimage models` lists the "
+                            "names; a model file is an ONNX file PATH.onnx; a `preimage gan train` run is gan:DIR)")
+    if os.path.isfile(path) and not name.lower().endswith(".onnx"):
+        raise PreimageError(f"model {name!r} is a file but not an ONNX file (PATH.onnx); `preimage models` "
+                            "lists the names")
+
+
+#: a registered model builder in torchvision's sources: ``@register_model()`` (or with ``name=``), then
+#: any other decorators, then ``def NAME(``
+_REGISTERED = re.compile(r"^@register_model\((?:name\s*=\s*)?(?:[\"']([\w.]+)[\"'])?\s*\)\s*\n"
+                         r"(?:@.*\n|\s*\n)*def\s+(\w+)\s*\(", re.M)
+
+
+@functools.lru_cache(maxsize=1)
+def torchvision_names_unimported() -> tuple[str, ...] | None:
+    """The names ``torchvision.models.list_models(module=torchvision.models)`` gives (the classification
+    models: builders registered in a module directly under ``torchvision/models``), read from
+    torchvision's source files without importing it (which takes seconds). None when the sources
+    cannot be read or look unlike what this reader expects (the caller then imports torchvision)."""
+    import importlib.util
+    from pathlib import Path
+
+    try:
+        spec = importlib.util.find_spec("torchvision")
+        if spec is None or not spec.submodule_search_locations:
+            return None
+        folder = Path(next(iter(spec.submodule_search_locations))) / "models"
+        names: set[str] = set()
+        for f in folder.glob("*.py"):
+            for given, fn in _REGISTERED.findall(f.read_text(encoding="utf-8", errors="replace")):
+                names.add(given or fn)
+    except (OSError, ValueError, ImportError, StopIteration):
+        return None
+    if len(names) < 20 or "resnet50" not in names:  # not the layout this reader knows
+        return None
+    return tuple(sorted(names))
 
 
 def _check_onnx_path(name: str) -> None:

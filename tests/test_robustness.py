@@ -557,6 +557,44 @@ def test_a_missing_onnx_file_is_reported_before_torch_or_onnx_load(argv):
     assert proc.stderr.strip() == f"preimage {argv[0]}: error: no such ONNX file: nope.onnx"
 
 
+@pytest.mark.parametrize("command", [["layers", "--model"], ["invert", "sample:chelsea", "--model"]])
+def test_a_folder_given_as_the_model_is_said_to_be_a_folder(command, tmp_path, capsys, no_model):
+    for given in (str(tmp_path), str(tmp_path / "resnet5")):  # a path, and a folder named like a model
+        (tmp_path / "resnet5").mkdir(exist_ok=True)
+        code, stdout, err = _run([*command, given, "--out", tmp_path / "o"] if command[0] == "invert"
+                                 else [*command, given], capsys)
+        line = _one_line(err)
+        assert code == 2 and f"model {given!r} is a folder, not a model file or name" in line, line
+        assert "unknown model" not in line and stdout == "" and not (tmp_path / "o").exists()
+    (tmp_path / "net.pt").write_bytes(b"")
+    code, _, err = _run([*command, tmp_path / "net.pt"] + (["--out", tmp_path / "o"] if command[0] == "invert" else []),
+                        capsys)
+    assert code == 2 and "is a file but not an ONNX file" in _one_line(err)
+
+
+@pytest.mark.parametrize("name, suggested", [("resnet5", "'resnet50'"), ("efficientnet_lite9", "'efficientnet_lite0'"),
+                                             ("/no/such/dir", "")])
+def test_a_misspelt_model_name_is_refused_without_importing_torchvision(name, suggested, tmp_path):
+    code = (f"import sys; from preimage.cli import main; rc = main(['layers', '--model', {name!r}]); "
+            "assert rc == 2, rc; "
+            "bad = [m for m in ('torch', 'torchvision', 'timm') if m in sys.modules]; assert not bad, bad")
+    proc = subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    line = _one_line(proc.stderr)
+    assert line.startswith(f"preimage layers: error: unknown model {name!r}") and suggested in line, line
+
+
+def test_the_torchvision_names_read_without_importing_match_its_registry():
+    import torchvision
+
+    from preimage.models import model_names
+    from preimage.validate import check_model_name, torchvision_names_unimported
+
+    assert torchvision_names_unimported() == tuple(sorted(torchvision.models.list_models(module=torchvision.models)))
+    for name in model_names():  # every listed name still passes the check
+        assert check_model_name(name) == name
+
+
 def test_the_package_keeps_its_public_names():
     import preimage
 
