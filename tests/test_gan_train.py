@@ -528,3 +528,16 @@ def test_train_and_classifier_refuse_another_run_before_the_data_loads(trained, 
     (tmp_path / "other" / "notes.txt").write_text("mine")
     assert main(["gan", "classifier", "--data", "digits", "--out", str(tmp_path / "other"), "-q"]) == 2
     assert "not empty" in _one_error_line(capsys, "gan classifier")
+
+
+def test_invert_through_a_generator_keeps_to_max_memory(trained, tmp_path, capsys, monkeypatch):
+    img = _png(tmp_path / "d.png", 28)
+    out = tmp_path / "o"
+    argv = ["invert", str(img), "--model", f"gan:{trained}", "--steps", "2", "--out", str(out), "-q"]
+    assert main(argv + ["--max-memory", "1K"]) == 2
+    line = _one_error_line(capsys, "invert")
+    assert "needs about" in line and "more than the 1 KB --max-memory allows" in line and not out.exists()
+    monkeypatch.setenv("PREIMAGE_MAX_MEMORY", "1K")
+    assert main(argv) == 2 and "PREIMAGE_MAX_MEMORY" in _one_error_line(capsys, "invert") and not out.exists()
+    capsys.readouterr()
+    assert main(argv + ["--max-memory", "off"]) == 0 and (out / "d.png").is_file()
