@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import pytest
@@ -125,6 +126,32 @@ def test_shapes_train_then_caption_and_explain_images(tmp_path, capsys, one_thre
     broken.write_bytes(b"not an image")
     assert main(["caption", str(broken), "--model", str(run), "--out", str(tmp_path / "x"), "-q"]) == 2
     assert "broken.jpg" in capsys.readouterr().err
+    # a failed write: one line naming the file, and nothing of this run left behind
+    import preimage.images
+
+    save = preimage.images.save_image
+    calls = {"n": 0}
+
+    def full_disk_on_the_second(image, path):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError(28, "No space left on device")
+        return save(image, path)
+
+    preimage.images.save_image = full_disk_on_the_second
+    try:
+        assert main(["caption", "scene:5", "--model", str(run), "--explain", "--out", str(tmp_path / "y"), "-q"]) == 2
+    finally:
+        preimage.images.save_image = save
+    err = capsys.readouterr().err.strip()
+    assert err == f"preimage caption: error: cannot write {tmp_path / 'y' / 'scene_5_explain.png'}: " \
+                  "No space left on device", err
+    assert not any(p.is_file() for p in (tmp_path / "y").rglob("*"))
+    if os.geteuid() == 0:  # root passes the access check; the kernel refuses the folder under /proc
+        assert main(["caption", "scene:5", "--model", str(run), "--out", "/proc/preimage-captions", "-q"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("preimage caption: error: cannot write /proc/preimage-captions/") and \
+            len(err.splitlines()) == 1, err
 
 
 def test_coco_json_train_eval_and_caption_end_to_end(tmp_path, capsys, one_thread):

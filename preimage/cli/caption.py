@@ -395,18 +395,31 @@ def _caption(args: argparse.Namespace, sources: list[str]) -> int:
     pixels = torch.stack([image_tensor(img, size) for img in images])
     captions = loaded.caption_pixels(pixels, beam_size=args.beam)
     records = []
+    written: list[Path] = []
+
+    def write(save, data, path: Path) -> None:
+        """A failed write (a read-only or special file system, a full disk, a file where the folder
+        should be) ends in one line, and what this run wrote before it is removed."""
+        try:
+            save(path, data) if save is write_json else save(data, path)
+        except OSError as exc:
+            for p in written:
+                p.unlink(missing_ok=True)
+            raise PreimageError(f"cannot write {path}: {exc.strerror or exc}") from None
+        written.append(path)
+
     for i, (name, src, cap) in enumerate(zip(names, sources, captions)):
         print(f"{src}: {cap}")
-        save_image(grid([pixels[i]], labels=[cap]), out / f"{name}_caption.png")
+        write(save_image, grid([pixels[i]], labels=[cap]), out / f"{name}_caption.png")
         rec = {"image": src, "caption": cap, "file": f"{name}_caption.png"}
         if args.explain:
             ex = explain_caption(loaded, pixels[i:i + 1], beam_size=args.beam)
-            save_image(ex.picture(cmap=args.cmap or "inferno"), out / f"{name}_explain.png")
+            write(save_image, ex.picture(cmap=args.cmap or "inferno"), out / f"{name}_explain.png")
             rec["explain"] = f"{name}_explain.png"
             rec["words"] = [{"word": w, "logprob": lp} for w, lp in zip(ex.words, ex.logprobs)]
         records.append(rec)
-    write_json(out / "captions.json", {"model": str(run), "epoch": loaded.epoch, "beam": args.beam,
-                                       "input_size": size, "images": records})
+    write(write_json, {"model": str(run), "epoch": loaded.epoch, "beam": args.beam, "input_size": size,
+                       "images": records}, out / "captions.json")
     _say(args, f"wrote {len(records)} captioned image(s){' and explanations' if args.explain else ''} to {out}")
     return 0
 
