@@ -147,13 +147,15 @@ def estimate_bytes(model: "Model | None", *, batch: int, size: int, backward: bo
 
 
 def check_fits(model: "Model | None", *, batch: int, size: int, what: str, backward: bool = True,
-               hint: str = "", device: Any = None) -> int:
-    """Raise :class:`PreimageError` when the estimate exceeds the limit; return the estimate."""
+               hint: str = "", device: Any = None, parallel: int = 1) -> int:
+    """Raise :class:`PreimageError` when the estimate exceeds the limit; return the estimate.
+    ``parallel``: how many such runs go at once, each in its own process with its own copy of the
+    model (a sweep's ``jobs``): the need is that many times one run's."""
     dev = device if device is not None else (model.device if model is not None else "cpu")
     cap, source = memory_limit(dev)
     if cap is None:
         return 0
-    need = estimate_bytes(model, batch=batch, size=size, backward=backward)
+    need = estimate_bytes(model, batch=batch, size=size, backward=backward) * max(1, int(parallel))
     if need > cap:
         fix = f"{hint}, or " if hint else ""
         raise PreimageError(

@@ -450,3 +450,25 @@ def test_in_process_progress_bar_moves_at_every_step(tmp_path, monkeypatch):
     steps = SMALL["steps"]
     # each run: one update per step, then the remainder (0) when it finishes
     assert updates == ([1] * steps + [0]) * 2
+
+
+def test_the_memory_check_counts_the_parallel_jobs(tmp_path, capsys, count_inverts):
+    from preimage.memory import estimate_bytes, limit
+    from preimage.models import load_model
+    from preimage.sweep import validate_sweep
+
+    one = estimate_bytes(load_model("efficientnet_lite0", input_size=64), batch=1, size=64)
+    cap = str(int(one * 1.5))  # one run fits, two at once do not
+    sw = build_sweep(small(layer=["blocks.1", "blocks.3"]))
+    with limit(cap):
+        validate_sweep(sw, tmp_path / "s", jobs=1)
+        with pytest.raises(PreimageError, match="in each of 2 parallel jobs .*fewer --jobs"):
+            validate_sweep(sw, tmp_path / "s", jobs=2)
+        with pytest.raises(PreimageError, match="2 parallel jobs"):
+            run_sweep(sw, tmp_path / "s", jobs=4)  # no more jobs than runs
+    rc = main(["sweep", "sample:chelsea", "--layers", "blocks.1,blocks.3", "--steps", "3", "--input-size", "64",
+               "--jobs", "2", "--max-memory", cap, "-o", str(tmp_path / "s")])
+    out, err = capsys.readouterr()
+    assert rc == 2 and out == "" and len(err.strip().splitlines()) == 1, err
+    assert "preimage sweep: error: inverting 1 image at 64 px with efficientnet_lite0 in each of 2 parallel jobs" in err
+    assert not (tmp_path / "s").exists() and count_inverts == []

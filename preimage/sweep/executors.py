@@ -74,9 +74,9 @@ def _safe_compute(spec: RunSpec, device: str, threads: int | None,
         return {"key": spec.key, "error": f"{type(exc).__name__}: {text[0] if text else ''}"}
 
 
-def _validate_inputs(sweep: Sweep, device: str) -> None:
+def _validate_inputs(sweep: Sweep, device: str, jobs: int = 1) -> None:
     """Fail before any work on a missing image, an unknown model or layer, or a run that would not
-    fit in memory (one line each)."""
+    fit in memory (one line each); with ``jobs`` worker processes, that many runs at once."""
     from ..images import load_image
     from ..layers import parse_layer_spec, resolve_layer
     from ..memory import check_fits
@@ -92,18 +92,22 @@ def _validate_inputs(sweep: Sweep, device: str) -> None:
         for spec in sorted(layers):
             for layer, _ in parse_layer_spec(spec):
                 resolve_layer(model, layer)
-        # the estimate each run makes (tasks.invert): refused here once, not once per run
+        # the estimate each run makes (tasks.invert): refused here once, not once per run; worker
+        # processes each hold a model and a run at once
+        parallel = max(1, min(int(jobs), len(sweep.runs)))
         check_fits(model, batch=1, size=model.input_size, what=f"inverting 1 image at {model.input_size} px "
-                   f"with {name}", hint="use a smaller input size (--input-size)")
+                   f"with {name}" + (f" in each of {parallel} parallel jobs" if parallel > 1 else ""),
+                   hint="use a smaller input size (--input-size)" + (" or fewer --jobs" if parallel > 1 else ""),
+                   parallel=parallel)
 
 
-def validate_sweep(sweep: Sweep, out: str | os.PathLike, device: str = "cpu") -> None:
+def validate_sweep(sweep: Sweep, out: str | os.PathLike, device: str = "cpu", jobs: int = 1) -> None:
     """Everything :func:`run_sweep` checks before it starts (``validate=True``), without running:
-    the output folder, images, models, layers and the memory each run needs."""
+    the output folder, images, models, layers and the memory the runs need (``jobs`` of them at once)."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise PreimageError(f"{out} exists and is not a folder")
-    _validate_inputs(sweep, device)
+    _validate_inputs(sweep, device, jobs)
 
 
 def run_sweep(
@@ -146,7 +150,7 @@ def run_sweep(
     out = Path(out)
     runs_dir = Path(cache) if cache is not None else out / "runs"
     if validate:
-        validate_sweep(sweep, out, device)
+        validate_sweep(sweep, out, device, jobs=1 if ray_address else jobs)
     elif out.exists() and not out.is_dir():
         raise PreimageError(f"{out} exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
