@@ -95,6 +95,8 @@ CANDIDATES: dict[str, dict] = {
     "pyr_tv3_learned": {"deep": {}, "param": "pyramid", "lambda_tv": 0.3, "init": "learned"},
     # the default with another seed (the jitter's draws): how far one seed's numbers are from another's
     "pyr_tv2_learned_seed1": {"deep": {}, "param": "pyramid", "lambda_tv": 0.2, "init": "learned", "seed": 1},
+    "pyr_tv2_learned_seed2": {"deep": {}, "param": "pyramid", "lambda_tv": 0.2, "init": "learned", "seed": 2},
+    "pyr_tv2_learned_seed3": {"deep": {}, "param": "pyramid", "lambda_tv": 0.2, "init": "learned", "seed": 3},
     "pyr_tv2_anchor05": {"deep": {}, "param": "pyramid", "lambda_tv": 0.2, "init": "learned", "anchor": 0.5},
     "pyr_tv2_anchor2": {"deep": {}, "param": "pyramid", "lambda_tv": 0.2, "init": "learned", "anchor": 2.0},
     # eleventh round: agreement with a second network (objectives.agreement: efficientnet_lite1 pulled

@@ -11,6 +11,11 @@ script measures what that verdict can reach on the bundled photos, with no optim
     # 2. saved pre-images (DIR/<photo>_<stage>.png, as invert_deep.py writes them): the same agreement
     #    for lite0 (the inverted network itself), lite1 and lite2
     python benchmarks/judge_ceiling.py preimages benchmarks/results/invert_deep_screen/pyr_tv2_learned_seed1 --tag _seed1
+    # 3. the pre-images of several seeds (one folder each): lite2's verdict on each seed's image, on any
+    #    seed's, on each image low-passed (Gaussian blur, half resolution) and on the seeds' mean image,
+    #    with lite0's feature error and PSNR (do the verdicts rest on detail that differs from seed to seed?)
+    python benchmarks/judge_ceiling.py smoothed benchmarks/results/invert_deep_screen/pyr_tv2_learned{,_seed1,_seed2,_seed3} \
+        --photos chelsea coffee astronaut rocket camera clock grass retina --stages conv_head --tag _seeds
 
 Writes benchmarks/results/judge_ceiling_<mode><tag>.{json,md}.
 """
@@ -167,6 +172,71 @@ def preimages(folder: Path, photos: list[str], stages: list[str], tag: str = "")
     _write(f"preimages{tag}", {"folder": str(folder), "photos": photos, "rows": rows}, lines)
 
 
+def _blur(x, sigma: float):
+    """A separable Gaussian blur of std ``sigma`` px (reflected borders)."""
+    import torch
+    import torch.nn.functional as F
+
+    r = int(3 * sigma + 0.5)
+    k = torch.exp(-torch.arange(-r, r + 1, dtype=x.dtype) ** 2 / (2 * sigma**2))
+    k = (k / k.sum()).repeat(x.shape[1], 1, 1, 1)
+    x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="reflect"), k.view(-1, 1, 1, 2 * r + 1), groups=x.shape[1])
+    return F.conv2d(F.pad(x, (0, 0, r, r), mode="reflect"), k.view(-1, 1, 2 * r + 1, 1), groups=x.shape[1])
+
+
+def smoothed(folders: list[Path], photos: list[str], stages: list[str], tag: str = "") -> None:
+    """lite2's verdict on the pre-images of several runs (seeds), each alone, any of them, each low-passed,
+    and the runs' mean image; with lite0's feature error and PSNR."""
+    import torch
+
+    from preimage.images import load_batch
+    from preimage.layers import FeatureExtractor
+    from preimage.metrics import feature_error, judge_recognition, psnr
+
+    nets = _nets()
+    model, judge = nets["efficientnet_lite0"], nets["efficientnet_lite2"]
+    changes = {"as saved": lambda x: x, "Gaussian blur σ 0.7 px": lambda x: _blur(x, 0.7),
+               "Gaussian blur σ 1.5 px": lambda x: _blur(x, 1.5), "half resolution": lambda x: _resample(x, 2)}
+    rows = []
+    for s in stages:
+        have = [p for p in photos if all((f / f"{p}_{s}.png").is_file() for f in folders)]
+        if not have:
+            raise SystemExit(f"no photo has a pre-image of {s} in every folder")
+        ref = load_batch([f"sample:{p}" for p in have], SIZE, channels=3)[0]
+        runs = [load_batch([str(f / f"{p}_{s}.png") for p in have], SIZE, channels=3)[0] for f in folders]
+        ex = FeatureExtractor(model, [s])
+        with torch.no_grad():
+            target = ex(model.normalize(ref))[s]
+
+            def score(x) -> dict:
+                x = x.clamp(0, 1)
+                return {"agrees": judge_recognition(judge, x, ref)["agrees"].tolist(),
+                        "feature_error": feature_error(ex(model.normalize(x))[s], target).tolist(),
+                        "psnr": psnr(x, ref).tolist()}
+
+            for name, change in changes.items():
+                each = [score(change(x)) for x in runs]
+                rows.append({"stage": s, "images": f"each run, {name}", "photos": have, "runs": each})
+            rows.append({"stage": s, "images": "the mean of the first two runs",
+                         "photos": have, "runs": [score(sum(runs[:2]) / 2)]})
+            if len(runs) > 2:
+                rows.append({"stage": s, "images": f"the mean of all {len(runs)} runs", "photos": have,
+                             "runs": [score(sum(runs) / len(runs))]})
+    lines = [f"Pre-images of {len(folders)} runs (" + ", ".join(f"`{f.name}`" for f in folders) + "): lite2's "
+             "top-1 class against its class for the photo (per run, then on any run), lite0's feature error "
+             "and PSNR (medians over photos and runs).", "",
+             "| stage | images | lite2 agrees, per run | on any run | median feature error | median PSNR dB |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        n = len(r["photos"])
+        any_run = sum(any(run["agrees"][i] for run in r["runs"]) for i in range(n))
+        fe = statistics.median(v for run in r["runs"] for v in run["feature_error"])
+        ps = statistics.median(v for run in r["runs"] for v in run["psnr"])
+        per = ", ".join(f"{sum(run['agrees'])}" for run in r["runs"])
+        lines.append(f"| {r['stage']} | {r['images']} | {per} of {n} | {any_run}/{n} | {fe:.3f} | {ps:.1f} |")
+    _write(f"smoothed{tag}", {"folders": [str(f) for f in folders], "rows": rows}, lines)
+
+
 def _write(mode: str, data: dict, lines: list[str]) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"judge_ceiling_{mode}.json").write_text(json.dumps(data, indent=2) + "\n")
@@ -176,8 +246,9 @@ def _write(mode: str, data: dict, lines: list[str]) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("mode", choices=["photo", "preimages"])
-    ap.add_argument("folder", nargs="?", type=Path, help="preimages: the folder of <photo>_<stage>.png")
+    ap.add_argument("mode", choices=["photo", "preimages", "smoothed"])
+    ap.add_argument("folders", nargs="*", type=Path,
+                    help="preimages: the folder of <photo>_<stage>.png; smoothed: one such folder per run")
     ap.add_argument("--photos", nargs="+", default=PHOTOS)
     ap.add_argument("--stages", nargs="+", default=DEEP)
     ap.add_argument("--tag", default="", help="suffix of the results files")
@@ -187,10 +258,14 @@ def main() -> None:
     torch.set_num_threads(1)
     if args.mode == "photo":
         photo(args.photos, args.tag)
-    else:
-        if args.folder is None:
+    elif args.mode == "preimages":
+        if len(args.folders) != 1:
             ap.error("preimages needs the folder of saved pre-images")
-        preimages(args.folder.resolve(), args.photos, args.stages, args.tag)
+        preimages(args.folders[0].resolve(), args.photos, args.stages, args.tag)
+    else:
+        if len(args.folders) < 2:
+            ap.error("smoothed needs the folders of two or more runs")
+        smoothed([f.resolve() for f in args.folders], args.photos, args.stages, args.tag)
 
 
 if __name__ == "__main__":
