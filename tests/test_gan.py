@@ -171,3 +171,16 @@ def test_the_class_histogram_is_a_distribution_over_the_predictions():
         net.head.bias.copy_(torch.arange(10.0))  # every image is class 9
     hist = class_histogram(net, torch.rand(7, 1, 28, 28))
     assert hist == [0.0] * 9 + [1.0]
+
+
+def test_gan_score_stays_the_function_after_its_submodules_load():
+    # `preimage.gan.score` is also a submodule; importing it (as `gan.train_classifier` and the
+    # scoring code do) must not replace the package's `score` function with the module.
+    import inspect
+
+    import preimage.gan.evaluate  # noqa: F401  (imports .score)
+    import preimage.gan.score  # noqa: F401
+    from preimage import gan
+
+    assert inspect.isfunction(gan.score) and gan.score.__module__ == "preimage.gan"
+    assert callable(gan.score)

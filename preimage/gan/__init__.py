@@ -19,6 +19,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
+# `score` is both a submodule and a function here: load the submodule now, so that the function
+# defined below replaces it as the package's attribute and a later `from .score import ...` (by
+# train_classifier and the scoring code) cannot put the module back in its place.
+from . import score as _score_module  # noqa: F401
 from .losses import LOSSES, discriminator_loss, generator_loss, ls_discriminator_loss, ls_generator_loss
 from .nets import build_pair, sample_noise
 from .sample import image_grid, interpolate, load_generator, sample
