@@ -56,6 +56,7 @@ def test_train_eval_on_the_assignment_files_and_refusals(tmp_path, capsys, one_t
     assert main(["caption", "eval", str(run), "-q"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("preimage caption eval: error: ") and "exists; use --force" in err and "\n" not in err
+    assert "--out" not in err  # eval always writes into the run folder
     assert (run / "eval_test.json").read_bytes() == before
     # the vocabulary of the data changed under the run: eval refuses it
     (tmp_path / "coco" / "coco2014_vocab.json").write_text(json.dumps({"idx_to_word": ["<NULL>", "<START>", "<END>", "<UNK>", "a", "red", "circle", "cat"]}))
@@ -71,6 +72,7 @@ def test_train_eval_on_the_assignment_files_and_refusals(tmp_path, capsys, one_t
     (["caption", "train", "--explain"], "--explain is an option of `preimage caption IMAGE...`"),
     (["caption", "eval"], "usage: preimage caption eval DIR"),
     (["caption", "eval", "/nonexistent"], "holds no checkpoint.pt"),
+    (["caption", "eval", "/nonexistent", "--out", "/tmp/elsewhere"], "--out does not apply to `preimage caption eval`"),
     (["caption", "some.png"], "--model DIR"),
     (["caption", "some.png", "--model", "/nonexistent"], "holds no checkpoint.pt"),
 ])

@@ -143,6 +143,9 @@ def run(args: argparse.Namespace) -> int:
         return _train(args)
     if first == "eval":
         _refuse_foreign(args, "eval")
+        if args.out is not None:
+            raise PreimageError("--out does not apply to `preimage caption eval`: it writes DIR/eval_SPLIT.json "
+                                "into the run folder")
         if len(args.action) != 2:
             raise PreimageError("usage: preimage caption eval DIR")
         return _eval(args, args.action[1])
@@ -325,7 +328,9 @@ def _eval(args: argparse.Namespace, run_dir: str) -> int:
 
     split = args.split or "test"
     name = f"eval_{split}" + (f"_beam{args.beam}" if args.beam > 1 else "") + ".json"
-    check_outputs([run / name], args.force)  # an earlier evaluation is kept unless --force
+    if (run / name).exists() and not args.force:  # an earlier evaluation is kept unless --force
+        raise PreimageError(f"{run / name} exists; use --force to overwrite it")
+    check_outputs([run / name], args.force)
     from ..captioning.evaluate import evaluate_run
     from ..io import write_json
 
