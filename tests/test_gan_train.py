@@ -303,6 +303,14 @@ def test_cli_score_gives_fd_lenet_kid_and_the_class_histogram(trained, lenet, tm
     assert r["fd"] == pytest.approx(want["fd"], rel=1e-5) and r["kid"] == pytest.approx(want["kid"], rel=1e-5)
 
 
+def test_cli_score_says_how_many_samples_it_used_when_the_data_has_fewer(trained, lenet, capsys):
+    # digits has 1,438 training images: --n 5000 compares 1,438 samples with them, and says so
+    capsys.readouterr()
+    assert main(["gan", "score", str(trained), "--classifier", str(lenet), "--n", "5000", "-q"]) == 0
+    printed = capsys.readouterr().out
+    assert "FD-LeNet " in printed and "n=1438" in printed
+
+
 @pytest.mark.parametrize("argv, message", [
     ([], "nothing to score with"),
     (["--classifier", "nowhere"], "no such checkpoint: nowhere"),

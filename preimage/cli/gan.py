@@ -346,14 +346,15 @@ def run_score(args: argparse.Namespace) -> int:
         check_outputs([args.out], args.force)
     from ..gan.evaluate import score_run
 
-    say(args, f"scoring {args.checkpoint} with {args.n} samples"
+    say(args, f"scoring {args.checkpoint} with up to {args.n} samples (at most as many as the training images)"
               + (" (FID: Inception weights are downloaded once if not cached)" if args.inception and
                  args.inception_weights is None else ""))
     r = score_run(args.checkpoint, classifier=args.classifier, inception=args.inception,
                   inception_weights=args.inception_weights, n=args.n, seed=args.seed, data_root=args.data_root)
     if "lenet" in r:
         m = r["lenet"]
-        acc = f" (classifier test accuracy {m['test_accuracy']:.4f})" if m["test_accuracy"] is not None else ""
+        acc = f"; classifier test accuracy {m['test_accuracy']:.4f}" if m["test_accuracy"] is not None else ""
+        acc = f" (n={r['n']}{acc})"  # n: --n, or the data's training images when it has fewer
         print(f"FD-LeNet {m['fd']:.3f}  KID-LeNet {m['kid']:.5f} ± {m['kid_std']:.5f}{acc}")
         print("class shares: " + " ".join(f"{h:.3f}" for h in m["class_histogram"])
               + f"  (smallest {m['min_class_fraction']:.1%})")
