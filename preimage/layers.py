@@ -156,8 +156,13 @@ def resolve_layer(model: Model, name: str) -> str:
     base, view = vit.split_view(name)
     if view is not None and vit.is_vit(model.net):
         return f"{resolve_layer(model, base)}.{view}"  # a ViT layer's prefix tokens: blocks.5.cls
+    choices = [*model.aliases, *sorted(modules)]
+    layout = vit.token_layout(model.net)
+    if layout is not None:  # the token views `preimage layers` lists: blocks.N.cls, norm.cls, ...
+        choices += [f"{m}.{v}" for m in sorted(modules) if _VIEW_ROWS.match(m)
+                    for v in (*dict.fromkeys(layout.names), "tokens")]
     raise PreimageError(
-        f"unknown layer {name!r} for {model.name}" + did_you_mean(name, [*model.aliases, *sorted(modules)])
+        f"unknown layer {name!r} for {model.name}" + did_you_mean(name, choices)
         + f"; `preimage layers {model.name}` lists them"
     )
 

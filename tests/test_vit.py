@@ -108,6 +108,9 @@ def test_views_that_do_not_exist_are_one_clear_error(tiny_vit):
         FeatureExtractor(tiny_vit, ["head.cls"])
     with pytest.raises(PreimageError, match="did you mean"):
         resolve_layer(tiny_vit, "blocks.0.mlp.actt")
+    # a misspelt token view gets the view itself as its suggestion
+    with pytest.raises(PreimageError, match="did you mean 'blocks.1.cls'"):
+        resolve_layer(tiny_vit, "blocks.1.clss")
 
 
 def test_views_are_not_names_on_a_cnn(tiny_model):
