@@ -346,7 +346,7 @@ def run_score(args: argparse.Namespace) -> int:
         check_outputs([args.out], args.force)
     from ..gan.evaluate import score_run
 
-    say(args, f"scoring {args.checkpoint} with up to {args.n} samples (at most as many as the training images)"
+    say(args, f"scoring {args.checkpoint} with up to {args.n} samples, no more than the data's training images"
               + (" (FID: Inception weights are downloaded once if not cached)" if args.inception and
                  args.inception_weights is None else ""))
     r = score_run(args.checkpoint, classifier=args.classifier, inception=args.inception,
