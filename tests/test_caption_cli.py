@@ -227,7 +227,8 @@ def test_eval_report_numbers_follow_from_the_captions_it_writes(tmp_path, capsys
             [scores[k] for k in ("bleu1", "bleu2", "bleu3", "bleu4", "cider")], abs=5e-4)
 
 
-@pytest.mark.parametrize("bad,message", [("json", "is not valid JSON"), ("model", "did you mean 'efficientnet_lite0'")])
+@pytest.mark.parametrize("bad,message", [("json", "is not valid JSON"), ("binary", "is not a JSON text file"),
+                                         ("model", "did you mean 'efficientnet_lite0'")])
 def test_a_bad_captions_file_or_feature_model_fails_before_the_model_loads(tmp_path, capsys, monkeypatch, bad, message):
     import preimage.models
 
@@ -239,6 +240,9 @@ def test_a_bad_captions_file_or_feature_model_fails_before_the_model_loads(tmp_p
     if bad == "json":
         path = tmp_path / "BAD.json"
         path.write_text("{not json")
+    if bad == "binary":  # an image given where the captions file goes
+        path = tmp_path / "photo.png"
+        path.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)))
     argv = ["caption", "train", "--data", "coco-json", str(path), "--out", str(tmp_path / "run"), "-q"]
     if bad == "model":
         argv += ["--feature-model", "efficientnet_lit0"]

@@ -318,8 +318,11 @@ def _read_coco_json(path: Path) -> tuple[list[tuple[str, str]], dict[str, list[s
         raise PreimageError(f"no such file: {path}")
     try:
         data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PreimageError(f"cannot read {path}: {exc}") from None
+    except UnicodeDecodeError:
+        raise PreimageError(f"{path} is not a JSON text file (a COCO captions file such as "
+                            f"captions_train2014.json)") from None
+    except OSError as exc:
+        raise PreimageError(f"cannot read {path}: {exc.strerror or exc}") from None
     except json.JSONDecodeError as exc:
         raise PreimageError(f"{path} is not valid JSON (line {exc.lineno}: {exc.msg})") from None
     if not isinstance(data, dict) or not isinstance(data.get("images"), list) \
