@@ -322,6 +322,16 @@ def test_cli_score_refuses_bad_arguments_in_one_line(trained, capsys, argv, mess
     assert message in err and "\n" not in err
 
 
+def test_cli_score_refuses_runs_of_the_wrong_kind_before_its_first_line(trained, lenet, capsys):
+    # not quiet: the "scoring ..." line would come first if the kinds were checked late
+    assert main(["gan", "score", str(lenet), "--classifier", str(lenet)]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.strip().splitlines()) == 1 and "not a 'gan' one" in err
+    assert main(["gan", "score", str(trained), "--classifier", str(trained)]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.strip().splitlines()) == 1 and "not a 'classifier' one" in err
+
+
 def test_fid_offline_fails_in_one_line_naming_the_way_out(trained, lenet, capsys, monkeypatch):
     import urllib.error
 

@@ -232,7 +232,7 @@ def _report(res, out: Path) -> int:
         print(res.message)
     last = (res.history.get("epochs") or [{}])[-1]
     losses = "  ".join(f"{k} {v:.3f}" for k, v in last.items() if k in ("D", "G") and isinstance(v, float))
-    print(f"trained {res.epochs_done} epochs in {res.seconds:.0f} s{'  ' + losses if losses else ''}; "
+    print(f"trained {res.epochs_done} epoch{'' if res.epochs_done == 1 else 's'} in {res.seconds:.0f} s{'  ' + losses if losses else ''}; "
           f"checkpoint {res.checkpoint}, samples {out / 'samples.png'}")
     return 0
 
@@ -345,7 +345,11 @@ def run_score(args: argparse.Namespace) -> int:
 
         check_outputs([args.out], args.force)
     from ..gan.evaluate import score_run
+    from ..train import load_checkpoint
 
+    load_checkpoint(args.checkpoint, kind="gan")  # the wrong kind of run is one line, before the first one
+    if args.classifier is not None:
+        load_checkpoint(args.classifier, kind="classifier")
     say(args, f"scoring {args.checkpoint} with up to {args.n} samples, no more than the data's training images"
               + (" (FID: Inception weights are downloaded once if not cached)" if args.inception and
                  args.inception_weights is None else ""))
