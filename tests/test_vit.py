@@ -5,6 +5,7 @@ shift, noise), inversion and class visualization, timm options in the model name
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -344,6 +345,8 @@ def test_cli_layers_shows_grid_shapes_and_the_class_token(capsys):
 def test_cli_saliency_rollout_and_dream_with_ensembling(tmp_path, capsys):
     common = ["--model", TINY, "--weights", "none", "--input-size", "32", "--quiet"]
     assert main(["saliency", "sample:chelsea", "--method", "rollout,vanilla", "-o", str(tmp_path / "s"), *common]) == 0
+    line = capsys.readouterr().out.splitlines()[0]  # a model without class names: its index, said once
+    assert re.fullmatch(r"chelsea: class \d+ \(p=[0-9.]+\)", line), line
     manifest = json.loads((tmp_path / "s" / "saliency.json").read_text())
     assert manifest["methods"] == ["rollout", "vanilla"]
     assert (tmp_path / "s" / "chelsea_rollout_overlay.png").is_file()

@@ -103,7 +103,8 @@ def run(args: argparse.Namespace) -> int:
                       stride=args.stride, fill=args.fill)
     result.save(args.out, force=args.force, cmap=args.cmap)
     for i, (name, cn, c, p) in enumerate(zip(result.names, result.class_names, result.classes, result.probs)):
-        line = f"{name}: class {c} {cn} (p={p:.3f})"
+        label = f"class {c}" if cn == f"class {c}" else f"class {c} {cn}"  # a model without class names
+        line = f"{name}: {label} (p={p:.3f})"
         if result.completeness:
             ig = result.completeness[i]
             line += (f"; IG completeness gap {ig['gap']:+.4g} (sum {ig['sum']:.4g} vs S(x)-S(x') {ig['delta']:.4g}, "
