@@ -130,6 +130,22 @@ def _check_not_path(name: str) -> None:
     if os.path.isfile(path) and not name.lower().endswith(".onnx"):
         raise PreimageError(f"model {name!r} is a file but not an ONNX file (PATH.onnx); `preimage models` "
                             "lists the names")
+    if "/" in name or os.sep in name:  # a path to nothing: a misspelt file name (a zoo name has no slash)
+        if not os.path.exists(path):
+            raise PreimageError(f"no such model file: {name}" + did_you_mean(name, _onnx_files_beside(name))
+                                + "; a model file is an ONNX file PATH.onnx")
+
+
+def _onnx_files_beside(name: str) -> list[str]:
+    """The ONNX files in the folder ``name`` points into, spelled as ``name`` spells its folder."""
+    import os
+
+    head = os.path.dirname(name)
+    folder = os.path.expanduser(head) or "."
+    try:
+        return [os.path.join(head, f) for f in os.listdir(folder) if f.lower().endswith(".onnx")]
+    except OSError:
+        return []
 
 
 #: a registered model builder in torchvision's sources: ``@register_model()`` (or with ``name=``), then

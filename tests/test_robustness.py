@@ -574,6 +574,14 @@ def test_a_folder_given_as_the_model_is_said_to_be_a_folder(command, tmp_path, c
     assert code == 2 and "is a file but not an ONNX file" in _one_line(err)
 
 
+def test_a_misspelt_model_file_is_said_missing_with_the_onnx_file_beside_it(tmp_path, capsys, no_model):
+    (tmp_path / "net.onnx").write_bytes(b"")
+    code, stdout, err = _run(["layers", tmp_path / "net.onx"], capsys)
+    line = _one_line(err)
+    assert code == 2 and stdout == "" and f"no such model file: {tmp_path / 'net.onx'}" in line, line
+    assert f"did you mean {str(tmp_path / 'net.onnx')!r}" in line and "unknown model" not in line
+
+
 @pytest.mark.parametrize("name, suggested", [("resnet5", "'resnet50'"), ("efficientnet_lite9", "'efficientnet_lite0'"),
                                              ("/no/such/dir", "")])
 def test_a_misspelt_model_name_is_refused_without_importing_torchvision(name, suggested, tmp_path):
@@ -583,7 +591,8 @@ def test_a_misspelt_model_name_is_refused_without_importing_torchvision(name, su
     proc = subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     line = _one_line(proc.stderr)
-    assert line.startswith(f"preimage layers: error: unknown model {name!r}") and suggested in line, line
+    said = f"no such model file: {name}" if "/" in name else f"unknown model {name!r}"  # a path, or a name
+    assert line.startswith(f"preimage layers: error: {said}") and suggested in line, line
 
 
 def test_the_torchvision_names_read_without_importing_match_its_registry():
