@@ -156,6 +156,20 @@ def test_shapes_train_then_caption_and_explain_images(tmp_path, capsys, one_thre
             len(err.splitlines()) == 1, err
 
 
+def test_an_empty_caption_is_said_to_be_empty(tmp_path, capsys, monkeypatch, one_thread):
+    from preimage.captioning import task
+
+    run = tmp_path / "run"
+    assert main(["caption", "train", "--data", "shapes", "--scenes", "12", "--epochs", "1", "--hidden", "16",
+                 "--wordvec", "8", "--input-size", "64", "--out", str(run), "--cache", str(tmp_path / "cache"),
+                 "-q"]) == 0
+    monkeypatch.setattr(task.LoadedCaptioner, "caption_pixels", lambda self, pixels, beam_size=1: [""] * len(pixels))
+    capsys.readouterr()
+    assert main(["caption", "scene:3", "--model", str(run), "--out", str(tmp_path / "c"), "-q"]) == 0
+    assert capsys.readouterr().out.strip() == "scene:3: (empty caption: the model said <END> first)"
+    assert json.loads((tmp_path / "c" / "captions.json").read_text())["images"][0]["caption"] == ""
+
+
 def test_coco_json_train_eval_and_caption_end_to_end(tmp_path, capsys, one_thread):
     path = write_coco_json(tmp_path, n=8)
     run = tmp_path / "run"

@@ -414,8 +414,9 @@ def _caption(args: argparse.Namespace, sources: list[str]) -> int:
         written.append(path)
 
     for i, (name, src, cap) in enumerate(zip(names, sources, captions)):
-        print(f"{src}: {cap}")
-        write(save_image, grid([pixels[i]], labels=[cap]), out / f"{name}_caption.png")
+        shown = cap or "(empty caption: the model said <END> first)"
+        print(f"{src}: {shown}")
+        write(save_image, grid([pixels[i]], labels=[shown]), out / f"{name}_caption.png")
         rec = {"image": src, "caption": cap, "file": f"{name}_caption.png"}
         if args.explain:
             ex = explain_caption(loaded, pixels[i:i + 1], beam_size=args.beam)
