@@ -452,10 +452,12 @@ def test_in_process_progress_bar_moves_at_every_step(tmp_path, monkeypatch):
     assert updates == ([1] * steps + [0]) * 2
 
 
-def test_the_memory_check_counts_the_parallel_jobs(tmp_path, capsys, count_inverts):
+def test_the_memory_check_counts_the_parallel_jobs(tmp_path, capsys, count_inverts, monkeypatch):
     from preimage.memory import estimate_bytes, limit
     from preimage.models import load_model
-    from preimage.sweep import validate_sweep
+    from preimage.sweep import executors, validate_sweep
+
+    monkeypatch.setattr(executors, "_cores", lambda: 2)
 
     one = estimate_bytes(load_model("efficientnet_lite0", input_size=64), batch=1, size=64)
     cap = str(int(one * 1.5))  # one run fits, two at once do not
@@ -472,3 +474,6 @@ def test_the_memory_check_counts_the_parallel_jobs(tmp_path, capsys, count_inver
     assert rc == 2 and out == "" and len(err.strip().splitlines()) == 1, err
     assert "preimage sweep: error: inverting 1 image at 64 px with efficientnet_lite0 in each of 2 parallel jobs" in err
     assert not (tmp_path / "s").exists() and count_inverts == []
+    monkeypatch.setattr(executors, "_cores", lambda: 1)  # --jobs 2 on one core runs one at a time: it fits
+    with limit(cap):
+        validate_sweep(sw, tmp_path / "s", jobs=2)

@@ -93,8 +93,8 @@ def _validate_inputs(sweep: Sweep, device: str, jobs: int = 1) -> None:
             for layer, _ in parse_layer_spec(spec):
                 resolve_layer(model, layer)
         # the estimate each run makes (tasks.invert): refused here once, not once per run; worker
-        # processes each hold a model and a run at once
-        parallel = max(1, min(int(jobs), len(sweep.runs)))
+        # processes each hold a model and a run at once (no more of them than cores, as _run_pool runs)
+        parallel = max(1, min(int(jobs), len(sweep.runs), _cores()))
         check_fits(model, batch=1, size=model.input_size, what=f"inverting 1 image at {model.input_size} px "
                    f"with {name}" + (f" in each of {parallel} parallel jobs" if parallel > 1 else ""),
                    hint="use a smaller input size (--input-size)" + (" or fewer --jobs" if parallel > 1 else ""),
