@@ -468,12 +468,18 @@ def test_the_memory_check_counts_the_parallel_jobs(tmp_path, capsys, count_inver
             validate_sweep(sw, tmp_path / "s", jobs=2)
         with pytest.raises(PreimageError, match="2 parallel jobs"):
             run_sweep(sw, tmp_path / "s", jobs=4)  # no more jobs than runs
+        validate_sweep(sw, tmp_path / "s", jobs=2, pending=1)  # the other run is cached: one at a time
     rc = main(["sweep", "sample:chelsea", "--layers", "blocks.1,blocks.3", "--steps", "3", "--input-size", "64",
                "--jobs", "2", "--max-memory", cap, "-o", str(tmp_path / "s")])
     out, err = capsys.readouterr()
     assert rc == 2 and out == "" and len(err.strip().splitlines()) == 1, err
     assert "preimage sweep: error: inverting 1 image at 64 px with efficientnet_lite0 in each of 2 parallel jobs" in err
     assert not (tmp_path / "s").exists() and count_inverts == []
+    # with one of the two runs cached, one is left to run: it fits, and only it runs
+    base = ["sweep", "sample:chelsea", "--steps", "3", "--input-size", "64", "-o", str(tmp_path / "s"), "-q"]
+    assert main([*base, "--layers", "blocks.1"]) == 0 and count_inverts == ["blocks.1"]
+    assert main([*base, "--layers", "blocks.1,blocks.3", "--jobs", "2", "--max-memory", cap]) == 0
+    assert count_inverts == ["blocks.1", "blocks.3"]
     monkeypatch.setattr(executors, "_cores", lambda: 1)  # --jobs 2 on one core runs one at a time: it fits
     with limit(cap):
         validate_sweep(sw, tmp_path / "s", jobs=2)

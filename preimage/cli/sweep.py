@@ -138,7 +138,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"{r.spec.dirname}\t{state}\t{label}")
         say(args, f"{len(sweep.runs)} runs; swept: {', '.join(sweep.swept) or 'nothing'}")
         return 0
-    validate_sweep(sweep, out, device, jobs=args.jobs)  # images, models, layers, memory: nothing is said before an error
+    pending = sum(args.force or not is_complete(runs_dir / r.spec.dirname) for r in sweep.runs)
+    validate_sweep(sweep, out, device, jobs=args.jobs, pending=pending)  # images, models, layers, memory: nothing is said before an error
     say(args, f"sweep: {len(sweep.runs)} runs ({' x '.join(f'{len(v)} {k}' for k, v in sweep.axes.items() if len(v) > 1) or 'one setting'}) -> {out}")
     finished = {"n": 0}
 

@@ -74,9 +74,10 @@ def _safe_compute(spec: RunSpec, device: str, threads: int | None,
         return {"key": spec.key, "error": f"{type(exc).__name__}: {text[0] if text else ''}"}
 
 
-def _validate_inputs(sweep: Sweep, device: str, jobs: int = 1) -> None:
+def _validate_inputs(sweep: Sweep, device: str, jobs: int = 1, pending: int | None = None) -> None:
     """Fail before any work on a missing image, an unknown model or layer, or a run that would not
-    fit in memory (one line each); with ``jobs`` worker processes, that many runs at once."""
+    fit in memory (one line each); with ``jobs`` worker processes, that many of the ``pending`` runs
+    (default: all) at once."""
     from ..images import load_image
     from ..layers import parse_layer_spec, resolve_layer
     from ..memory import check_fits
@@ -94,20 +95,23 @@ def _validate_inputs(sweep: Sweep, device: str, jobs: int = 1) -> None:
                 resolve_layer(model, layer)
         # the estimate each run makes (tasks.invert): refused here once, not once per run; worker
         # processes each hold a model and a run at once (no more of them than cores, as _run_pool runs)
-        parallel = max(1, min(int(jobs), len(sweep.runs), _cores()))
+        todo = len(sweep.runs) if pending is None else pending
+        parallel = max(1, min(int(jobs), todo, _cores()))
         check_fits(model, batch=1, size=model.input_size, what=f"inverting 1 image at {model.input_size} px "
                    f"with {name}" + (f" in each of {parallel} parallel jobs" if parallel > 1 else ""),
                    hint="use a smaller input size (--input-size)" + (" or fewer --jobs" if parallel > 1 else ""),
                    parallel=parallel)
 
 
-def validate_sweep(sweep: Sweep, out: str | os.PathLike, device: str = "cpu", jobs: int = 1) -> None:
+def validate_sweep(sweep: Sweep, out: str | os.PathLike, device: str = "cpu", jobs: int = 1,
+                   pending: int | None = None) -> None:
     """Everything :func:`run_sweep` checks before it starts (``validate=True``), without running:
-    the output folder, images, models, layers and the memory the runs need (``jobs`` of them at once)."""
+    the output folder, images, models, layers and the memory the runs need (``jobs`` of them at once,
+    no more than the ``pending`` runs, by default all of them, that are not cached)."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise PreimageError(f"{out} exists and is not a folder")
-    _validate_inputs(sweep, device, jobs)
+    _validate_inputs(sweep, device, jobs, pending)
 
 
 def run_sweep(
@@ -150,7 +154,8 @@ def run_sweep(
     out = Path(out)
     runs_dir = Path(cache) if cache is not None else out / "runs"
     if validate:
-        validate_sweep(sweep, out, device, jobs=1 if ray_address else jobs)
+        pending = sum(force or not is_complete(runs_dir / r.spec.dirname) for r in sweep.runs)
+        validate_sweep(sweep, out, device, jobs=1 if ray_address else jobs, pending=pending)
     elif out.exists() and not out.is_dir():
         raise PreimageError(f"{out} exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
