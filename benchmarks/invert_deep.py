@@ -136,6 +136,11 @@ CANDIDATES: dict[str, dict] = {
     "pyr_tv2_sgm05": {"deep": {}, "param": "pyramid", "lambda_tv": 0.2, "init": "learned", "skip_grad": 0.5},
     "pyr_tv2_sgm02_all": {"deep": {}, "param": "pyramid", "lambda_tv": 0.2, "init": "learned", "skip_grad": 0.2,
                           "perturb_until": 1.0},
+    # seventeenth round: the jitter for the whole run (the restart closest to the features is the one lite2
+    # recognises least: does a pre-image that must match the features under shifts to the end transfer better?)
+    "pyr_tv2_jit_all": {"deep": {}, "param": "pyramid", "lambda_tv": 0.2, "init": "learned", "jitter_until": 1.0},
+    "pyr_tv2_jit09": {"deep": {}, "param": "pyramid", "lambda_tv": 0.2, "init": "learned", "jitter_until": 0.9},
+    "pyr_tv2_jit08": {"deep": {}, "param": "pyramid", "lambda_tv": 0.2, "init": "learned", "jitter_until": 0.8},
 }
 
 _CACHE: dict = {}

@@ -154,6 +154,17 @@ def test_cli_invert_writes_outputs_and_metrics(tmp_path, capsys):
     assert not list(tmp_path.glob(".*part"))
 
 
+def test_cli_jitter_until_sets_the_jitter_phase(tmp_path, capsys):
+    base = ["invert", "sample:chelsea", "--model", "alexnet", "--weights", "none", "--input-size", "67",
+            "--layer", "conv2", "--steps", "3", "-q"]
+    assert _run([*base, "--jitter-until", "1", "--out", str(tmp_path / "a")], capsys)[0] == 0
+    assert json.loads((tmp_path / "a" / "manifest.json").read_text())["config"]["jitter_until"] == 1.0
+    assert _run([*base, "--out", str(tmp_path / "b")], capsys)[0] == 0  # the preset's own share
+    assert json.loads((tmp_path / "b" / "manifest.json").read_text())["config"]["jitter_until"] == 0.4
+    code, _, err = _run([*base, "--jitter-until", "1.5", "--out", str(tmp_path / "c")], capsys)
+    assert code == 2 and "must be a fraction of the steps" in err and not (tmp_path / "c").exists()
+
+
 def test_cli_original_flags_alone_select_the_original_algorithm(tmp_path, capsys):
     code, out, err = _run(["invert", "--image_path", "sample:chelsea", "--weights", "none", "--input_size", "67",
                            "--layer_name", "features_3", "--epochs", "4", "--stdout_epoches", "2",
