@@ -10,13 +10,14 @@ import json
 import os
 import platform
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from .errors import PreimageError
 
-__all__ = ["atomic_write", "write_json", "check_outputs", "versions"]
+__all__ = ["atomic_write", "write_json", "check_outputs", "write_failure", "versions"]
 
 
 def _umask() -> int:
@@ -85,6 +86,16 @@ def check_outputs(paths: Iterable[str | os.PathLike], force: bool = False) -> No
             raise PreimageError(f"cannot write to {p.parent}: {parent} is a file, not a folder")
         if not os.access(parent, os.W_OK):
             raise PreimageError(f"cannot write to {p.parent}")
+
+
+@contextmanager
+def write_failure(path: str | os.PathLike) -> Iterator[None]:
+    """A write that fails (a read-only or special file system, a full disk, a name too long) ends in
+    one line: ``cannot write PATH: reason``."""
+    try:
+        yield
+    except OSError as exc:
+        raise PreimageError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def versions() -> dict[str, str]:

@@ -501,6 +501,7 @@ def test_invert_with_an_empty_gan_path_says_what_is_missing(tmp_path, capsys, no
 
 def test_invert_with_a_gan_passes_decay_device_and_seed_through(tmp_path, capsys, monkeypatch):
     import importlib
+    import types
 
     inversion = importlib.import_module("preimage.gan.inversion")  # the package's names shadow its modules
     sample = importlib.import_module("preimage.gan.sample")
@@ -512,7 +513,7 @@ def test_invert_with_a_gan_passes_decay_device_and_seed_through(tmp_path, capsys
 
     def fake_load(path, device="cpu"):
         seen["device"] = str(device)
-        return "G", "cfg"
+        return "G", types.SimpleNamespace(noise_dim=8)
 
     def fake_invert(checkpoint, images, **kw):
         seen.update(kw)
@@ -521,7 +522,7 @@ def test_invert_with_a_gan_passes_decay_device_and_seed_through(tmp_path, capsys
     monkeypatch.setattr(sample, "load_generator", fake_load)
     monkeypatch.setattr(inversion, "invert_generator", fake_invert)
     # the fake generator cannot be measured: the memory check (tested in test_gan_train) is left out here
-    monkeypatch.setattr(importlib.import_module("preimage.cli.invert"), "_check_gan_memory", lambda *a, **k: None)
+    monkeypatch.setattr(sample, "check_memory", lambda *a, **k: None)
     argv = ["invert", "sample:chelsea", "--model", f"gan:{run}", "--steps", "30", "--decay-steps", "10", "20",
             "--decay-factor", "0.5", "--device", "cpu", "--seed", "3", "--out", tmp_path / "o", "-q"]
     code, _, err = _run(argv, capsys)

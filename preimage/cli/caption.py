@@ -332,7 +332,7 @@ def _eval(args: argparse.Namespace, run_dir: str) -> int:
         raise PreimageError(f"{run / name} exists; use --force to overwrite it")
     check_outputs([run / name], args.force)
     from ..captioning.evaluate import evaluate_run
-    from ..io import write_json
+    from ..io import write_failure, write_json
 
     progress = _feature_progress(args)
     try:
@@ -341,10 +341,8 @@ def _eval(args: argparse.Namespace, run_dir: str) -> int:
     finally:
         if progress is not None:
             progress.close()
-    try:
+    with write_failure(run / name):
         write_json(run / name, report)
-    except OSError as exc:
-        raise PreimageError(f"cannot write {run / name}: {exc.strerror or exc}") from None
     rows = report["scores"]
     print(f"{'':24} {'BLEU-1':>7} {'BLEU-2':>7} {'BLEU-3':>7} {'BLEU-4':>7} {'CIDEr':>7}")
     for label, s in rows.items():
@@ -385,7 +383,7 @@ def _caption(args: argparse.Namespace, sources: list[str]) -> int:
     from ..captioning.features import image_tensor
     from ..captioning.task import load_captioner
     from ..images import save_image
-    from ..io import write_json
+    from ..io import write_failure, write_json
     from ..viz import grid
 
     loaded = load_captioner(run)
@@ -406,11 +404,12 @@ def _caption(args: argparse.Namespace, sources: list[str]) -> int:
         """A failed write (a read-only or special file system, a full disk, a file where the folder
         should be) ends in one line, and what this run wrote before it is removed."""
         try:
-            save(path, data) if save is write_json else save(data, path)
-        except OSError as exc:
+            with write_failure(path):
+                save(path, data) if save is write_json else save(data, path)
+        except PreimageError:
             for p in written:
                 p.unlink(missing_ok=True)
-            raise PreimageError(f"cannot write {path}: {exc.strerror or exc}") from None
+            raise
         written.append(path)
 
     for i, (name, src, cap) in enumerate(zip(names, sources, captions)):

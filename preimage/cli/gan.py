@@ -249,44 +249,21 @@ def _check_png(path: str, command: str) -> None:
         raise PreimageError(f"--out {path} {what}; gan {command} writes a PNG image: give a name ending in .png")
 
 
-def _check_memory(G, cfg, n: int, what: str, hint: str) -> None:
-    """Refuse, in one line, a grid estimated not to fit in memory (the limit as in :mod:`preimage.memory`)."""
-    from ..gan.sample import memory_needed
-    from ..memory import ENV, format_size, memory_limit
-
-    cap, source = memory_limit("cpu")
-    if cap is None:
-        return
-    need = memory_needed(G, n, noise_dim=cfg.noise_dim)
-    if need > cap:
-        raise PreimageError(f"{what} needs about {format_size(need)} of memory, more than the {format_size(cap)} "
-                            f"{source} allows; {hint}, or raise the limit with --max-memory SIZE (or {ENV}=SIZE; "
-                            "'off' disables the check)")
-
-
 def _save_png(image, path: str) -> None:
     from ..images import save_image
+    from ..io import write_failure
 
-    try:
+    with write_failure(path):
         save_image(image, path)
-    except OSError as exc:  # a read-only or special file system, a full disk, a name too long
-        raise PreimageError(f"cannot write {path}: {exc.strerror or exc}") from None
-
-
-def _check_image_out(args: argparse.Namespace, command: str) -> None:
-    from ..io import check_outputs
-
-    _check_checkpoint(args.checkpoint)
-    _check_png(args.out, command)
-    check_outputs([args.out], args.force)
 
 
 def run_sample(args: argparse.Namespace) -> int:
-    _check_image_out(args, "sample")
+    _check_png(args.out, "sample")
     from ..gan import image_grid, load_generator, sample
+    from ..gan.sample import check_memory
 
     G, cfg = load_generator(args.checkpoint)
-    _check_memory(G, cfg, args.n, f"a grid of {args.n} samples", "lower --n")
+    check_memory(G, args.n, noise_dim=cfg.noise_dim, what=f"a grid of {args.n} samples", hint="lower --n")
     images = sample(G, args.n, noise_dim=cfg.noise_dim, seed=args.seed)
     _save_png(image_grid(images, args.ncols), args.out)
     print(f"wrote {args.n} samples to {args.out}")
@@ -294,12 +271,13 @@ def run_sample(args: argparse.Namespace) -> int:
 
 
 def run_interpolate(args: argparse.Namespace) -> int:
-    _check_image_out(args, "interpolate")
+    _check_png(args.out, "interpolate")
     from ..gan import image_grid, interpolate, load_generator
+    from ..gan.sample import check_memory
 
     G, cfg = load_generator(args.checkpoint)
-    _check_memory(G, cfg, args.rows * args.steps, f"an interpolation of {args.rows} strips of {args.steps} images",
-                  "lower --rows or --steps")
+    check_memory(G, args.rows * args.steps, noise_dim=cfg.noise_dim,
+                 what=f"an interpolation of {args.rows} strips of {args.steps} images", hint="lower --rows or --steps")
     images = interpolate(G, noise_dim=cfg.noise_dim, steps=args.steps, rows=args.rows, seed=args.seed)
     _save_png(image_grid(images, args.steps), args.out)
     print(f"wrote {args.rows} strips of {args.steps} images to {args.out}")
@@ -366,11 +344,9 @@ def run_score(args: argparse.Namespace) -> int:
         m = r["inception"]
         print(f"FID {m['fid']:.3f}  KID {m['kid']:.5f} ± {m['kid_std']:.5f} (Inception-v3, n={r['n']})")
     if args.out is not None:
-        from ..io import write_json
+        from ..io import write_failure, write_json
 
-        try:
+        with write_failure(args.out):
             write_json(args.out, r)
-        except OSError as exc:
-            raise PreimageError(f"cannot write {args.out}: {exc.strerror or exc}") from None
         say(args, f"wrote {args.out}")
     return 0

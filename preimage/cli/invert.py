@@ -272,8 +272,12 @@ def _run_gan(args: argparse.Namespace, sources: list[str]) -> int:
                  "seed": args.seed, "decay_factor": args.decay_factor,
                  "decay_steps": tuple(decay_steps) if decay_steps else None}
     G, gcfg = load_generator(ckpt, device=device)
-    _check_gan_memory(G, gcfg, len(sources) * cfg.restarts, device,
-                      f"inverting {len(sources)} image(s) through the generator ({cfg.restarts} starts each)")
+    from ..gan import sample as gan_sample
+
+    # the noise of every image and start is optimized as one batch
+    gan_sample.check_memory(G, len(sources) * cfg.restarts, noise_dim=gcfg.noise_dim, device=device, backward=True,
+                            what=f"inverting {len(sources)} image(s) through the generator ({cfg.restarts} starts "
+                                 "each)", hint="use fewer images")
     callbacks = [_logger(args.log_every)] if args.log_every and args.log_every > 0 else []
     say(args, f"inverting {', '.join(sources)} through the generator {ckpt} ({steps} steps, {cfg.restarts} starts)")
     res = invert_generator((G, gcfg), sources, config=cfg, progress=not args.quiet and not callbacks,
@@ -291,23 +295,6 @@ def _run_gan(args: argparse.Namespace, sources: list[str]) -> int:
         print(f"preimage invert: interrupted after {res.result.steps} steps; saved what there was", file=sys.stderr)
         return 130
     return 0
-
-
-def _check_gan_memory(G, gcfg, n: int, device, what: str) -> None:
-    """``--max-memory`` (or PREIMAGE_MAX_MEMORY, or what is available) for the generator's search: its
-    ``n`` noise vectors are optimized as one batch, so the generator's activations for ``n`` images are
-    kept for backward and their gradients are as large (twice :func:`preimage.gan.sample.memory_needed`)."""
-    from ..gan.sample import memory_needed
-    from ..memory import ENV, format_size, memory_limit
-
-    cap, source = memory_limit(device)
-    if cap is None:
-        return
-    need = 2 * memory_needed(G, n, noise_dim=gcfg.noise_dim)
-    if need > cap:
-        raise PreimageError(f"{what} needs about {format_size(need)} of memory, more than the {format_size(cap)} "
-                            f"{source} allows; use fewer images, or raise the limit with --max-memory SIZE (or "
-                            f"{ENV}=SIZE; 'off' disables the check)")
 
 
 #: the flag that weighs each objective term (named in the divergence message)

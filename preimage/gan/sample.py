@@ -13,7 +13,7 @@ from ..errors import PreimageError
 from .nets import build_pair, sample_noise
 from .task import GanConfig, to_pixels
 
-__all__ = ["load_generator", "sample", "interpolate", "image_grid", "memory_needed"]
+__all__ = ["load_generator", "sample", "interpolate", "image_grid", "memory_needed", "check_memory"]
 
 
 def load_generator(checkpoint: str | os.PathLike, *, device: str | torch.device = "cpu"
@@ -86,6 +86,24 @@ def memory_needed(G: nn.Module, n: int, *, noise_dim: int, pad: int = 2) -> int:
     side = int(out.shape[-1]) + pad
     per_image = total[0] + 2 * out.numel() * 4 + 3 * noise_dim * 4 + 3 * side * side
     return int(n) * per_image
+
+
+def check_memory(G: nn.Module, n: int, *, noise_dim: int, what: str, hint: str, device: str | torch.device = "cpu",
+                 backward: bool = False) -> None:
+    """Refuse, in one line, ``n`` images through ``G`` estimated not to fit under the memory limit of
+    :mod:`preimage.memory` (``--max-memory``, ``PREIMAGE_MAX_MEMORY`` or what is available). With
+    ``backward`` (a search through the generator) the activations are kept and their gradients are as
+    large: twice :func:`memory_needed`."""
+    from ..memory import ENV, format_size, memory_limit
+
+    cap, source = memory_limit(device)
+    if cap is None:
+        return
+    need = (2 if backward else 1) * memory_needed(G, n, noise_dim=noise_dim)
+    if need > cap:
+        raise PreimageError(f"{what} needs about {format_size(need)} of memory, more than the {format_size(cap)} "
+                            f"{source} allows; {hint}, or raise the limit with --max-memory SIZE (or {ENV}=SIZE; "
+                            "'off' disables the check)")
 
 
 def image_grid(images: torch.Tensor, ncols: int | None = None, pad: int = 2) -> Image.Image:
