@@ -257,8 +257,16 @@ def _save_png(image, path: str) -> None:
         save_image(image, path)
 
 
+def _check_image_out(args: argparse.Namespace, command: str) -> None:
+    from ..io import check_outputs
+
+    _check_checkpoint(args.checkpoint)
+    _check_png(args.out, command)
+    check_outputs([args.out], args.force)
+
+
 def run_sample(args: argparse.Namespace) -> int:
-    _check_png(args.out, "sample")
+    _check_image_out(args, "sample")
     from ..gan import image_grid, load_generator, sample
     from ..gan.sample import check_memory
 
@@ -271,7 +279,7 @@ def run_sample(args: argparse.Namespace) -> int:
 
 
 def run_interpolate(args: argparse.Namespace) -> int:
-    _check_png(args.out, "interpolate")
+    _check_image_out(args, "interpolate")
     from ..gan import image_grid, interpolate, load_generator
     from ..gan.sample import check_memory
 

@@ -272,12 +272,12 @@ def _run_gan(args: argparse.Namespace, sources: list[str]) -> int:
                  "seed": args.seed, "decay_factor": args.decay_factor,
                  "decay_steps": tuple(decay_steps) if decay_steps else None}
     G, gcfg = load_generator(ckpt, device=device)
-    from ..gan import sample as gan_sample
+    from ..gan.sample import check_memory as check_generator_memory
 
     # the noise of every image and start is optimized as one batch
-    gan_sample.check_memory(G, len(sources) * cfg.restarts, noise_dim=gcfg.noise_dim, device=device, backward=True,
-                            what=f"inverting {len(sources)} image(s) through the generator ({cfg.restarts} starts "
-                                 "each)", hint="use fewer images")
+    check_generator_memory(G, len(sources) * cfg.restarts, noise_dim=gcfg.noise_dim, device=device, backward=True,
+                           what=f"inverting {len(sources)} image(s) through the generator ({cfg.restarts} "
+                                "starts each)", hint="use fewer images")
     callbacks = [_logger(args.log_every)] if args.log_every and args.log_every > 0 else []
     say(args, f"inverting {', '.join(sources)} through the generator {ckpt} ({steps} steps, {cfg.restarts} starts)")
     res = invert_generator((G, gcfg), sources, config=cfg, progress=not args.quiet and not callbacks,
