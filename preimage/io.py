@@ -1,8 +1,9 @@
 """Output files: atomic writes, overwrite protection, JSON manifests.
 
 Nothing is ever half-written: each file goes to a temporary name in its own folder and is renamed
-into place. Outputs that already exist are refused unless ``force`` is given, and the check happens
-before any work starts (:func:`check_outputs`).
+into place, and the files of one result appear together or not at all (:func:`all_or_nothing`).
+Outputs that already exist are refused unless ``force`` is given, and the check happens before any
+work starts (:func:`check_outputs`).
 """
 from __future__ import annotations
 
@@ -12,12 +13,16 @@ import platform
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
 from .errors import PreimageError
 
-__all__ = ["atomic_write", "write_json", "check_outputs", "write_failure", "versions"]
+__all__ = ["atomic_write", "all_or_nothing", "write_json", "check_outputs", "write_failure", "versions"]
+
+#: inside :func:`all_or_nothing`: the (temporary, final) paths written so far and the folders made
+_STAGED: ContextVar[tuple[list[tuple[str, Path]], list[Path]] | None] = ContextVar("preimage_staged", default=None)
 
 
 def _umask() -> int:
@@ -30,21 +35,40 @@ def atomic_write(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to a temporary file next to ``path``, then rename it into place. The file gets
     the permissions of any newly created file (0666 minus the umask), not mkstemp's private 0600."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    staged = _STAGED.get()
+    if staged is not None:  # folders this block makes are removed again if it fails
+        missing = [p for p in (path.parent, *path.parent.parents) if not p.exists()]
+        staged[1].extend(reversed(missing))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    except OSError as exc:
+        _name(exc, path)
+        raise
     try:
         if hasattr(os, "fchmod"):
             os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
+        if staged is not None:
+            staged[0].append((tmp, path))
+        else:
+            os.replace(tmp, path)
+    except BaseException as exc:
+        if isinstance(exc, OSError):
+            _name(exc, path)
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
         raise
     return path
+
+
+def _name(exc: OSError, path: Path) -> None:
+    """A full disk names no file: name the one being written."""
+    if exc.filename is None:
+        exc.filename = str(path)
 
 
 def _jsonable(value: Any) -> Any:
@@ -64,6 +88,48 @@ def _jsonable(value: Any) -> Any:
         except (ValueError, RuntimeError):
             pass
     return value
+
+
+@contextmanager
+def all_or_nothing() -> Iterator[None]:
+    """The files :func:`atomic_write` writes inside this block appear together when it ends, or not at
+    all: each goes to a temporary file beside its place and all are renamed into place at the end. A
+    failure inside (a failed write, a full disk, Ctrl-C) removes the temporary files and the folders the
+    block made, and leaves every file that was there before as it was. Nested blocks join the outer one."""
+    if _STAGED.get() is not None:
+        yield
+        return
+    files: list[tuple[str, Path]] = []
+    folders: list[Path] = []
+    token = _STAGED.set((files, folders))
+    try:
+        yield
+    except BaseException:
+        for tmp, _ in files:
+            with _quietly():
+                os.unlink(tmp)
+        for folder in reversed(folders):  # deepest first; a folder someone else filled meanwhile stays
+            with _quietly():
+                folder.rmdir()
+        raise
+    finally:
+        _STAGED.reset(token)
+    for i, (tmp, path) in enumerate(files):
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            for rest, _ in files[i:]:
+                with _quietly():
+                    os.unlink(rest)
+            raise
+
+
+@contextmanager
+def _quietly() -> Iterator[None]:
+    try:
+        yield
+    except OSError:
+        pass
 
 
 def write_json(path: str | os.PathLike, data: dict[str, Any]) -> Path:

@@ -153,6 +153,54 @@ def test_existing_outputs_are_never_overwritten_without_force(tmp_path, capsys, 
     assert (out / "chelsea.png").read_bytes() == b"mine"
 
 
+# --- the files of one result appear together or not at all ------------------------------------
+
+def test_files_written_in_one_block_appear_together_at_its_end(tmp_path):
+    from preimage.io import all_or_nothing, atomic_write
+
+    with all_or_nothing():
+        atomic_write(tmp_path / "new" / "a.txt", b"a")
+        with all_or_nothing():  # a nested block joins the outer one
+            atomic_write(tmp_path / "new" / "b.txt", b"b")
+        assert not (tmp_path / "new" / "a.txt").exists() and not (tmp_path / "new" / "b.txt").exists()
+    assert (tmp_path / "new" / "a.txt").read_bytes() == b"a" and (tmp_path / "new" / "b.txt").read_bytes() == b"b"
+    assert sorted(p.name for p in (tmp_path / "new").iterdir()) == ["a.txt", "b.txt"]
+
+
+def test_a_failure_inside_the_block_leaves_what_was_there_and_nothing_else(tmp_path):
+    from preimage.io import all_or_nothing, atomic_write
+
+    (tmp_path / "old.txt").write_bytes(b"mine")
+    with pytest.raises(KeyboardInterrupt):
+        with all_or_nothing():
+            atomic_write(tmp_path / "old.txt", b"theirs")
+            atomic_write(tmp_path / "made" / "deep" / "c.txt", b"c")
+            raise KeyboardInterrupt
+    assert (tmp_path / "old.txt").read_bytes() == b"mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old.txt"]  # no .part files, no folders it made
+
+
+def test_a_full_disk_while_saving_an_inversion_keeps_the_old_files_and_says_one_line(tmp_path, capsys, monkeypatch):
+    import tempfile
+
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "chelsea.png").write_bytes(b"mine")
+    real = tempfile.mkstemp
+
+    def full_at_the_manifest(*args, prefix="", **kwargs):
+        if "manifest" in prefix:
+            raise OSError(28, "No space left on device")
+        return real(*args, prefix=prefix, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", full_at_the_manifest)
+    code, _, err = _run(["invert", "sample:chelsea", "--steps", "2", "--force", "-q", "--out", out], capsys)
+    assert code == 1
+    assert _one_line(err) == f"preimage invert: error: No space left on device: {out / 'manifest.json'}"
+    assert (out / "chelsea.png").read_bytes() == b"mine"  # the files written before the failure never appeared
+    assert sorted(p.name for p in out.iterdir()) == ["chelsea.png"]
+
+
 # --- one validation for the API and the CLI ------------------------------------------------------
 
 def test_the_api_refuses_what_the_cli_refuses(tiny_model):

@@ -151,6 +151,10 @@ def _run(args: argparse.Namespace) -> int:
         return exc.exit_code
     except BrokenPipeError:  # e.g. `preimage models | head`
         return 0
+    except OSError as exc:  # a file that could not be read or written (a full disk, a vanished folder)
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"preimage {label(args)}: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt as exc:
         what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
         print(f"preimage {label(args)}: {what}", file=sys.stderr)

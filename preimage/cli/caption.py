@@ -383,7 +383,7 @@ def _caption(args: argparse.Namespace, sources: list[str]) -> int:
     from ..captioning.features import image_tensor
     from ..captioning.task import load_captioner
     from ..images import save_image
-    from ..io import write_failure, write_json
+    from ..io import all_or_nothing, write_failure, write_json
     from ..viz import grid
 
     loaded = load_captioner(run)
@@ -398,33 +398,27 @@ def _caption(args: argparse.Namespace, sources: list[str]) -> int:
     pixels = torch.stack([image_tensor(img, size) for img in images])
     captions = loaded.caption_pixels(pixels, beam_size=args.beam)
     records = []
-    written: list[Path] = []
 
     def write(save, data, path: Path) -> None:
         """A failed write (a read-only or special file system, a full disk, a file where the folder
-        should be) ends in one line, and what this run wrote before it is removed."""
-        try:
-            with write_failure(path):
-                save(path, data) if save is write_json else save(data, path)
-        except PreimageError:
-            for p in written:
-                p.unlink(missing_ok=True)
-            raise
-        written.append(path)
+        should be) ends in one line."""
+        with write_failure(path):
+            save(path, data) if save is write_json else save(data, path)
 
-    for i, (name, src, cap) in enumerate(zip(names, sources, captions)):
-        shown = cap or "(empty caption: the model said <END> first)"
-        print(f"{src}: {shown}")
-        write(save_image, grid([pixels[i]], labels=[shown]), out / f"{name}_caption.png")
-        rec = {"image": src, "caption": cap, "file": f"{name}_caption.png"}
-        if args.explain:
-            ex = explain_caption(loaded, pixels[i:i + 1], beam_size=args.beam)
-            write(save_image, ex.picture(cmap=args.cmap or "inferno"), out / f"{name}_explain.png")
-            rec["explain"] = f"{name}_explain.png"
-            rec["words"] = [{"word": w, "logprob": lp} for w, lp in zip(ex.words, ex.logprobs)]
-        records.append(rec)
-    write(write_json, {"model": str(run), "epoch": loaded.epoch, "beam": args.beam, "input_size": size,
-                       "images": records}, out / "captions.json")
+    with all_or_nothing():  # the captions appear together or not at all; files there before stay as they were
+        for i, (name, src, cap) in enumerate(zip(names, sources, captions)):
+            shown = cap or "(empty caption: the model said <END> first)"
+            print(f"{src}: {shown}")
+            write(save_image, grid([pixels[i]], labels=[shown]), out / f"{name}_caption.png")
+            rec = {"image": src, "caption": cap, "file": f"{name}_caption.png"}
+            if args.explain:
+                ex = explain_caption(loaded, pixels[i:i + 1], beam_size=args.beam)
+                write(save_image, ex.picture(cmap=args.cmap or "inferno"), out / f"{name}_explain.png")
+                rec["explain"] = f"{name}_explain.png"
+                rec["words"] = [{"word": w, "logprob": lp} for w, lp in zip(ex.words, ex.logprobs)]
+            records.append(rec)
+        write(write_json, {"model": str(run), "epoch": loaded.epoch, "beam": args.beam, "input_size": size,
+                           "images": records}, out / "captions.json")
     _say(args, f"wrote {len(records)} captioned image(s){' and explanations' if args.explain else ''} to {out}")
     return 0
 

@@ -182,6 +182,7 @@ def run(args: argparse.Namespace) -> int:
     names = unique_names([image_name(s) for s in sources])
     check_outputs(output_paths(args.out, names, args.gif) + (glyph_paths(names, args.out) if shallow else []),
                   args.force)
+    from ..io import all_or_nothing
     from ..models import load_model
     from ..tasks.invert import invert
     from ..tasks.shallow import is_shallow, save_inversion_glyphs
@@ -202,9 +203,10 @@ def run(args: argparse.Namespace) -> int:
     say(args, f"inverting {', '.join(sources)} at {model.name}:{' '.join(layers)} ({preset} preset, {cfg.steps} steps)")
     res = invert(model, sources, layers=layers, config=cfg, progress=not args.quiet and not callbacks,
                  frame_every=frame_every, callbacks=callbacks, judge=judge)
-    written = res.save(args.out, force=args.force, gif=args.gif)
-    if is_shallow(model):  # original | what the descriptor sees | reconstruction
-        written += list(save_inversion_glyphs(res, model, args.out, force=args.force) or [])
+    with all_or_nothing():  # the inversion's files and its glyph figures appear together
+        written = res.save(args.out, force=args.force, gif=args.gif)
+        if is_shallow(model):  # original | what the descriptor sees | reconstruction
+            written += list(save_inversion_glyphs(res, model, args.out, force=args.force) or [])
     for name, m in zip(res.names, res.metrics):
         print(f"{name}: " + _format_metrics(m))
     shown = [Path(p).name for p in written]

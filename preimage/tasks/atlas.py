@@ -38,6 +38,7 @@ import torch.nn.functional as F
 
 from ..errors import PreimageError
 from ..images import SAMPLES, expand_sources, image_name, load_image, save_image, to_channels, to_tensor
+from ..io import all_or_nothing
 from ..layers import FeatureExtractor
 from ..models import Model
 from ..objectives import _channel_maps, channel
@@ -182,6 +183,7 @@ class AtlasResult:
             "</body></html>",
         ])
 
+    @all_or_nothing()
     def save(self, out_dir: str | os.PathLike, *, force: bool = False) -> list[Path]:
         """``atlas.png``, ``atlas.html``, ``atlas.json`` and ``channels/cNNNN.png``."""
         from ..io import atomic_write, check_outputs, versions, write_json

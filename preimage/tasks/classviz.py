@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 
 from ..errors import PreimageError
+from ..io import all_or_nothing
 from ..models import Model
 from ..objectives import class_score, l2
 from ..optimize import Step, optimize
@@ -85,6 +86,7 @@ class ClassVizResult:
     def names(self) -> list[str]:
         return _stems(self.classes, self.class_names)
 
+    @all_or_nothing()
     def save(self, out_dir: str | os.PathLike, *, force: bool = False) -> list[Path]:
         """``NNNN_NAME.png`` per class (class index in four digits, class name as in :attr:`names`,
         e.g. ``0076_tarantula.png``), ``dream_grid.png`` (with the probabilities) and ``dream.json``."""

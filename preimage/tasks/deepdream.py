@@ -34,6 +34,7 @@ import torch.nn.functional as F
 
 from ..errors import PreimageError
 from ..images import image_name, load_image, save_image, to_channels, to_tensor, unique_names
+from ..io import all_or_nothing
 from ..layers import FeatureExtractor
 from ..models import Model
 from ..objectives import Objective, State, _channel_maps
@@ -147,6 +148,7 @@ class DeepDreamResult:
     history: list[list[dict[str, float]]] = field(default_factory=list)  # per photo: every step of every octave
     octave_sizes: list[list[tuple[int, int]]] = field(default_factory=list)  # per photo: (H, W) of each octave run
 
+    @all_or_nothing()
     def save(self, out_dir: str | os.PathLike, *, force: bool = False) -> list[Path]:
         """``NAME_dream.png``, ``NAME.png`` (the photo at the size dreamt on), ``NAME_compare.png``
         (photo | dream) per photo, and ``deepdream.json`` (the layer's activations before and after)."""

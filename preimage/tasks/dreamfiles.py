@@ -9,6 +9,8 @@ from typing import Any
 
 import torch
 
+from ..io import all_or_nothing
+
 __all__ = ["dream_paths", "save_dream"]
 
 
@@ -18,6 +20,7 @@ def dream_paths(out_dir: str | os.PathLike, stems: Sequence[str]) -> list[Path]:
     return [out / f"{n}.png" for n in stems] + [out / "dream_grid.png", out / "dream.json"]
 
 
+@all_or_nothing()
 def save_dream(out_dir: str | os.PathLike, stems: Sequence[str], image: torch.Tensor, grid_labels: Sequence[str],
                ncols: int, manifest: dict[str, Any], *, force: bool = False) -> list[Path]:
     """Write the images (``B x 3 x H x W``, one per stem), their grid with ``grid_labels`` in at most

@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 
 from ..errors import Diverged, PreimageError
+from ..io import all_or_nothing
 from ..models import Model
 from ..objectives import Objective, State, diversity
 from ..optimize import Step, optimize
@@ -114,6 +115,7 @@ class FeatVizResult:
     def stems(self) -> list[str]:
         return file_stems(self.labels)
 
+    @all_or_nothing()
     def save(self, out_dir: str | os.PathLike, *, force: bool = False) -> list[Path]:
         """``STEM.png`` per image, ``dream_grid.png`` (labelled with the values) and ``dream.json``."""
         stems = self.stems

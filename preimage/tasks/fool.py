@@ -37,6 +37,7 @@ import torch
 
 from ..errors import PreimageError
 from ..images import conversion_notes, encode_png, load_batch, save_image, to_channels, to_tensor
+from ..io import all_or_nothing
 from ..layers import LOGITS
 from ..models import Model
 from ..objectives import Objective, State, class_score
@@ -109,6 +110,7 @@ class FoolResult:
             })
         return out
 
+    @all_or_nothing()
     def save(self, out_dir: str | os.PathLike, *, force: bool = False, magnify: float | None = None) -> list[Path]:
         """Per image: ``NAME_fooled.png`` (the 8-bit result), ``NAME_diff.png`` (the change,
         magnified; the factor is in the manifest), ``NAME_fool.png`` (original | fooled | difference);

@@ -56,7 +56,7 @@ from .. import metrics as M
 from ..config import from_preset
 from ..errors import PreimageError, did_you_mean
 from ..images import conversion_notes, load_batch, load_tensor, to_pil
-from ..io import check_outputs, versions, write_json
+from ..io import all_or_nothing, check_outputs, versions, write_json
 from ..layers import FeatureExtractor, batchnorm_inputs, parse_layer_spec, resolve_layer
 from ..models import Model
 from ..objectives import Objective, agreement, alpha_norm, bn_stats, coarse_colour, feature_loss, saturation, total_variation
@@ -314,6 +314,7 @@ class Inversion:
     def output_paths(self, out: str | os.PathLike, gif: bool = False) -> list[Path]:
         return output_paths(out, self.names, gif)
 
+    @all_or_nothing()
     def save(self, out: str | os.PathLike, *, force: bool = False, gif: bool = False) -> list[Path]:
         """Write ``NAME.png`` (reconstruction), ``NAME_compare.png`` (original | reconstruction),
         optional ``NAME.gif`` (the optimization), ``manifest.json`` and ``history.json``; atomically."""

@@ -37,6 +37,7 @@ import torch
 
 from ..errors import PreimageError
 from ..images import conversion_notes, load_batch, save_image, unique_names
+from ..io import all_or_nothing
 from ..layers import LOGITS, FeatureExtractor
 from ..models import Model
 from ..objectives import class_score
@@ -87,6 +88,7 @@ class SaliencyResult:
     completeness: list[dict[str, float]] | None = None
     sources: list[str] = field(default_factory=list)  # the images as given (paths: conversion notes)
 
+    @all_or_nothing()
     def save(self, out_dir: str | os.PathLike, *, force: bool = False, cmap: str = "inferno",
              percentile: float = 99.0) -> list[Path]:
         """Write ``NAME_METHOD.png`` (heatmap), ``NAME_METHOD_overlay.png``, ``saliency_grid.png``

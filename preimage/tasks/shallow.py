@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from PIL import Image
 
-from ..io import atomic_write, check_outputs
+from ..io import all_or_nothing, atomic_write, check_outputs
 from ..models import Model
 from ..models.dsift import DenseSIFT
 from ..models.glyph import hog_glyph
@@ -180,6 +180,7 @@ def glyph_paths(names: Sequence[str], out: str | os.PathLike) -> list[Path]:
     return [Path(out) / f"{n}_glyph.png" for n in names]
 
 
+@all_or_nothing()
 def save_inversion_glyphs(inv: "Inversion", model: Model, out: str | os.PathLike, *,
                           force: bool = False) -> list[Path]:
     """``OUT/NAME_glyph.png`` (original | HOG glyph | inversion, with the feature error in the caption)

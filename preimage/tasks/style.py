@@ -54,7 +54,7 @@ import torch
 from ..config import from_preset
 from ..errors import PreimageError, did_you_mean
 from ..images import conversion_notes, image_name, load_image, save_image, to_channels, to_tensor
-from ..io import check_outputs, versions, write_json
+from ..io import all_or_nothing, check_outputs, versions, write_json
 from ..layers import FeatureExtractor, parse_layer_spec, resolve_layer
 from ..models import Model
 from ..objectives import Objective, State, feature_loss, gram_loss, gram_matrix, total_variation
@@ -412,6 +412,7 @@ class Stylization:
         out = Path(out)
         return [out / f"{self.name}.png", out / f"{self.name}_triptych.png", out / f"{self.name}.json"]
 
+    @all_or_nothing()
     def save(self, out: str | os.PathLike, *, force: bool = False) -> list[Path]:
         """Write ``NAME.png`` (result), ``NAME_triptych.png`` and ``NAME.json`` (manifest), atomically."""
         paths = self.output_paths(out)
