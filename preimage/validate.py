@@ -76,7 +76,8 @@ def check_model_name(name: str) -> str:
 
     Names the zoo always knows (embedded, shallow with options) pass at once, without torch. Names
     with a scheme (``timm:NAME``, ``onnx:...``, ``gan:...``) or an ONNX path are left to
-    :func:`preimage.models.load_model`, except ``timm:NAME``, checked against timm's list. A folder,
+    :func:`preimage.models.load_model`, except ``timm:NAME``, checked against timm's list (read from
+    its sources, :func:`timm_names_unimported`, or from timm itself when they cannot be read). A folder,
     or a file that is not ONNX, is said to be one. A plain name must be one of
     :func:`preimage.models.model_names`, whose torchvision part is read from torchvision's sources
     (:func:`torchvision_names_unimported`; importing torchvision takes seconds), or, when they cannot
@@ -88,13 +89,12 @@ def check_model_name(name: str) -> str:
     if name in EMBEDDED_MODELS or base in SHALLOW_MODELS:
         return name
     if base == "timm":
-        import timm
-
-        from .models import parse_timm_spec
-
         arch, _ = parse_timm_spec(name.split(":", 1)[1])
+        known = timm_names_unimported()
+        if known is None:  # sources this reader does not know: ask timm (seconds to import)
+            import timm
 
-        known = timm.list_models()
+            known = tuple(timm.list_models())
         if arch not in known and arch.split(".")[0] not in known:
             raise PreimageError(f"unknown timm model {arch!r}" + did_you_mean(arch, known))
         return name
@@ -177,6 +177,57 @@ def torchvision_names_unimported() -> tuple[str, ...] | None:
     if len(names) < 20 or "resnet50" not in names:  # not the layout this reader knows
         return None
     return tuple(sorted(names))
+
+
+_TIMM_REGISTERED = re.compile(r"^@register_model\s*\n(?:@.*\n|\s*\n)*def\s+(\w+)\s*\(", re.M)
+
+
+@functools.lru_cache(maxsize=1)
+def timm_names_unimported() -> tuple[str, ...] | None:
+    """The architectures ``timm.list_models()`` gives (the functions decorated ``@register_model`` in
+    ``timm/models/*.py``), read from timm's sources without importing it (which takes seconds). None
+    when timm is not installed, or its sources cannot be read or look unlike what this reader expects."""
+    import importlib.util
+    from pathlib import Path
+
+    try:
+        spec = importlib.util.find_spec("timm")
+        if spec is None or not spec.submodule_search_locations:
+            return None
+        folder = Path(next(iter(spec.submodule_search_locations))) / "models"
+        names = {fn for f in folder.glob("*.py")
+                 for fn in _TIMM_REGISTERED.findall(f.read_text(encoding="utf-8", errors="replace"))}
+    except (OSError, ValueError, ImportError, StopIteration):
+        return None
+    if len(names) < 100 or "resnet50" not in names:  # not the layout this reader knows
+        return None
+    return tuple(sorted(names))
+
+
+def parse_timm_spec(spec: str) -> tuple[str, dict[str, object]]:
+    """``"vit_tiny_patch16_224,img_size=28,depth=4"`` -> ``("vit_tiny_patch16_224", {"img_size": 28,
+    "depth": 4})``: keyword arguments for ``timm.create_model`` (ints, floats, true/false, or text)."""
+    arch, *options = [part.strip() for part in spec.split(",")]
+    kwargs: dict[str, object] = {}
+    for opt in options:
+        key, sep, text = opt.partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise PreimageError(f"timm option {opt!r} in {spec!r} is not KEY=VALUE")
+        value: object = text.strip()
+        lowered = text.strip().lower()
+        if lowered in ("true", "false"):
+            value = lowered == "true"
+        else:
+            for kind in (int, float):
+                try:
+                    value = kind(text)
+                    break
+                except ValueError:
+                    pass
+        kwargs[key] = value
+    return arch, kwargs
+
 
 
 def _check_onnx_path(name: str) -> None:

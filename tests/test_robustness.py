@@ -632,7 +632,7 @@ def test_a_misspelt_model_file_is_said_missing_with_the_onnx_file_beside_it(tmp_
 
 
 @pytest.mark.parametrize("name, suggested", [("resnet5", "'resnet50'"), ("efficientnet_lite9", "'efficientnet_lite0'"),
-                                             ("/no/such/dir", "")])
+                                             ("/no/such/dir", ""), ("timm:resnet5O", "'resnet50'")])
 def test_a_misspelt_model_name_is_refused_without_importing_torchvision(name, suggested, tmp_path):
     code = (f"import sys; from preimage.cli import main; rc = main(['layers', '--model', {name!r}]); "
             "assert rc == 2, rc; "
@@ -640,7 +640,8 @@ def test_a_misspelt_model_name_is_refused_without_importing_torchvision(name, su
     proc = subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     line = _one_line(proc.stderr)
-    said = f"no such model file: {name}" if "/" in name else f"unknown model {name!r}"  # a path, or a name
+    said = (f"no such model file: {name}" if "/" in name  # a path, a timm architecture, or a zoo name
+            else f"unknown timm model {name[5:]!r}" if name.startswith("timm:") else f"unknown model {name!r}")
     assert line.startswith(f"preimage layers: error: {said}") and suggested in line, line
 
 
@@ -653,6 +654,18 @@ def test_the_torchvision_names_read_without_importing_match_its_registry():
     assert torchvision_names_unimported() == tuple(sorted(torchvision.models.list_models(module=torchvision.models)))
     for name in model_names():  # every listed name still passes the check
         assert check_model_name(name) == name
+
+
+def test_the_timm_names_read_without_importing_match_its_registry(monkeypatch):
+    import timm
+
+    from preimage import validate
+
+    assert validate.timm_names_unimported() == tuple(sorted(timm.list_models()))
+    assert validate.check_model_name("timm:vit_tiny_patch16_224.augreg_in21k,img_size=28")  # a tag and options
+    monkeypatch.setattr(validate, "timm_names_unimported", lambda: None)  # sources unread: timm itself answers
+    with pytest.raises(PreimageError, match="unknown timm model 'resnet5O'.*'resnet50'"):
+        validate.check_model_name("timm:resnet5O")
 
 
 def test_the_package_keeps_its_public_names():

@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from ..errors import PreimageError, did_you_mean
+from ..validate import parse_timm_spec  # noqa: F401 (a public name here: the options of timm:NAME)
 from . import efficientnet_lite
 
 __all__ = [
@@ -412,31 +413,6 @@ def _load_torchvision(name: str, weights: str) -> Model:
         classes=imagenet_classes(), aliases=torchvision_aliases(name, net), weights=weights,
         normalization="ImageNet mean/std",
     )
-
-
-def parse_timm_spec(spec: str) -> tuple[str, dict[str, object]]:
-    """``"vit_tiny_patch16_224,img_size=28,depth=4"`` -> ``("vit_tiny_patch16_224", {"img_size": 28,
-    "depth": 4})``: keyword arguments for ``timm.create_model`` (ints, floats, true/false, or text)."""
-    arch, *options = [part.strip() for part in spec.split(",")]
-    kwargs: dict[str, object] = {}
-    for opt in options:
-        key, sep, text = opt.partition("=")
-        key = key.strip()
-        if not sep or not key.isidentifier():
-            raise PreimageError(f"timm option {opt!r} in {spec!r} is not KEY=VALUE")
-        value: object = text.strip()
-        lowered = text.strip().lower()
-        if lowered in ("true", "false"):
-            value = lowered == "true"
-        else:
-            for kind in (int, float):
-                try:
-                    value = kind(text)
-                    break
-                except ValueError:
-                    pass
-        kwargs[key] = value
-    return arch, kwargs
 
 
 def _load_timm(spec: str, weights: str, input_size: int | None = None) -> Model:
