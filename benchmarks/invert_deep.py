@@ -141,6 +141,21 @@ CANDIDATES: dict[str, dict] = {
     "pyr_tv2_jit_all": {"deep": {}, "param": "pyramid", "lambda_tv": 0.2, "init": "learned", "jitter_until": 1.0},
     "pyr_tv2_jit09": {"deep": {}, "param": "pyramid", "lambda_tv": 0.2, "init": "learned", "jitter_until": 0.9},
     "pyr_tv2_jit08": {"deep": {}, "param": "pyramid", "lambda_tv": 0.2, "init": "learned", "jitter_until": 0.8},
+    # eighteenth round: jitter to the end with a tighter fit: a smaller jitter, twice the TV weight, twice
+    # the steps
+    "pyr_tv2_jit_all_j2": {"deep": {}, "param": "pyramid", "lambda_tv": 0.2, "init": "learned", "jitter_until": 1.0,
+                           "jitter": 2},
+    "pyr_tv2_jit_all_j1": {"deep": {}, "param": "pyramid", "lambda_tv": 0.2, "init": "learned", "jitter_until": 1.0,
+                           "jitter": 1},
+    "pyr_tv2_jit_all_tv4": {"deep": {}, "param": "pyramid", "lambda_tv": 0.4, "init": "learned", "jitter_until": 1.0},
+    "pyr_tv2_jit_all_1200": {"deep": {}, "param": "pyramid", "lambda_tv": 0.2, "init": "learned", "jitter_until": 1.0,
+                             "steps": 1200, "decay_steps": (960,)},
+    # ... or a clean finish by a second optimizer after jitter to the end (the last 50 steps by L-BFGS, or
+    # the last 100 by Adam at the deep stride's full rate)
+    "pyr_tv2_jit_fin_lbfgs": {"deep": {}, "param": "pyramid", "lambda_tv": 0.2, "init": "learned", "jitter_until": 1.0,
+                              "finish_steps": 50, "finish_optimizer": "lbfgs", "finish_lr": 1.0},
+    "pyr_tv2_jit_fin_adam": {"deep": {}, "param": "pyramid", "lambda_tv": 0.2, "init": "learned", "jitter_until": 1.0,
+                             "finish_steps": 100, "finish_optimizer": "adam", "finish_lr": 0.0125},
 }
 
 _CACHE: dict = {}
