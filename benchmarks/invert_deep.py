@@ -14,6 +14,10 @@ efficientnet_lite2 (the judge) classifies the reconstruction and the original ph
     python benchmarks/invert_deep.py summary benchmarks/results/invert_deep_table*.jsonl --table --grid chelsea coffee
     # 4. seconds per step of both recipes at the deep stages, interleaved in one process
     python benchmarks/invert_deep.py speed --steps 8 --rounds 3
+    # 5. the trade-off: every recipe run in full on the same photos at one stage, the judge's verdicts
+    #    against lite0's feature error (docs/images/invert_deep_tradeoff.png)
+    python benchmarks/invert_deep.py tradeoff benchmarks/results/invert_deep_*.jsonl --stages conv_head \
+        --photos chelsea coffee astronaut rocket camera clock grass retina
 
 ``before`` is the default preset as it was before the deep-layer recipe (``deep={}``: the same
 settings at every depth). Writes benchmarks/results/invert_deep_<mode>.{json,md}; ``table`` also
@@ -156,6 +160,9 @@ CANDIDATES: dict[str, dict] = {
                               "finish_steps": 50, "finish_optimizer": "lbfgs", "finish_lr": 1.0},
     "pyr_tv2_jit_fin_adam": {"deep": {}, "param": "pyramid", "lambda_tv": 0.2, "init": "learned", "jitter_until": 1.0,
                              "finish_steps": 100, "finish_optimizer": "adam", "finish_lr": 0.0125},
+    # ... and the other way: more transformation robustness to the end (zoom ±5 %, rotation ±5°)
+    "pyr_tv2_jit_all_rob": {"deep": {}, "param": "pyramid", "lambda_tv": 0.2, "init": "learned", "jitter_until": 1.0,
+                            "scale_jitter": 0.05, "rotate": 5.0},
 }
 
 _CACHE: dict = {}
@@ -366,10 +373,82 @@ def speed(stages: list[str], steps: int, rounds: int, tag: str = "") -> None:
     print("\n".join(lines))
 
 
+#: the families of the trade-off figure: recipe name -> (family, short label)
+FAMILIES = [("free pixels", lambda r: r.startswith("before")),
+            ("the default (seeds 0-3)", lambda r: r.startswith("pyr_tv2_learned") and r[len("pyr_tv2_learned"):] in
+             ("", "_seed1", "_seed2", "_seed3")),
+            ("jitter to the end or late", lambda r: "_jit" in r),
+            ("other priors and perturbations", lambda r: True)]
+
+
+def tradeoff(files: list[Path], photos: list[str] | None, stage: str, tag: str = "") -> None:
+    """lite2's verdicts against lite0's median feature error for every recipe run in full (the preset's
+    steps or more) on every one of ``photos`` at ``stage``: one point per recipe and step count."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    photos = photos or ["chelsea", "coffee", "astronaut", "rocket", "camera", "clock", "grass", "retina"]
+    runs: dict[tuple[str, int, str], dict] = {}
+    for f in files:
+        for ln in f.read_text().splitlines():
+            r = json.loads(ln) if ln.strip() else None
+            if r and r["stage"] == stage and r["photo"] in photos and not r.get("frames") and r.get("steps", 0) >= 600:
+                runs[(r["recipe"], r["steps"], r["photo"])] = r  # a rerun counts once
+    points = []
+    for recipe, steps in dict.fromkeys((k[0], k[1]) for k in runs):
+        rows = [runs.get((recipe, steps, p)) for p in photos]
+        if all(rows) and all(r["status"] == "done" for r in rows):
+            family = next(name for name, test in FAMILIES if test(recipe))
+            points.append({"recipe": recipe, "steps": steps, "family": family,
+                           "agrees": sum(r["judge_agrees"] for r in rows),
+                           "feature_error": statistics.median(r["feature_error"] for r in rows),
+                           "psnr": statistics.median(r["psnr"] for r in rows),
+                           "tv_ratio": statistics.median(r["tv_ratio"] for r in rows)})
+    points.sort(key=lambda q: (q["feature_error"], -q["agrees"]))
+    fig, ax = plt.subplots(figsize=(7.5, 4.6), dpi=110)
+    for (name, _), marker in zip(FAMILIES, "sDo^"):
+        pts = [q for q in points if q["family"] == name]
+        ax.scatter([q["feature_error"] for q in pts], [q["agrees"] for q in pts], marker=marker, s=40, label=name,
+                   alpha=0.8)
+    base = statistics.median(q["feature_error"] for q in points if q["recipe"] == "before") if any(
+        q["recipe"] == "before" for q in points) else None
+    if base:
+        ax.axvline(1.1 * base, color="grey", ls="--", lw=1)
+        ax.text(1.1 * base, len(photos) + 0.15, " 1.1× free pixels' error", fontsize=8, color="grey", va="bottom")
+    ceiling = RESULTS / "judge_ceiling_photo.json"  # benchmarks/judge_ceiling.py photo
+    shifted = [r for r in json.loads(ceiling.read_text())["rows"] if r["variant"] == "shifted 1 px"] \
+        if ceiling.is_file() else []
+    if shifted:
+        ax.axvline(shifted[0][stage], color="grey", ls=":", lw=1)
+        ax.text(shifted[0][stage], len(photos) + 0.15, " the photo itself shifted by 1 px (median of 21)", fontsize=8,
+                color="grey", va="bottom")
+    ax.set_xlabel(f"lite0's median feature error at {stage} (lower: a closer fit)")
+    ax.set_ylabel(f"photos lite2 gives the photo's class (of {len(photos)})")
+    ax.set_ylim(-0.3, len(photos) + 0.8)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title(f"Every recipe run in full at {stage}: recognition against fit", fontsize=10)
+    fig.tight_layout()
+    image = ROOT / "docs" / "images" / f"invert_deep_tradeoff{tag}.png"
+    fig.savefig(image)
+    plt.close(fig)
+    lines = ["| recipe | steps | family | judge top-1 agrees | median feature error | median PSNR dB | median TV ratio |",
+             "|---|---|---|---|---|---|---|"]
+    lines += [f"| {q['recipe']} | {q['steps']} | {q['family']} | {q['agrees']}/{len(photos)} | {q['feature_error']:.3f} | "
+              f"{q['psnr']:.1f} | {q['tv_ratio']:.2f} |" for q in points]
+    lines += ["", f"{len(points)} recipes run in full on {', '.join(photos)} at {stage}; figure: "
+              f"{image.relative_to(ROOT)}."]
+    (RESULTS / f"invert_deep_tradeoff{tag}.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"invert_deep_tradeoff{tag}.json").write_text(json.dumps({"stage": stage, "photos": photos,
+                                                                          "points": points}, indent=1) + "\n")
+    print("\n".join(lines))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("mode", choices=["screen", "table", "summary", "speed"])
-    ap.add_argument("files", nargs="*", help="summary: raw .jsonl results to tabulate together")
+    ap.add_argument("mode", choices=["screen", "table", "summary", "speed", "tradeoff"])
+    ap.add_argument("files", nargs="*", help="summary, tradeoff: raw .jsonl results to tabulate together")
     ap.add_argument("--recipes", nargs="+", default=None,
                     help="screen: candidates (default: all); table: before and/or default (default: both); "
                          "summary: only these (after --rename)")
@@ -422,6 +501,9 @@ def main() -> None:
             grid(ph, source.parent, source.name)
         (RESULTS / f"invert_deep_summary{args.tag}.md").write_text("\n".join(lines) + "\n")
         print("\n".join(lines))
+        return
+    if args.mode == "tradeoff":
+        tradeoff([Path(f) for f in args.files], args.photos, (args.stages or ["conv_head"])[0], args.tag)
         return
     if args.mode == "speed":
         speed(args.stages or DEEP, args.steps or 60, args.rounds, args.tag)
