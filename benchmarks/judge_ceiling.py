@@ -17,6 +17,10 @@ script measures what that verdict can reach on the bundled photos, with no optim
     python benchmarks/judge_ceiling.py smoothed benchmarks/results/invert_deep_screen/pyr_tv2_learned{,_seed1,_seed2,_seed3} \
         --photos chelsea coffee astronaut rocket camera clock grass retina --stages conv_head --tag _seeds
 
+    # 4. pre-images of several recipes moved by 1 and 2 px: lite0's feature error and verdict, lite2's
+    python benchmarks/judge_ceiling.py shifted benchmarks/results/invert_deep_screen/{pyr_tv2_learned,pyr_tv2_jit_all_j1,pyr_tv2_jit_all} \
+        --stages conv_head
+
 Writes benchmarks/results/judge_ceiling_<mode><tag>.{json,md}.
 """
 from __future__ import annotations
@@ -245,6 +249,46 @@ def smoothed(folders: list[Path], photos: list[str], stages: list[str], tag: str
     _write(f"smoothed{tag}", {"folders": [str(f) for f in folders], "rows": rows}, lines)
 
 
+def shifted(folders: list[Path], photos: list[str], stages: list[str], tag: str = "") -> None:
+    """Saved pre-images of several recipes (one folder each), as saved and moved by 1 and 2 px: lite0's
+    feature error and verdict, and lite2's (does a pre-image hold its fit, and lite0's class, when the
+    pixel grid moves under it, as the photo nearly does?)."""
+    import torch
+
+    from preimage.images import load_batch
+    from preimage.layers import FeatureExtractor
+    from preimage.metrics import feature_error, judge_recognition
+
+    nets = _nets()
+    model, judge = nets["efficientnet_lite0"], nets["efficientnet_lite2"]
+    rows = []
+    for s in stages:
+        have = [p for p in photos if all((f / f"{p}_{s}.png").is_file() for f in folders)]
+        if not have:
+            raise SystemExit(f"no photo has a pre-image of {s} in every folder")
+        ref = load_batch([f"sample:{p}" for p in have], SIZE, channels=3)[0]
+        ex = FeatureExtractor(model, [s])
+        with torch.no_grad():
+            target = ex(model.normalize(ref))[s]
+            for name, x in [("the photo", ref)] + [
+                    (f.name, load_batch([str(f / f"{p}_{s}.png") for p in have], SIZE, channels=3)[0]) for f in folders]:
+                for px in (0, 1, 2):
+                    y = _shift(x, px) if px else x
+                    rows.append({"stage": s, "images": name, "shift": px, "photos": have,
+                                 "feature_error": feature_error(ex(model.normalize(y))[s], target).tolist(),
+                                 "lite0": judge_recognition(model, y, ref)["agrees"].tolist(),
+                                 "lite2": judge_recognition(judge, y, ref)["agrees"].tolist()})
+    lines = ["Pre-images as saved and moved right and down by 1 and 2 px (the border reflected): lite0's "
+             "feature error to the photo's features (median) and top-1 agreement, and lite2's.", "",
+             "| stage | images | shift px | median lite0 feature error | lite0 agrees | lite2 agrees |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        n = len(r["photos"])
+        lines.append(f"| {r['stage']} | {r['images']} | {r['shift']} | {statistics.median(r['feature_error']):.3f} | "
+                     f"{sum(r['lite0'])}/{n} | {sum(r['lite2'])}/{n} |")
+    _write(f"shifted{tag}", {"folders": [str(f) for f in folders], "rows": rows}, lines)
+
+
 def _write(mode: str, data: dict, lines: list[str]) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"judge_ceiling_{mode}.json").write_text(json.dumps(data, indent=2) + "\n")
@@ -254,9 +298,10 @@ def _write(mode: str, data: dict, lines: list[str]) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("mode", choices=["photo", "preimages", "smoothed"])
+    ap.add_argument("mode", choices=["photo", "preimages", "smoothed", "shifted"])
     ap.add_argument("folders", nargs="*", type=Path,
-                    help="preimages: the folder of <photo>_<stage>.png; smoothed: one such folder per run")
+                    help="preimages: the folder of <photo>_<stage>.png; smoothed, shifted: one such folder per run "
+                         "or recipe")
     ap.add_argument("--photos", nargs="+", default=PHOTOS)
     ap.add_argument("--stages", nargs="+", default=DEEP)
     ap.add_argument("--tag", default="", help="suffix of the results files")
@@ -270,6 +315,10 @@ def main() -> None:
         if len(args.folders) != 1:
             ap.error("preimages needs the folder of saved pre-images")
         preimages(args.folders[0].resolve(), args.photos, args.stages, args.tag)
+    elif args.mode == "shifted":
+        if not args.folders:
+            ap.error("shifted needs one or more folders of saved pre-images")
+        shifted([f.resolve() for f in args.folders], args.photos, args.stages, args.tag)
     else:
         if len(args.folders) < 2:
             ap.error("smoothed needs the folders of two or more runs")
