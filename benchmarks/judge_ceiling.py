@@ -191,13 +191,30 @@ def _blur(x, sigma: float):
     return F.conv2d(F.pad(x, (0, 0, r, r), mode="reflect"), k.view(-1, 1, 2 * r + 1, 1), groups=x.shape[1])
 
 
+def _saved(folders: list[Path], photos: list[str], stage: str, model):
+    """The photos with a pre-image of ``stage`` in every folder, the photos, each folder's pre-images,
+    ``model``'s extractor at ``stage`` and the photos' features there."""
+    import torch
+
+    from preimage.images import load_batch
+    from preimage.layers import FeatureExtractor
+
+    have = [p for p in photos if all((f / f"{p}_{stage}.png").is_file() for f in folders)]
+    if not have:
+        raise SystemExit(f"no photo has a pre-image of {stage} in every folder")
+    ref = load_batch([f"sample:{p}" for p in have], SIZE, channels=3)[0]
+    runs = [load_batch([str(f / f"{p}_{stage}.png") for p in have], SIZE, channels=3)[0] for f in folders]
+    ex = FeatureExtractor(model, [stage])
+    with torch.no_grad():
+        target = ex(model.normalize(ref))[stage]
+    return have, ref, runs, ex, target
+
+
 def smoothed(folders: list[Path], photos: list[str], stages: list[str], tag: str = "") -> None:
     """lite2's verdict on the pre-images of several runs (seeds), each alone, any of them, each low-passed,
     and the runs' mean image; with lite0's feature error and PSNR."""
     import torch
 
-    from preimage.images import load_batch
-    from preimage.layers import FeatureExtractor
     from preimage.metrics import feature_error, judge_recognition, psnr
 
     nets = _nets()
@@ -206,14 +223,8 @@ def smoothed(folders: list[Path], photos: list[str], stages: list[str], tag: str
                "Gaussian blur σ 1.5 px": lambda x: _blur(x, 1.5), "half resolution": lambda x: _resample(x, 2)}
     rows = []
     for s in stages:
-        have = [p for p in photos if all((f / f"{p}_{s}.png").is_file() for f in folders)]
-        if not have:
-            raise SystemExit(f"no photo has a pre-image of {s} in every folder")
-        ref = load_batch([f"sample:{p}" for p in have], SIZE, channels=3)[0]
-        runs = [load_batch([str(f / f"{p}_{s}.png") for p in have], SIZE, channels=3)[0] for f in folders]
-        ex = FeatureExtractor(model, [s])
+        have, ref, runs, ex, target = _saved(folders, photos, s, model)
         with torch.no_grad():
-            target = ex(model.normalize(ref))[s]
 
             def score(x) -> dict:
                 x = x.clamp(0, 1)
@@ -255,23 +266,15 @@ def shifted(folders: list[Path], photos: list[str], stages: list[str], tag: str 
     pixel grid moves under it, as the photo nearly does?)."""
     import torch
 
-    from preimage.images import load_batch
-    from preimage.layers import FeatureExtractor
     from preimage.metrics import feature_error, judge_recognition
 
     nets = _nets()
     model, judge = nets["efficientnet_lite0"], nets["efficientnet_lite2"]
     rows = []
     for s in stages:
-        have = [p for p in photos if all((f / f"{p}_{s}.png").is_file() for f in folders)]
-        if not have:
-            raise SystemExit(f"no photo has a pre-image of {s} in every folder")
-        ref = load_batch([f"sample:{p}" for p in have], SIZE, channels=3)[0]
-        ex = FeatureExtractor(model, [s])
+        have, ref, runs, ex, target = _saved(folders, photos, s, model)
         with torch.no_grad():
-            target = ex(model.normalize(ref))[s]
-            for name, x in [("the photo", ref)] + [
-                    (f.name, load_batch([str(f / f"{p}_{s}.png") for p in have], SIZE, channels=3)[0]) for f in folders]:
+            for name, x in [("the photo", ref)] + [(f.name, x) for f, x in zip(folders, runs)]:
                 for px in (0, 1, 2):
                     y = _shift(x, px) if px else x
                     rows.append({"stage": s, "images": name, "shift": px, "photos": have,
