@@ -7,6 +7,7 @@ work starts (:func:`check_outputs`).
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import platform
@@ -105,23 +106,55 @@ def all_or_nothing() -> Iterator[None]:
     try:
         yield
     except BaseException:
-        for tmp, _ in files:
-            with _quietly():
-                os.unlink(tmp)
-        for folder in reversed(folders):  # deepest first; a folder someone else filled meanwhile stays
-            with _quietly():
-                folder.rmdir()
+        _discard(files, folders)
         raise
     finally:
         _STAGED.reset(token)
-    for i, (tmp, path) in enumerate(files):
+    try:  # a folder made meanwhile where a file goes fails before anything is renamed
+        in_the_way = next((path for _, path in files if path.is_dir()), None)
+        if in_the_way is not None:
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(in_the_way))
+    except BaseException:
+        _discard(files, folders)
+        raise
+    _commit(files)
+
+
+def _discard(files: list[tuple[str, Path]], folders: list[Path]) -> None:
+    """Remove the staged temporary files and the folders the block made."""
+    for tmp, _ in files:
+        with _quietly():
+            os.unlink(tmp)
+    for folder in reversed(folders):  # deepest first; a folder someone else filled meanwhile stays
+        with _quietly():
+            folder.rmdir()
+
+
+def _commit(files: list[tuple[str, Path]]) -> None:
+    """Rename every staged file into place. Ctrl-C or SIGTERM while renaming does not stop it halfway
+    (old and new files side by side): the renames finish, then the interrupt is raised. A failed
+    rename removes the temporary files not yet renamed."""
+    interrupt: BaseException | None = None
+    i, again = 0, False
+    while i < len(files):
+        tmp, path = files[i]
         try:
-            os.replace(tmp, path)
+            try:
+                os.replace(tmp, path)
+            except FileNotFoundError:
+                if not again or os.path.exists(tmp):
+                    raise
+                # the interrupt came just after this file was renamed: it is in place
+            i, again = i + 1, False
+        except KeyboardInterrupt as exc:
+            interrupt, again = exc, True
         except BaseException:
             for rest, _ in files[i:]:
                 with _quietly():
                     os.unlink(rest)
             raise
+    if interrupt is not None:
+        raise interrupt
 
 
 @contextmanager

@@ -477,7 +477,7 @@ def write_report(sweep_dir: str | os.PathLike, out: str | os.PathLike | None = N
         cell: width of each grid cell in pixels (default: the reconstructions' own size).
         title: the grid's and page's title (default: the recipe's, or a generic one).
     """
-    from .io import atomic_write
+    from .io import all_or_nothing, atomic_write
 
     sweep_dir = Path(sweep_dir)
     meta, runs = load_sweep(sweep_dir)
@@ -514,12 +514,13 @@ def write_report(sweep_dir: str | os.PathLike, out: str | os.PathLike | None = N
         raise PreimageError(f"{sweep_dir} holds run files this version of preimage cannot read "
                             f"({type(exc).__name__}: {exc}); run the sweep again with --force") from None
     missing = sum(not r["complete"] for r in runs)
-    paths = {
-        "grid": atomic_write(out / "grid.png", images["grid"]),
-        "curves": atomic_write(out / "curves.png", images["curves"]),
-        "metrics": atomic_write(out / "metrics.png", images["metrics"]),
-        "csv": atomic_write(out / "metrics.csv", _csv_bytes(rows, meta.get("swept", []))),
-    }
-    page = html_page(meta, rows, images, sweep_dir=str(sweep_dir), missing=missing)
-    paths["html"] = atomic_write(out / "report.html", page.encode())
+    with all_or_nothing():  # the five files appear together; a failed save leaves the last report as it was
+        paths = {
+            "grid": atomic_write(out / "grid.png", images["grid"]),
+            "curves": atomic_write(out / "curves.png", images["curves"]),
+            "metrics": atomic_write(out / "metrics.png", images["metrics"]),
+            "csv": atomic_write(out / "metrics.csv", _csv_bytes(rows, meta.get("swept", []))),
+        }
+        page = html_page(meta, rows, images, sweep_dir=str(sweep_dir), missing=missing)
+        paths["html"] = atomic_write(out / "report.html", page.encode())
     return paths

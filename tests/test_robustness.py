@@ -180,6 +180,60 @@ def test_a_failure_inside_the_block_leaves_what_was_there_and_nothing_else(tmp_p
     assert sorted(p.name for p in tmp_path.iterdir()) == ["old.txt"]  # no .part files, no folders it made
 
 
+def test_ctrl_c_while_renaming_into_place_finishes_the_renames_then_raises(tmp_path, monkeypatch):
+    from preimage.io import all_or_nothing, atomic_write
+
+    for n in "abc":
+        (tmp_path / f"{n}.txt").write_bytes(b"old")
+    real, calls = os.replace, []
+
+    def interrupted(src, dst):
+        calls.append(dst)
+        if len(calls) == 2:  # just after the second rename
+            real(src, dst)
+            raise KeyboardInterrupt
+        if len(calls) == 4:  # just before the third (its retry)
+            raise KeyboardInterrupt
+        real(src, dst)
+
+    with pytest.raises(KeyboardInterrupt):
+        with all_or_nothing():
+            for n in "abc":
+                atomic_write(tmp_path / f"{n}.txt", b"new")
+            monkeypatch.setattr(os, "replace", interrupted)
+    monkeypatch.undo()
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == {f"{n}.txt": b"new" for n in "abc"}  # no mix
+
+
+def test_a_folder_in_the_way_when_the_block_ends_leaves_every_file_as_it_was(tmp_path):
+    from preimage.io import all_or_nothing, atomic_write
+
+    (tmp_path / "a.txt").write_bytes(b"mine")
+    with pytest.raises(IsADirectoryError) as caught:
+        with all_or_nothing():
+            atomic_write(tmp_path / "a.txt", b"theirs")
+            atomic_write(tmp_path / "b.txt", b"b")
+            (tmp_path / "b.txt").mkdir()  # made by someone else while the block ran
+    assert caught.value.filename == str(tmp_path / "b.txt")
+    assert (tmp_path / "a.txt").read_bytes() == b"mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.txt"] and not any((tmp_path / "b.txt").iterdir())
+
+
+def test_an_os_error_shows_its_traceback_with_debug(capsys):
+    import argparse
+
+    from preimage.cli import _run as run_command
+
+    def fails(args):
+        raise OSError(5, "Input/output error", "some/file")
+
+    args = argparse.Namespace(command="invert", run=fails, debug=False)
+    assert run_command(args) == 1
+    assert _one_line(capsys.readouterr().err) == "preimage invert: error: Input/output error: some/file"
+    with pytest.raises(OSError, match="Input/output error"):
+        run_command(argparse.Namespace(command="invert", run=fails, debug=True))
+
+
 def test_a_full_disk_while_saving_an_inversion_keeps_the_old_files_and_says_one_line(tmp_path, capsys, monkeypatch):
     import tempfile
 

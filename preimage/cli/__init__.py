@@ -152,6 +152,8 @@ def _run(args: argparse.Namespace) -> int:
     except BrokenPipeError:  # e.g. `preimage models | head`
         return 0
     except OSError as exc:  # a file that could not be read or written (a full disk, a vanished folder)
+        if args.debug:
+            raise
         where = f": {exc.filename}" if exc.filename else ""
         print(f"preimage {label(args)}: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 1
