@@ -228,7 +228,7 @@ def test_an_os_error_shows_its_traceback_with_debug(capsys):
         raise OSError(5, "Input/output error", "some/file")
 
     args = argparse.Namespace(command="invert", run=fails, debug=False)
-    assert run_command(args) == 1
+    assert run_command(args) == 2
     assert _one_line(capsys.readouterr().err) == "preimage invert: error: Input/output error: some/file"
     with pytest.raises(OSError, match="Input/output error"):
         run_command(argparse.Namespace(command="invert", run=fails, debug=True))
@@ -249,7 +249,7 @@ def test_a_full_disk_while_saving_an_inversion_keeps_the_old_files_and_says_one_
 
     monkeypatch.setattr(tempfile, "mkstemp", full_at_the_manifest)
     code, _, err = _run(["invert", "sample:chelsea", "--steps", "2", "--force", "-q", "--out", out], capsys)
-    assert code == 1
+    assert code == 2
     assert _one_line(err) == f"preimage invert: error: No space left on device: {out / 'manifest.json'}"
     assert (out / "chelsea.png").read_bytes() == b"mine"  # the files written before the failure never appeared
     assert sorted(p.name for p in out.iterdir()) == ["chelsea.png"]

@@ -151,12 +151,12 @@ def _run(args: argparse.Namespace) -> int:
         return exc.exit_code
     except BrokenPipeError:  # e.g. `preimage models | head`
         return 0
-    except OSError as exc:  # a file that could not be read or written (a full disk, a vanished folder)
-        if args.debug:
+    except OSError as exc:  # a file that could not be written while saving (a full disk, a vanished folder):
+        if args.debug:      # exit 2, as for a folder that cannot be written (io.write_failure)
             raise
         where = f": {exc.filename}" if exc.filename else ""
         print(f"preimage {label(args)}: error: {exc.strerror or exc}{where}", file=sys.stderr)
-        return 1
+        return 2
     except KeyboardInterrupt as exc:
         what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
         print(f"preimage {label(args)}: {what}", file=sys.stderr)
