@@ -135,7 +135,7 @@ def test_a_report_that_fails_while_saving_leaves_the_old_report(sweep_dir, tmp_p
         return real(*args, prefix=prefix, **kwargs)
 
     monkeypatch.setattr(tempfile, "mkstemp", full_at_the_page)
-    assert main(["report", str(sweep_dir), "-o", str(out), "--cell", "100", "-q"]) == 1
+    assert main(["report", str(sweep_dir), "-o", str(out), "--cell", "100", "-q"]) == 2
     assert capsys.readouterr().err.strip() == f"preimage report: error: No space left on device: {out / 'report.html'}"
     assert {p.name: p.read_bytes() for p in out.iterdir()} == old  # the grid drawn at 100 px never appeared
 
