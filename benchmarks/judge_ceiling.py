@@ -20,6 +20,8 @@ script measures what that verdict can reach on the bundled photos, with no optim
     # 4. pre-images of several recipes moved by 1 and 2 px: lite0's feature error and verdict, lite2's
     python benchmarks/judge_ceiling.py shifted benchmarks/results/invert_deep_screen/{pyr_tv2_learned,pyr_tv2_jit_all_j1,pyr_tv2_jit_all} \
         --stages conv_head
+    # 5. lite2's verdict on those pre-images read at 224 px (lite0's grid), 260 px (its own) and 300 px
+    python benchmarks/judge_ceiling.py sizes benchmarks/results/invert_deep_screen/{pyr_tv2_learned,pyr_tv2_jit_all} --stages conv_head
 
 Writes benchmarks/results/judge_ceiling_<mode><tag>.{json,md}.
 """
@@ -292,6 +294,27 @@ def shifted(folders: list[Path], photos: list[str], stages: list[str], tag: str 
     _write(f"shifted{tag}", {"folders": [str(f) for f in folders], "rows": rows}, lines)
 
 
+def sizes(folders: list[Path], photos: list[str], stages: list[str], tag: str = "") -> None:
+    """lite2's verdict on saved pre-images of several recipes when it reads them (and the photo) at
+    224 px, lite0's own grid, at its own 260 px (the benchmark's judge), and at 300 px."""
+    from preimage.metrics import judge_recognition
+
+    nets = _nets()
+    model, judge = nets["efficientnet_lite0"], nets["efficientnet_lite2"]
+    px = (224, 260, 300)
+    rows = []
+    for s in stages:
+        have, ref, runs, _, _ = _saved(folders, photos, s, model)
+        for f, x in zip(folders, runs):
+            rows.append({"stage": s, "images": f.name, "photos": have,
+                         **{str(n): int(judge_recognition(judge, x, ref, input_size=n)["agrees"].sum()) for n in px}})
+    lines = ["lite2's top-1 agreement on saved pre-images, both images resized to each size before it classifies them.",
+             "", "| stage | images | " + " | ".join(f"lite2 at {n} px" for n in px) + " |", "|---|---|" + "---|" * len(px)]
+    lines += [f"| {r['stage']} | {r['images']} | " + " | ".join(f"{r[str(n)]}/{len(r['photos'])}" for n in px) + " |"
+              for r in rows]
+    _write(f"sizes{tag}", {"folders": [str(f) for f in folders], "rows": rows}, lines)
+
+
 def _write(mode: str, data: dict, lines: list[str]) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"judge_ceiling_{mode}.json").write_text(json.dumps(data, indent=2) + "\n")
@@ -301,9 +324,9 @@ def _write(mode: str, data: dict, lines: list[str]) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("mode", choices=["photo", "preimages", "smoothed", "shifted"])
+    ap.add_argument("mode", choices=["photo", "preimages", "smoothed", "shifted", "sizes"])
     ap.add_argument("folders", nargs="*", type=Path,
-                    help="preimages: the folder of <photo>_<stage>.png; smoothed, shifted: one such folder per run "
+                    help="preimages: the folder of <photo>_<stage>.png; smoothed, shifted, sizes: one such folder per run "
                          "or recipe")
     ap.add_argument("--photos", nargs="+", default=PHOTOS)
     ap.add_argument("--stages", nargs="+", default=DEEP)
@@ -318,10 +341,11 @@ def main() -> None:
         if len(args.folders) != 1:
             ap.error("preimages needs the folder of saved pre-images")
         preimages(args.folders[0].resolve(), args.photos, args.stages, args.tag)
-    elif args.mode == "shifted":
+    elif args.mode in ("shifted", "sizes"):
         if not args.folders:
-            ap.error("shifted needs one or more folders of saved pre-images")
-        shifted([f.resolve() for f in args.folders], args.photos, args.stages, args.tag)
+            ap.error(f"{args.mode} needs one or more folders of saved pre-images")
+        (shifted if args.mode == "shifted" else sizes)([f.resolve() for f in args.folders], args.photos, args.stages,
+                                                       args.tag)
     else:
         if len(args.folders) < 2:
             ap.error("smoothed needs the folders of two or more runs")
