@@ -49,6 +49,24 @@ def make_tiny_model(seed: int = 0, input_size: int = 16) -> Model:
 
 
 @pytest.fixture
+def full_disk(monkeypatch) -> Callable[[str], None]:
+    """``full_disk("manifest")``: creating a file whose name holds that text fails as a full disk does."""
+    import tempfile
+
+    real = tempfile.mkstemp
+
+    def at(name: str) -> None:
+        def mkstemp(*args, prefix="", **kwargs):
+            if name in prefix:
+                raise OSError(28, "No space left on device")
+            return real(*args, prefix=prefix, **kwargs)
+
+        monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+
+    return at
+
+
+@pytest.fixture
 def tiny_model() -> Model:
     return make_tiny_model()
 

@@ -122,19 +122,10 @@ def test_report_errors(tmp_path, sweep_dir):
         write_report(empty)
 
 
-def test_a_report_that_fails_while_saving_leaves_the_old_report(sweep_dir, tmp_path, monkeypatch, capsys):
-    import tempfile
-
+def test_a_report_that_fails_while_saving_leaves_the_old_report(sweep_dir, tmp_path, full_disk, capsys):
     out = tmp_path / "r"
     old = {p.name: p.read_bytes() for p in write_report(sweep_dir, out).values()}
-    real = tempfile.mkstemp
-
-    def full_at_the_page(*args, prefix="", **kwargs):
-        if "report.html" in prefix:
-            raise OSError(28, "No space left on device")
-        return real(*args, prefix=prefix, **kwargs)
-
-    monkeypatch.setattr(tempfile, "mkstemp", full_at_the_page)
+    full_disk("report.html")
     assert main(["report", str(sweep_dir), "-o", str(out), "--cell", "100", "-q"]) == 2
     assert capsys.readouterr().err.strip() == f"preimage report: error: No space left on device: {out / 'report.html'}"
     assert {p.name: p.read_bytes() for p in out.iterdir()} == old  # the grid drawn at 100 px never appeared

@@ -234,20 +234,11 @@ def test_an_os_error_shows_its_traceback_with_debug(capsys):
         run_command(argparse.Namespace(command="invert", run=fails, debug=True))
 
 
-def test_a_full_disk_while_saving_an_inversion_keeps_the_old_files_and_says_one_line(tmp_path, capsys, monkeypatch):
-    import tempfile
-
+def test_a_full_disk_while_saving_an_inversion_keeps_the_old_files_and_says_one_line(tmp_path, capsys, full_disk):
     out = tmp_path / "o"
     out.mkdir()
     (out / "chelsea.png").write_bytes(b"mine")
-    real = tempfile.mkstemp
-
-    def full_at_the_manifest(*args, prefix="", **kwargs):
-        if "manifest" in prefix:
-            raise OSError(28, "No space left on device")
-        return real(*args, prefix=prefix, **kwargs)
-
-    monkeypatch.setattr(tempfile, "mkstemp", full_at_the_manifest)
+    full_disk("manifest")
     code, _, err = _run(["invert", "sample:chelsea", "--steps", "2", "--force", "-q", "--out", out], capsys)
     assert code == 2
     assert _one_line(err) == f"preimage invert: error: No space left on device: {out / 'manifest.json'}"
