@@ -163,6 +163,9 @@ CANDIDATES: dict[str, dict] = {
     # ... and the other way: more transformation robustness to the end (zoom ±5 %, rotation ±5°)
     "pyr_tv2_jit_all_rob": {"deep": {}, "param": "pyramid", "lambda_tv": 0.2, "init": "learned", "jitter_until": 1.0,
                             "scale_jitter": 0.05, "rotate": 5.0},
+    # ... or with the agreement prior (lite1 pulled towards lite0's class distribution for the photo)
+    "pyr_tv2_jit_all_agree01": {"deep": {}, "param": "pyramid", "lambda_tv": 0.2, "init": "learned",
+                                "jitter_until": 1.0, "agree": 0.1},
 }
 
 _CACHE: dict = {}
