@@ -90,12 +90,13 @@ def check_model_name(name: str) -> str:
         return name
     if base == "timm":
         arch, _ = parse_timm_spec(name.split(":", 1)[1])
-        known = timm_names_unimported()
+        known, old = timm_names_unimported(), timm_deprecated_unimported() or ()
         if known is None:  # sources this reader does not know: ask timm (seconds to import)
             import timm
+            import timm.models._registry as registry
 
-            known = tuple(timm.list_models())
-        if arch not in known and arch.split(".")[0] not in known:
+            known, old = tuple(timm.list_models()), tuple(getattr(registry, "_deprecated_models", {}))
+        if arch not in known and arch.split(".")[0] not in known and arch not in old:  # old: timm maps it
             raise PreimageError(f"unknown timm model {arch!r}" + did_you_mean(arch, known))
         return name
     if name.lower().endswith(".onnx") and not name.lower().startswith(("gan:", "timm:")):
@@ -180,13 +181,13 @@ def torchvision_names_unimported() -> tuple[str, ...] | None:
 
 
 _TIMM_REGISTERED = re.compile(r"^@register_model\s*\n(?:@.*\n|\s*\n)*def\s+(\w+)\s*\(", re.M)
+_TIMM_DEPRECATIONS = re.compile(r"^register_model_deprecations\(__name__,\s*\{(.*?)\}\)", re.M | re.S)
+_TIMM_OLD_NAME = re.compile(r"[\"']([\w.]+)[\"']\s*:")
 
 
 @functools.lru_cache(maxsize=1)
-def timm_names_unimported() -> tuple[str, ...] | None:
-    """The architectures ``timm.list_models()`` gives (the functions decorated ``@register_model`` in
-    ``timm/models/*.py``), read from timm's sources without importing it (which takes seconds). None
-    when timm is not installed, or its sources cannot be read or look unlike what this reader expects."""
+def _timm_sources() -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+    """(architectures, deprecated names) read from ``timm/models/*.py``; None when unreadable."""
     import importlib.util
     from pathlib import Path
 
@@ -195,13 +196,33 @@ def timm_names_unimported() -> tuple[str, ...] | None:
         if spec is None or not spec.submodule_search_locations:
             return None
         folder = Path(next(iter(spec.submodule_search_locations))) / "models"
-        names = {fn for f in folder.glob("*.py")
-                 for fn in _TIMM_REGISTERED.findall(f.read_text(encoding="utf-8", errors="replace"))}
+        names: set[str] = set()
+        old: set[str] = set()
+        for f in folder.glob("*.py"):
+            text = f.read_text(encoding="utf-8", errors="replace")
+            names.update(_TIMM_REGISTERED.findall(text))
+            for block in _TIMM_DEPRECATIONS.findall(text):
+                old.update(_TIMM_OLD_NAME.findall(block))
     except (OSError, ValueError, ImportError, StopIteration):
         return None
     if len(names) < 100 or "resnet50" not in names:  # not the layout this reader knows
         return None
-    return tuple(sorted(names))
+    return tuple(sorted(names)), tuple(sorted(old))
+
+
+def timm_names_unimported() -> tuple[str, ...] | None:
+    """The architectures ``timm.list_models()`` gives (the functions decorated ``@register_model`` in
+    ``timm/models/*.py``), read from timm's sources without importing it (which takes seconds). None
+    when timm is not installed, or its sources cannot be read or look unlike what this reader expects."""
+    found = _timm_sources()
+    return None if found is None else found[0]
+
+
+def timm_deprecated_unimported() -> tuple[str, ...] | None:
+    """The old names timm still accepts and maps to current ones (``register_model_deprecations``),
+    read from its sources the same way."""
+    found = _timm_sources()
+    return None if found is None else found[1]
 
 
 def parse_timm_spec(spec: str) -> tuple[str, dict[str, object]]:

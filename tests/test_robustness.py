@@ -706,11 +706,16 @@ def test_the_timm_names_read_without_importing_match_its_registry(monkeypatch):
 
     from preimage import validate
 
+    import timm.models._registry as registry
+
     assert validate.timm_names_unimported() == tuple(sorted(timm.list_models()))
+    assert validate.timm_deprecated_unimported() == tuple(sorted(registry._deprecated_models))
     assert validate.check_model_name("timm:vit_tiny_patch16_224.augreg_in21k,img_size=28")  # a tag and options
+    assert validate.check_model_name("timm:convnext_tiny_in22ft1k")  # an old name timm maps to a current one
     monkeypatch.setattr(validate, "timm_names_unimported", lambda: None)  # sources unread: timm itself answers
     with pytest.raises(PreimageError, match="unknown timm model 'resnet5O'.*'resnet50'"):
         validate.check_model_name("timm:resnet5O")
+    assert validate.check_model_name("timm:convnext_tiny_in22ft1k")
 
 
 def test_the_package_keeps_its_public_names():
