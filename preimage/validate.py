@@ -155,26 +155,32 @@ _REGISTERED = re.compile(r"^@register_model\((?:name\s*=\s*)?(?:[\"']([\w.]+)[\"
                          r"(?:@.*\n|\s*\n)*def\s+(\w+)\s*\(", re.M)
 
 
+def _model_sources(package: str) -> list[str] | None:
+    """The text of every ``PACKAGE/models/*.py`` of an installed package, read without importing it;
+    None when it is not installed or cannot be read."""
+    import importlib.util
+    from pathlib import Path
+
+    try:
+        spec = importlib.util.find_spec(package)
+        if spec is None or not spec.submodule_search_locations:
+            return None
+        folder = Path(next(iter(spec.submodule_search_locations))) / "models"
+        return [f.read_text(encoding="utf-8", errors="replace") for f in sorted(folder.glob("*.py"))]
+    except (OSError, ValueError, ImportError, StopIteration):
+        return None
+
+
 @functools.lru_cache(maxsize=1)
 def torchvision_names_unimported() -> tuple[str, ...] | None:
     """The names ``torchvision.models.list_models(module=torchvision.models)`` gives (the classification
     models: builders registered in a module directly under ``torchvision/models``), read from
     torchvision's source files without importing it (which takes seconds). None when the sources
     cannot be read or look unlike what this reader expects (the caller then imports torchvision)."""
-    import importlib.util
-    from pathlib import Path
-
-    try:
-        spec = importlib.util.find_spec("torchvision")
-        if spec is None or not spec.submodule_search_locations:
-            return None
-        folder = Path(next(iter(spec.submodule_search_locations))) / "models"
-        names: set[str] = set()
-        for f in folder.glob("*.py"):
-            for given, fn in _REGISTERED.findall(f.read_text(encoding="utf-8", errors="replace")):
-                names.add(given or fn)
-    except (OSError, ValueError, ImportError, StopIteration):
+    texts = _model_sources("torchvision")
+    if texts is None:
         return None
+    names = {given or fn for text in texts for given, fn in _REGISTERED.findall(text)}
     if len(names) < 20 or "resnet50" not in names:  # not the layout this reader knows
         return None
     return tuple(sorted(names))
@@ -188,23 +194,11 @@ _TIMM_OLD_NAME = re.compile(r"[\"']([\w.]+)[\"']\s*:")
 @functools.lru_cache(maxsize=1)
 def _timm_sources() -> tuple[tuple[str, ...], tuple[str, ...]] | None:
     """(architectures, deprecated names) read from ``timm/models/*.py``; None when unreadable."""
-    import importlib.util
-    from pathlib import Path
-
-    try:
-        spec = importlib.util.find_spec("timm")
-        if spec is None or not spec.submodule_search_locations:
-            return None
-        folder = Path(next(iter(spec.submodule_search_locations))) / "models"
-        names: set[str] = set()
-        old: set[str] = set()
-        for f in folder.glob("*.py"):
-            text = f.read_text(encoding="utf-8", errors="replace")
-            names.update(_TIMM_REGISTERED.findall(text))
-            for block in _TIMM_DEPRECATIONS.findall(text):
-                old.update(_TIMM_OLD_NAME.findall(block))
-    except (OSError, ValueError, ImportError, StopIteration):
+    texts = _model_sources("timm")
+    if texts is None:
         return None
+    names = {fn for text in texts for fn in _TIMM_REGISTERED.findall(text)}
+    old = {n for text in texts for block in _TIMM_DEPRECATIONS.findall(text) for n in _TIMM_OLD_NAME.findall(block)}
     if len(names) < 100 or "resnet50" not in names:  # not the layout this reader knows
         return None
     return tuple(sorted(names)), tuple(sorted(old))
