@@ -103,6 +103,13 @@ def test_invert_job_streams_status_live_frames_and_end_then_serves_its_files(cli
     assert events(client, job["id"])[-1][0] == "end"
 
 
+def test_jitter_to_the_end_reaches_the_inversion(client):
+    job = submit(client, kind="invert", image="sample:chelsea", layer="layer4", steps=4, jitter_until=1, **FAST)
+    assert events(client, job["id"])[-1][1]["state"] == "done"
+    manifest = client.get(f"/api/jobs/{job['id']}/files/manifest.json").json()
+    assert manifest["config"]["jitter_until"] == 1.0 and manifest["effective"]["jitter_steps"] == 4
+
+
 def test_depth_strip_inverts_every_stage_into_one_strip(client):
     job = submit(client, kind="depth", image="sample:coffee", steps=2, **FAST)
     end = events(client, job["id"])[-1][1]
@@ -295,6 +302,7 @@ def test_uploads_that_are_too_large_or_not_images_are_refused_with_one_line(clie
     ({"preset": "fastest"}, "did you mean 'fast'"),
     ({"layer": "layer1+"}, "empty layer name"),
     ({"seed": -1}, "seed"),
+    ({"jitter_until": 2}, "jitter_until"),
     ({"surprise": 1}, "surprise"),
 ])
 def test_bad_requests_are_refused_before_queueing_and_no_path_comes_from_the_client(client, change, words):

@@ -57,6 +57,7 @@ class JobRequest(BaseModel):
     layer: str | None = None                      # invert: the layer spec; style: the content layer
     style_layers: list[str] | None = None
     preset: str | None = None
+    jitter_until: float | None = Field(None, ge=0, le=1)  # invert, depth: the jitter phase's share of the steps
     steps: int | None = None
     seed: int = Field(0, ge=0, le=2**31 - 1)
     preview_every: int | None = None              # steps between live frames (default: ~25 per run)

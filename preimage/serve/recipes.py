@@ -100,7 +100,7 @@ def _invert(req: Any, config: Any, uploads: Any, params: dict[str, Any]):
     def run(ctx: JobContext) -> dict[str, Any]:
         from ..tasks.invert import config_for, invert
 
-        cfg = config_for(preset, steps=req.steps, seed=req.seed)
+        cfg = config_for(preset, steps=req.steps, seed=req.seed, jitter_until=req.jitter_until)
         model = ctx.models.get(req.model, req.weights, req.input_size)
         every = frame_every(cfg.steps, req.preview_every)
         ctx.progress(total=cfg.steps, phase=req.layer)
@@ -130,7 +130,7 @@ def _depth(req: Any, config: Any, uploads: Any, params: dict[str, Any]):
         from ..viz import grid
         from .catalog import stages
 
-        cfg = config_for(preset, steps=req.steps, seed=req.seed)
+        cfg = config_for(preset, steps=req.steps, seed=req.seed, jitter_until=req.jitter_until)
         model = ctx.models.get(req.model, req.weights, req.input_size)
         layers = stages(model)
         if not layers:

@@ -166,6 +166,7 @@ function runInvert(kind) {
   req.image = state.source;
   req.preset = $("preset").value;
   req.steps = Number($("steps").value);
+  if ($("jitter-end").checked) req.jitter_until = 1;
   if (kind === "invert") req.layer = $("layer").value;
   submit(req);
 }
