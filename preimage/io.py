@@ -7,6 +7,7 @@ work starts (:func:`check_outputs`).
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -123,10 +124,10 @@ def all_or_nothing() -> Iterator[None]:
 def _discard(files: list[tuple[str, Path]], folders: list[Path]) -> None:
     """Remove the staged temporary files and the folders the block made."""
     for tmp, _ in files:
-        with _quietly():
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
     for folder in reversed(folders):  # deepest first; a folder someone else filled meanwhile stays
-        with _quietly():
+        with contextlib.suppress(OSError):
             folder.rmdir()
 
 
@@ -150,19 +151,11 @@ def _commit(files: list[tuple[str, Path]]) -> None:
             interrupt, again = exc, True
         except BaseException:
             for rest, _ in files[i:]:
-                with _quietly():
+                with contextlib.suppress(OSError):
                     os.unlink(rest)
             raise
     if interrupt is not None:
         raise interrupt
-
-
-@contextmanager
-def _quietly() -> Iterator[None]:
-    try:
-        yield
-    except OSError:
-        pass
 
 
 def write_json(path: str | os.PathLike, data: dict[str, Any]) -> Path:

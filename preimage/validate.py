@@ -244,7 +244,6 @@ def parse_timm_spec(spec: str) -> tuple[str, dict[str, object]]:
     return arch, kwargs
 
 
-
 def _check_onnx_path(name: str) -> None:
     import os
 

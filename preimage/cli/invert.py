@@ -166,8 +166,8 @@ def run(args: argparse.Namespace) -> int:
         preset, steps=args.steps, optimizer=args.optimizer, lr=args.lr, momentum=args.momentum,
         decay_factor=args.decay_factor, decay_steps=decay_steps, alpha=args.alpha, beta=args.beta,
         lambda_alpha=args.lambda_alpha, lambda_tv=args.lambda_tv, rec_weight=args.rec_weight,
-        jitter=args.jitter, jitter_until=args.jitter_until, init=args.init, init_scale=args.init_scale, seed=seed, copies=args.copies,
-        color_shift=args.color_shift, noise=args.noise,
+        jitter=args.jitter, jitter_until=args.jitter_until, init=args.init, init_scale=args.init_scale, seed=seed,
+        copies=args.copies, color_shift=args.color_shift, noise=args.noise,
     )
     from ..starts import is_map_file, load_starts
 
@@ -228,8 +228,8 @@ def run(args: argparse.Namespace) -> int:
 GAN_IGNORED = {
     "layers": "--layer", "preset": "--preset", "input_size": "--input-size", "mean": "--mean", "std": "--std",
     "channels": "--channels", "classes": "--classes", "alpha": "--alpha", "beta": "--beta",
-    "lambda_alpha": "--lambda-alpha", "lambda_tv": "--lambda-tv", "rec_weight": "--rec-weight", "jitter": "--jitter", "jitter_until": "--jitter-until",
-    "copies": "--copies", "color_shift": "--color-shift", "noise": "--noise", "init": "--init",
+    "lambda_alpha": "--lambda-alpha", "lambda_tv": "--lambda-tv", "rec_weight": "--rec-weight", "jitter": "--jitter",
+    "jitter_until": "--jitter-until", "copies": "--copies", "color_shift": "--color-shift", "noise": "--noise", "init": "--init",
     "init_scale": "--init-scale", "judge": "--judge",
 }
 
