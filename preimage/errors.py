@@ -9,13 +9,27 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
-__all__ = ["PreimageError", "Diverged", "Terminated", "PreimageWarning", "ImageConversionWarning", "did_you_mean"]
+__all__ = ["PreimageError", "WriteError", "Diverged", "Terminated", "PreimageWarning", "ImageConversionWarning", "did_you_mean"]
 
 
 class PreimageError(ValueError):
     """A problem with the user's input, reported in one line."""
 
     exit_code = 2
+
+
+class WriteError(PreimageError, OSError):
+    """A result that could not be written (a full disk, a read-only folder, a folder where a file goes):
+    ``cannot write PATH: reason``. It is an :class:`OSError` too, with the original ``errno``,
+    ``strerror`` and the path as ``filename``."""
+
+    def __init__(self, path: object, exc: OSError) -> None:
+        reason = exc.strerror or str(exc)
+        super().__init__(f"cannot write {path}: {reason}")
+        self.errno, self.strerror, self.filename = exc.errno, reason, str(path)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 class Diverged(PreimageError):

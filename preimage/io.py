@@ -19,7 +19,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
-from .errors import PreimageError
+from .errors import PreimageError, WriteError
 
 __all__ = ["atomic_write", "all_or_nothing", "write_json", "check_outputs", "write_failure", "versions"]
 
@@ -45,8 +45,7 @@ def atomic_write(path: str | os.PathLike, data: bytes) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     except OSError as exc:
-        _name(exc, path)
-        raise
+        raise WriteError(path, exc) from exc
     try:
         if hasattr(os, "fchmod"):
             os.fchmod(fd, 0o666 & ~_umask())
@@ -57,20 +56,12 @@ def atomic_write(path: str | os.PathLike, data: bytes) -> Path:
         else:
             os.replace(tmp, path)
     except BaseException as exc:
-        if isinstance(exc, OSError):
-            _name(exc, path)
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+        if isinstance(exc, OSError) and not isinstance(exc, WriteError):
+            raise WriteError(path, exc) from exc
         raise
     return path
-
-
-def _name(exc: OSError, path: Path) -> None:
-    """A full disk names no file: name the one being written."""
-    if exc.filename is None:
-        exc.filename = str(path)
 
 
 def _jsonable(value: Any) -> Any:
@@ -114,7 +105,7 @@ def all_or_nothing() -> Iterator[None]:
     try:  # a folder made meanwhile where a file goes fails before anything is renamed
         in_the_way = next((path for _, path in files if path.is_dir()), None)
         if in_the_way is not None:
-            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(in_the_way))
+            raise WriteError(in_the_way, IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR)))
     except BaseException:
         _discard(files, folders)
         raise
@@ -149,10 +140,12 @@ def _commit(files: list[tuple[str, Path]]) -> None:
             i, again = i + 1, False
         except KeyboardInterrupt as exc:
             interrupt, again = exc, True
-        except BaseException:
+        except BaseException as exc:
             for rest, _ in files[i:]:
                 with contextlib.suppress(OSError):
                     os.unlink(rest)
+            if isinstance(exc, OSError) and not isinstance(exc, WriteError):
+                raise WriteError(path, exc) from exc
             raise
     if interrupt is not None:
         raise interrupt
@@ -183,11 +176,13 @@ def check_outputs(paths: Iterable[str | os.PathLike], force: bool = False) -> No
 @contextmanager
 def write_failure(path: str | os.PathLike) -> Iterator[None]:
     """A write that fails (a read-only or special file system, a full disk, a name too long) ends in
-    one line: ``cannot write PATH: reason``."""
+    one line: ``cannot write PATH: reason`` (a :class:`~preimage.errors.WriteError`)."""
     try:
         yield
+    except WriteError:
+        raise
     except OSError as exc:
-        raise PreimageError(f"cannot write {path}: {exc.strerror or exc}") from None
+        raise WriteError(path, exc) from None
 
 
 def versions() -> dict[str, str]:

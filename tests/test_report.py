@@ -127,7 +127,7 @@ def test_a_report_that_fails_while_saving_leaves_the_old_report(sweep_dir, tmp_p
     old = {p.name: p.read_bytes() for p in write_report(sweep_dir, out).values()}
     full_disk("report.html")
     assert main(["report", str(sweep_dir), "-o", str(out), "--cell", "100", "-q"]) == 2
-    assert capsys.readouterr().err.strip() == f"preimage report: error: No space left on device: {out / 'report.html'}"
+    assert capsys.readouterr().err.strip() == f"preimage report: error: cannot write {out / 'report.html'}: No space left on device"
     assert {p.name: p.read_bytes() for p in out.iterdir()} == old  # the grid drawn at 100 px never appeared
 
 

@@ -2,6 +2,7 @@
 no model loaded for a bad input; SIGTERM saves like Ctrl-C; the memory guard; fast start-up."""
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -208,15 +209,33 @@ def test_ctrl_c_while_renaming_into_place_finishes_the_renames_then_raises(tmp_p
 def test_a_folder_in_the_way_when_the_block_ends_leaves_every_file_as_it_was(tmp_path):
     from preimage.io import all_or_nothing, atomic_write
 
+    from preimage.errors import WriteError
+
     (tmp_path / "a.txt").write_bytes(b"mine")
-    with pytest.raises(IsADirectoryError) as caught:
+    with pytest.raises(WriteError, match="^cannot write .*b.txt: Is a directory$") as caught:
         with all_or_nothing():
             atomic_write(tmp_path / "a.txt", b"theirs")
             atomic_write(tmp_path / "b.txt", b"b")
             (tmp_path / "b.txt").mkdir()  # made by someone else while the block ran
-    assert caught.value.filename == str(tmp_path / "b.txt")
+    assert caught.value.filename == str(tmp_path / "b.txt") and caught.value.errno == errno.EISDIR
     assert (tmp_path / "a.txt").read_bytes() == b"mine"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.txt"] and not any((tmp_path / "b.txt").iterdir())
+
+
+def test_a_failed_write_is_one_user_error_and_still_an_os_error(tmp_path, full_disk):
+    from preimage.errors import PreimageError, WriteError
+    from preimage.io import atomic_write, write_failure
+
+    full_disk("x")
+    with pytest.raises(WriteError) as caught:
+        atomic_write(tmp_path / "x.txt", b"x")
+    exc = caught.value
+    assert isinstance(exc, OSError) and isinstance(exc, PreimageError) and exc.errno == errno.ENOSPC
+    assert str(exc) == f"cannot write {tmp_path / 'x.txt'}: No space left on device"
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(WriteError, match="^cannot write y.png: Read-only file system$"):
+        with write_failure("y.png"):
+            raise OSError(errno.EROFS, "Read-only file system")
 
 
 def test_an_os_error_shows_its_traceback_with_debug(capsys):
@@ -241,7 +260,7 @@ def test_a_full_disk_while_saving_an_inversion_keeps_the_old_files_and_says_one_
     full_disk("manifest")
     code, _, err = _run(["invert", "sample:chelsea", "--steps", "2", "--force", "-q", "--out", out], capsys)
     assert code == 2
-    assert _one_line(err) == f"preimage invert: error: No space left on device: {out / 'manifest.json'}"
+    assert _one_line(err) == f"preimage invert: error: cannot write {out / 'manifest.json'}: No space left on device"
     assert (out / "chelsea.png").read_bytes() == b"mine"  # the files written before the failure never appeared
     assert sorted(p.name for p in out.iterdir()) == ["chelsea.png"]
 

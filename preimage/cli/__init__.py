@@ -151,8 +151,8 @@ def _run(args: argparse.Namespace) -> int:
         return exc.exit_code
     except BrokenPipeError:  # e.g. `preimage models | head`
         return 0
-    except OSError as exc:  # a file that could not be written while saving (a full disk, a vanished folder):
-        if args.debug:      # exit 2, as for a folder that cannot be written (io.write_failure)
+    except OSError as exc:  # any other file error (failed writes are WriteErrors, above): one line, exit 2
+        if args.debug:
             raise
         where = f": {exc.filename}" if exc.filename else ""
         print(f"preimage {label(args)}: error: {exc.strerror or exc}{where}", file=sys.stderr)
