@@ -123,10 +123,17 @@ def _discard(files: list[tuple[str, Path]], folders: list[Path]) -> None:
 
 
 def _commit(files: list[tuple[str, Path]]) -> None:
-    """Rename every staged file into place. Ctrl-C or SIGTERM while renaming does not stop it halfway
-    (old and new files side by side): the renames finish, then the interrupt is raised. A failed
-    rename removes the temporary files not yet renamed."""
+    """Rename every staged file into place. Each file it replaces is kept first under a second name
+    (a hard link beside it), so a rename that fails puts back the files already renamed and leaves the
+    result as it was. Ctrl-C or SIGTERM while renaming does not stop it halfway (old and new files side
+    by side): the renames finish, then the interrupt is raised."""
+    backups = [tmp + ".old" for tmp, _ in files]
     interrupt: BaseException | None = None
+    try:
+        kept = [_keep(path, backup) for (_, path), backup in zip(files, backups)]
+    except BaseException:
+        _remove([tmp for tmp, _ in files] + backups)
+        raise
     i, again = 0, False
     while i < len(files):
         tmp, path = files[i]
@@ -141,14 +148,46 @@ def _commit(files: list[tuple[str, Path]]) -> None:
         except KeyboardInterrupt as exc:
             interrupt, again = exc, True
         except BaseException as exc:
-            for rest, _ in files[i:]:
-                with contextlib.suppress(OSError):
-                    os.unlink(rest)
+            _roll_back(files[:i], kept[:i], backups[:i])
+            _remove([rest for rest, _ in files[i:]] + backups)
             if isinstance(exc, OSError) and not isinstance(exc, WriteError):
                 raise WriteError(path, exc) from exc
             raise
+    while True:  # the kept files are no longer needed; an interrupt here waits for the clean-up
+        try:
+            _remove(backups)
+            break
+        except KeyboardInterrupt as exc:
+            interrupt = exc
     if interrupt is not None:
         raise interrupt
+
+
+def _keep(path: Path, backup: str) -> bool:
+    """Link the file ``path`` (if there is one) to ``backup``; False where there is nothing to keep or
+    the file system has no hard links (then a failed rename cannot put that file back)."""
+    try:
+        os.link(path, backup, follow_symlinks=False)
+    except OSError:
+        return False
+    return True
+
+
+def _roll_back(files: list[tuple[str, Path]], kept: list[bool], backups: list[str]) -> None:
+    """Undo the renames of ``files``: the old file back where there was one, the new one removed where
+    there was none."""
+    for (_, path), was_kept, backup in zip(files, kept, backups):
+        with contextlib.suppress(OSError):
+            if was_kept:
+                os.replace(backup, path)
+            elif not os.path.lexists(backup):
+                os.unlink(path)
+
+
+def _remove(names: list[str]) -> None:
+    for name in names:
+        with contextlib.suppress(OSError):
+            os.unlink(name)
 
 
 def write_json(path: str | os.PathLike, data: dict[str, Any]) -> Path:

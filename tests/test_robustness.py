@@ -206,6 +206,38 @@ def test_ctrl_c_while_renaming_into_place_finishes_the_renames_then_raises(tmp_p
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == {f"{n}.txt": b"new" for n in "abc"}  # no mix
 
 
+def test_a_rename_that_fails_puts_back_the_files_already_renamed(tmp_path, monkeypatch):
+    from preimage.errors import WriteError
+    from preimage.io import all_or_nothing, atomic_write
+
+    (tmp_path / "a.txt").write_bytes(b"old a")
+    (tmp_path / "c.txt").write_bytes(b"old c")
+    real = os.replace
+
+    def fails_on_c(src, dst):
+        if str(dst).endswith("c.txt"):
+            raise OSError(errno.EIO, "Input/output error")
+        real(src, dst)
+
+    with pytest.raises(WriteError, match="c.txt: Input/output error$"):
+        with all_or_nothing():
+            for n in "abc":  # a and c replace files, b is new
+                atomic_write(tmp_path / f"{n}.txt", b"new")
+            monkeypatch.setattr(os, "replace", fails_on_c)
+    monkeypatch.undo()
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == {"a.txt": b"old a", "c.txt": b"old c"}
+
+
+def test_a_result_written_in_place_leaves_no_kept_copies(tmp_path):
+    from preimage.io import all_or_nothing, atomic_write
+
+    (tmp_path / "a.txt").write_bytes(b"old")
+    with all_or_nothing():
+        atomic_write(tmp_path / "a.txt", b"new")
+        atomic_write(tmp_path / "b.txt", b"new")
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == {"a.txt": b"new", "b.txt": b"new"}
+
+
 def test_a_folder_in_the_way_when_the_block_ends_leaves_every_file_as_it_was(tmp_path):
     from preimage.io import all_or_nothing, atomic_write
 
