@@ -71,6 +71,17 @@ def test_usage_errors_exit_2_with_one_line(argv, pattern, capsys):
     assert pattern in line
 
 
+@pytest.mark.parametrize("argv,command", [
+    (["invert", "sample:chelsea", "--bogus"], "invert"),
+    (["layers", "alexnet", "--weights", "none", "extra"], "layers"),
+    (["gan", "train", "--bogus"], "gan train"),
+])
+def test_an_unknown_argument_is_named_by_its_command(argv, command, capsys):
+    assert main(argv) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert line.startswith(f"preimage {command}: error: unrecognized arguments: {argv[-1]}"), line
+
+
 def test_classify_coffee_prints_espresso_first(capsys):
     assert main(["classify", "sample:coffee", "--top", "3"]) == 0
     out = capsys.readouterr().out.strip().splitlines()

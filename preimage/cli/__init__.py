@@ -44,6 +44,17 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+class CommandParser(Parser):
+    """A command's parser: it refuses unknown arguments itself, so the error names the command
+    (``preimage invert: error: unrecognized arguments: --bogus``), not ``preimage``."""
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return namespace, extras
+
+
 def _command_modules() -> list[str]:
     found = [m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_") and m.name != "common"]
     return [n for n in ORDER if n in found] + sorted(n for n in found if n not in ORDER)
@@ -59,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"preimage {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks for unexpected errors")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=CommandParser)
     for name in _command_modules():
         module = importlib.import_module(f"{__name__}.{name}")
         module.add_parser(sub)
