@@ -88,6 +88,18 @@ def test_bad_numbers_are_refused_by_the_parser(capsys):
     assert "must be" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("argv,prefix", [
+    (["caption", "train", "--cell", "gru"], "preimage caption train: error: argument --cell"),
+    (["caption", "eval", "run", "--beam", "0"], "preimage caption eval: error: argument --beam"),
+    (["caption", "eval", "run", "--bogus"], "preimage caption eval: error: unrecognized arguments: --bogus"),
+    (["caption", "some.png", "--bogus"], "preimage caption: error: unrecognized arguments: --bogus"),
+])
+def test_a_usage_error_names_the_action(argv, prefix, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(prefix) and len(err.splitlines()) == 1, err
+
+
 def test_out_folder_with_other_files_is_refused_before_any_work(tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("mine")
     write_coco_h5(tmp_path / "coco")

@@ -46,10 +46,21 @@ class Parser(argparse.ArgumentParser):
 
 class CommandParser(Parser):
     """A command's parser: it refuses unknown arguments itself, so the error names the command
-    (``preimage invert: error: unrecognized arguments: --bogus``), not ``preimage``."""
+    (``preimage invert: error: unrecognized arguments: --bogus``), not ``preimage``. A command whose
+    first word picks an action it parses itself (``caption train``, ``caption eval``) lists those words
+    in ``subcommands``, and its errors name the action too."""
+
+    subcommands: tuple[str, ...] = ()
+    _action = ""
+
+    def error(self, message: str):  # type: ignore[override]
+        prog = f"{self.prog} {self._action}" if self._action else self.prog
+        self.exit(2, f"{prog}: error: {message} (see {self.prog} --help)\n")
 
     def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
-        namespace, extras = super().parse_known_args(args, namespace)
+        words = list(sys.argv[1:] if args is None else args)
+        self._action = words[0] if words and words[0] in self.subcommands else ""
+        namespace, extras = super().parse_known_args(words, namespace)
         if extras:
             self.error(f"unrecognized arguments: {' '.join(extras)}")
         return namespace, extras

@@ -62,6 +62,7 @@ def add_parser(sub) -> None:
                     "CIDEr) beside the most-frequent-caption and nearest-neighbour baselines; IMAGE... captions "
                     "image files (or scene:SEED) and writes each image with its caption; --explain adds a "
                     "saliency map per word.")
+    p.subcommands = ("train", "eval")  # errors read `preimage caption train: error: ...`
     p.add_argument("action", nargs="+", metavar="train|eval DIR|IMAGE",
                    help="`train`, `eval DIR`, or image files / sample:NAME / scene:SEED to caption")
     t = p.add_argument_group("train")
