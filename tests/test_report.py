@@ -166,6 +166,19 @@ def test_ray_gives_the_same_table_as_local_processes(sweep_dir, tmp_path):
     assert again.computed == [] and len(again.cached) == 4
 
 
+def test_a_ray_address_that_cannot_be_reached_writes_nothing(tmp_path, monkeypatch):
+    ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'preimage[ray]')")
+
+    def unreachable(*args, **kwargs):
+        raise ConnectionError("Could not find any running Ray instance.")
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", unreachable)
+    with pytest.raises(PreimageError, match="cannot connect to Ray at auto"):
+        run_sweep(AXES, tmp_path / "out", ray_address="auto", validate=False)
+    assert not (tmp_path / "out").exists()
+
+
 def test_grid_header_lists_only_the_settings_every_run_shares(sweep_dir):
     from preimage.report import _fixed_settings
 

@@ -158,14 +158,21 @@ def run_sweep(
         validate_sweep(sweep, out, device, jobs=1 if ray_address else jobs, pending=pending)
     elif out.exists() and not out.is_dir():
         raise PreimageError(f"{out} exists and is not a folder")
-    out.mkdir(parents=True, exist_ok=True)
-    runs_dir.mkdir(parents=True, exist_ok=True)
-    if not os.access(out, os.W_OK) or not os.access(runs_dir, os.W_OK):
-        raise PreimageError(f"cannot write to {out}")
-    _clean_stale(runs_dir)
-    from ..io import write_json
+    todo_any = force or not all(is_complete(runs_dir / r.spec.dirname) for r in sweep.runs)
+    ray_started = _start_ray(ray_address) if ray_address and todo_any else False  # a wrong address writes nothing
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        runs_dir.mkdir(parents=True, exist_ok=True)
+        if not os.access(out, os.W_OK) or not os.access(runs_dir, os.W_OK):
+            raise PreimageError(f"cannot write to {out}")
+        _clean_stale(runs_dir)
+        from ..io import write_json
 
-    write_json(out / SWEEP_FILE, sweep.as_dict(out, runs_dir))
+        write_json(out / SWEEP_FILE, sweep.as_dict(out, runs_dir))
+    except BaseException:
+        if ray_started:
+            _stop_ray()
+        raise
     result = SweepResult(out=out, sweep=sweep)
     todo: list[Run] = []
     for run in sweep.runs:
@@ -213,7 +220,7 @@ def run_sweep(
         if not todo:
             pass
         elif ray_address:
-            _run_ray(todo, ray_address, device, finish)
+            _run_ray(todo, device, finish)
         elif jobs > 1 and len(todo) > 1:
             _run_pool(todo, min(jobs, len(todo)), threads, device, finish)
         else:
@@ -230,6 +237,8 @@ def run_sweep(
         if bar is not None:
             bar.close()
         _clean_stale(runs_dir)
+        if ray_started:
+            _stop_ray()
     result.seconds = time.perf_counter() - t0
     return result
 
@@ -268,22 +277,35 @@ def _run_pool(todo: list[Run], jobs: int, threads: int | None, device: str,
     ex.shutdown(wait=True)
 
 
-def _run_ray(todo: list[Run], address: str, device: str, finish: Callable[[Run, Mapping[str, Any]], None]) -> None:
+def _start_ray(address: str) -> bool:
+    """Connect to Ray (``"local"`` starts one); True when this call started it. An already
+    initialized Ray is used as it is."""
     try:
         import ray
     except ImportError:
         raise PreimageError("--ray needs Ray: pip install 'preimage[ray]'") from None
-    started = False
-    if not ray.is_initialized():
-        try:
-            if address == "local":
-                ray.init(num_cpus=_cores(), include_dashboard=False, log_to_driver=False)
-            else:
-                ray.init(address=address, log_to_driver=False)
-        except (ConnectionError, RuntimeError, ValueError) as exc:
-            first = str(exc).strip().splitlines()
-            raise PreimageError(f"cannot connect to Ray at {address}: {first[0] if first else exc}") from None
-        started = True
+    if ray.is_initialized():
+        return False
+    try:
+        if address == "local":
+            ray.init(num_cpus=_cores(), include_dashboard=False, log_to_driver=False)
+        else:
+            ray.init(address=address, log_to_driver=False)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        first = str(exc).strip().splitlines()
+        raise PreimageError(f"cannot connect to Ray at {address}: {first[0] if first else exc}") from None
+    return True
+
+
+def _stop_ray() -> None:
+    import ray
+
+    ray.shutdown()
+
+
+def _run_ray(todo: list[Run], device: str, finish: Callable[[Run, Mapping[str, Any]], None]) -> None:
+    import ray
+
     task = ray.remote(num_cpus=1, max_retries=1)(_safe_compute)
     refs = {task.remote(r.spec, device, 1): r for r in todo}
     pending = list(refs)
@@ -303,6 +325,3 @@ def _run_ray(todo: list[Run], address: str, device: str, finish: Callable[[Run, 
             except Exception:  # pragma: no cover - already finished
                 pass
         raise
-    finally:
-        if started:
-            ray.shutdown()
