@@ -136,6 +136,26 @@ def test_asymmetric_average_pool_matches_onnxruntime(tmp_path: Path) -> None:
     _close(ours, ref, "asymmetric AveragePool")
 
 
+def test_slice_matches_onnxruntime_without_torch_warnings(tmp_path: Path) -> None:
+    import warnings
+
+    nodes = [  # a crop along both axes, one of them stepping backwards from the end
+        helper.make_node("Slice", ["x", "starts", "ends", "axes", "steps"], ["s"], name="crop"),
+        helper.make_node("Flatten", ["s"], ["y"], name="flat"),
+    ]
+    inits = {"starts": np.array([1, -1], np.int64), "ends": np.array([7, -9], np.int64),
+             "axes": np.array([2, 3], np.int64), "steps": np.array([2, -2], np.int64)}
+    path = _graph_file(tmp_path, nodes, inits, channels=1, size=16)
+    x = torch.rand(1, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # onnx2torch's list-of-slices index is deprecated by torch
+        model = preimage.load_model(path, channels=1, input_size=16)
+        with torch.no_grad():
+            ours = model.net(x)
+    (ref,) = _ort_outputs(path, x.numpy(), ["y"])
+    _close(ours, ref, "Slice")
+
+
 def test_unsupported_operator_is_one_line_naming_it(tmp_path: Path) -> None:
     nodes = [helper.make_node("Det", ["x"], ["y"], name="the_det")]
     path = _graph_file(tmp_path, nodes, {})

@@ -327,6 +327,25 @@ def _check_supported(proto) -> None:
                             f"onnx2torch {_o2t_version()} cannot convert it{hint}")
 
 
+def _index_slices_with_tuples() -> None:
+    """onnx2torch's Slice indexes a tensor with a list of slices, which torch deprecates: a warning on
+    every forward pass, and another meaning in a later torch. Its modules look the helper up at call
+    time, so one that indexes with a tuple (the same result) replaces it."""
+    from onnx2torch.node_converters import slice as o2t_slice
+
+    def do_slice(x: torch.Tensor, flip_dims: list, pos_axes_slices: list, neg_axes_slices: list) -> torch.Tensor:
+        if flip_dims:
+            x = torch.flip(x, dims=flip_dims)
+        if pos_axes_slices:
+            x = x[tuple(pos_axes_slices)]
+        if neg_axes_slices:
+            x = x[tuple(neg_axes_slices)]
+        return x
+
+    if getattr(o2t_slice, "_do_slice", None) is not None:
+        o2t_slice._do_slice = do_slice
+
+
 def convert(proto) -> tuple[torch.nn.Module, dict[str, str]]:
     """A prepared graph as a torch ``fx.GraphModule``, and aliases (ONNX node and output names ->
     module names)."""
@@ -336,6 +355,7 @@ def convert(proto) -> tuple[torch.nn.Module, dict[str, str]]:
     import onnx2torch.converter as o2t
 
     _check_supported(proto)
+    _index_slices_with_tuples()
     try:
         # shapes were inferred in prepare(), before ConstantOfShape weights were materialized;
         # inferring them again on the full-size graph would only serialize every weight twice
