@@ -75,11 +75,19 @@ def test_usage_errors_exit_2_with_one_line(argv, pattern, capsys):
     (["invert", "sample:chelsea", "--bogus"], "invert"),
     (["layers", "alexnet", "--weights", "none", "extra"], "layers"),
     (["gan", "train", "--bogus"], "gan train"),
+    (["fool", "sample:chelsea", "--steps", "3"], "fool"),  # fool has --max-steps, not --steps
 ])
 def test_an_unknown_argument_is_named_by_its_command(argv, command, capsys):
+    # the line names the command and its --help, which lists the options it does have
     assert main(argv) == 2
     line = _one_line(capsys.readouterr().err)
-    assert line.startswith(f"preimage {command}: error: unrecognized arguments: {argv[-1]}"), line
+    assert line.startswith(f"preimage {command}: error: unrecognized arguments: "), line
+    assert argv[-1] in line and line.endswith(f"(see preimage {command} --help)"), line
+
+
+def test_an_unknown_option_of_the_top_level_is_its_own_error(capsys):
+    assert main(["--nosuch"]) == 2
+    assert _one_line(capsys.readouterr().err) == "preimage: error: unrecognized arguments: --nosuch (see preimage --help)"
 
 
 def test_classify_coffee_prints_espresso_first(capsys):
