@@ -3,6 +3,7 @@ the step normalization, seeds, bad settings, the embedded model, and `preimage d
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -135,3 +136,10 @@ def test_vit_token_layers_dream_at_the_photos_own_size() -> None:
     for layer in ("blocks.1", "blocks.1.cls"):
         r = deep_dream(vit, x, layer=layer, steps=3, octaves=2, jitter=2, lr=0.02)
         assert r.images[0].shape == x.shape and r.after[0].mean_square > r.before[0].mean_square
+
+
+def test_dream_help_names_every_file_deepdream_writes(capsys):
+    assert main(["dream", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for path in dd.output_paths("out", ["NAME"]):  # NAME.png on its own, not as part of NNNN_NAME.png
+        assert re.search(rf"(?<![\w.]){re.escape(path.name)}", text), path.name

@@ -82,5 +82,5 @@ def run_deepdream(args: argparse.Namespace) -> int:
     if result.status == "interrupted":
         say(args, f"interrupted: wrote what was done to {args.out}")
         return 130
-    say(args, f"wrote {args.out}/deepdream.json and {len(result.names)} dream(s) (NAME_dream.png, NAME_compare.png)")
+    say(args, f"wrote {args.out}/deepdream.json and {len(result.names)} dream(s) (NAME_dream.png, NAME.png, NAME_compare.png)")
     return 0

@@ -25,8 +25,8 @@ def add_parser(sub) -> None:
                     "2017) of channels, neurons and directions of any layer, with the Fourier "
                     "parameterization and random pad, jitter, scale and rotation each step; writes one PNG "
                     "per image, dream_grid.png and dream.json with the objective's value on each saved PNG. "
-                    "With --image and --layer: DeepDream on a photo (NAME_dream.png, NAME_compare.png, "
-                    "deepdream.json).")
+                    "With --image and --layer: DeepDream on a photo (NAME_dream.png, NAME.png: the photo "
+                    "at the size dreamt on, NAME_compare.png, deepdream.json).")
     what = p.add_mutually_exclusive_group()
     what.add_argument("--class", "-c", dest="target", action="append", metavar="C",
                       help="class index or name (fuzzy); repeat for several classes (one batch)")
