@@ -38,6 +38,9 @@ def test_train_eval_on_the_assignment_files_and_refusals(tmp_path, capsys, one_t
     hist = json.loads((run / "history.json").read_text())
     assert [e["epoch"] for e in hist["epochs"]] == [1, 2, 3]
     capsys.readouterr()
+    assert main(args(epochs="3")[:-1]) == 0  # done already (and not quiet): says so, writes nothing new
+    err = capsys.readouterr().err
+    assert "nothing to do" in err and "wrote" not in err
     assert main(["caption", "eval", str(run), "-q"]) == 0
     out = capsys.readouterr().out
     assert "rnn (greedy)" in out and "most frequent caption" in out and "nearest neighbour" in out

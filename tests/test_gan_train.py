@@ -131,6 +131,10 @@ def test_cli_train_resumes_to_more_epochs_and_refuses_other_settings(trained, tm
                  "--out", str(run), "-q"]) == 0
     assert (run / "samples" / "epoch_002.png").is_file()
     capsys.readouterr()
+    assert main(["gan", "train", "--data", "digits", "--arch", "fc", "--loss", "ls", "--epochs", "2",
+                 "--out", str(run), "-q"]) == 0  # done already: says so, and does not claim to have trained
+    out = capsys.readouterr().out
+    assert "nothing to do" in out and "trained" not in out and f"checkpoint {run / 'checkpoint.pt'}" in out
     assert main(["gan", "train", "--data", "digits", "--arch", "fc", "--loss", "vanilla", "--epochs", "2",
                  "--out", str(run), "-q"]) == 2
     err = capsys.readouterr().err.strip()

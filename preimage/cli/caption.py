@@ -287,8 +287,10 @@ def _train(args: argparse.Namespace) -> int:
     if result.status != "done":
         print(f"preimage caption train: {result.message}", file=sys.stderr)
         return result.exit_code
-    if result.message:
+    if result.message:  # e.g. the folder already holds as many epochs as asked for
         _say(args, result.message)
+    if result.epochs_done == result.resumed_from:
+        return 0
     _say(args, f"wrote {out}/checkpoint.pt, history.json, losses.png, manifest.json ({result.seconds:.0f} s)")
     return 0
 

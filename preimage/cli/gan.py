@@ -230,6 +230,9 @@ def _report(res, out: Path) -> int:
         return stopped
     if res.message:  # e.g. the folder already holds as many epochs as asked for
         print(res.message)
+    if res.epochs_done == res.resumed_from:  # nothing trained this time
+        print(f"checkpoint {res.checkpoint}, samples {out / 'samples.png'}")
+        return 0
     last = (res.history.get("epochs") or [{}])[-1]
     losses = "  ".join(f"{k} {v:.3f}" for k, v in last.items() if k in ("D", "G") and isinstance(v, float))
     print(f"trained {res.epochs_done} epoch{'' if res.epochs_done == 1 else 's'} in {res.seconds:.0f} s{'  ' + losses if losses else ''}; "
