@@ -46,7 +46,7 @@ def test_spec_options_reach_the_network():
     ("hog:uocti", "did you mean 'uoctti'"),
     ("hog:cell=x", "expected an integer"),
     ("hog:cell=0", "must be > 0"),
-    ("hog:norm=L3", "block_norm"),
+    ("hog:norm=L3", "hog option norm must be one of L2-Hys, L2, L1, L1-sqrt, not .L3."),
     ("hog:cell=300", "smaller than one"),
     ("dsift:bin=4,,step=2", "empty option"),
     ("dsift:step=2.5", "expected an integer"),
@@ -54,6 +54,28 @@ def test_spec_options_reach_the_network():
 def test_bad_specs_are_one_line_user_errors(spec, message):
     with pytest.raises(PreimageError, match=message):
         load_model(spec)
+
+
+@pytest.mark.parametrize("spec,said", [
+    ("hog:spatial=foo", "hog option spatial must be one of box, bilinear, not 'foo'"),
+    ("hog:cell=0", "hog option cell must be > 0"), ("hog:block=0", "hog option block must be > 0"),
+    ("hog:bins=0", "hog option bins must be > 0"), ("hog:variant=x", "hog option variant must be one of"),
+    ("dsift:bin=0", "dsift option bin must be > 0"), ("dsift:spatial=0", "dsift option spatial must be > 0"),
+    ("dsift:smoothing=-1", "dsift option smoothing must be >= 0"), ("dsift:sigma=-1", "dsift option sigma must be"),
+])
+def test_a_bad_option_value_is_named_as_the_user_typed_it(spec, said, capsys):
+    assert main(["layers", spec]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and said in err, err
+    for internal in ("mode", "cell_size", "block_size", "spatial_bins", "bin_size", "block_norm"):
+        assert internal not in err, err
+
+
+def test_a_bad_keyword_option_is_named_by_its_keyword():
+    with pytest.raises(PreimageError, match="hog option spatial must be one of box, bilinear"):
+        shallow_model("hog", spatial="foo")
+    with pytest.raises(PreimageError, match="dsift option bin_size must be > 0"):
+        shallow_model("dsift", bin_size=0)
 
 
 def test_bad_spec_on_the_command_line_exits_2(capsys):

@@ -77,6 +77,9 @@ _DSIFT_KEYS: dict[str, tuple[str, type]] = {
 }
 _DSIFT_FLAGS: dict[str, dict[str, Any]] = {"opencv": {"smoothing": _OPENCV_SIGMA}}
 _NORMS = {"l2-hys": "L2-Hys", "l2": "L2", "l1": "L1", "l1-sqrt": "L1-sqrt"}
+#: the values a hog text option takes (constructor keyword -> choices)
+_HOG_CHOICES = {"block_norm": tuple(_NORMS.values()), "variant": ("dalal-triggs", "uoctti"),
+                "spatial": ("box", "bilinear")}
 
 
 def is_shallow_name(name: str) -> bool:
@@ -131,9 +134,23 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
                                 + f"; options: {', '.join(sorted({k for k in keys if len(k) > 1}))}")
         kwarg, typ = keys[key]
         options[kwarg] = _convert(kind, key, value.strip(), typ)
-    if "block_norm" in options:
-        options["block_norm"] = _NORMS.get(str(options["block_norm"]).lower(), options["block_norm"])
+        if kwarg == "block_norm":
+            options[kwarg] = _NORMS.get(options[kwarg].lower(), options[kwarg])
+        _check_value(kind, key, kwarg, options[kwarg])  # named as typed (cell, not cell_size)
     return kind, options
+
+
+def _check_value(kind: str, name: str, kwarg: str, value: Any) -> None:
+    """Refuse a bad option value, naming the option ``name`` (as the user spelt it); ``kwarg`` is
+    the constructor keyword it sets."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if kwarg == "smoothing" and value < 0:
+            raise PreimageError(f"{kind} option {name} must be >= 0, not {value}")
+        if value <= 0 and kwarg not in ("smoothing", "eps"):
+            raise PreimageError(f"{kind} option {name} must be > 0, not {value}")
+    choices = _HOG_CHOICES.get(kwarg) if kind == "hog" else None
+    if choices and value not in choices:
+        raise PreimageError(f"{kind} option {name} must be one of {', '.join(choices)}, not {value!r}")
 
 
 def build_net(kind: str, **options: Any) -> nn.Module:
@@ -144,9 +161,8 @@ def build_net(kind: str, **options: Any) -> nn.Module:
         from .dsift import DenseSIFT as cls
     else:
         raise PreimageError(f"not a shallow model: {kind!r}" + did_you_mean(kind, SHALLOW))
-    for k, v in options.items():
-        if isinstance(v, (int, float)) and not isinstance(v, bool) and v <= 0 and k not in ("smoothing", "eps"):
-            raise PreimageError(f"{kind} option {k} must be > 0, not {v}")
+    for k, v in options.items():  # keyword options: named by their constructor keyword
+        _check_value(kind, k, k, v)
     try:
         net = cls(**options)
     except (TypeError, ValueError) as exc:
