@@ -741,6 +741,19 @@ def test_a_misspelt_model_name_is_refused_without_importing_torchvision(name, su
     assert line.startswith(f"preimage layers: error: {said}") and suggested in line, line
 
 
+@pytest.mark.parametrize("judge, said", [("efficientnet_lit2", "unknown model 'efficientnet_lit2'"),
+                                         ("timm:resnet5O", "unknown timm model 'resnet5O'")])
+def test_a_misspelt_judge_is_refused_without_importing_torch(judge, said, tmp_path):
+    code = (f"import sys; from preimage.cli import main; "
+            f"rc = main(['invert', 'sample:chelsea', '--judge', {judge!r}, '--out', 'o']); assert rc == 2, rc; "
+            "bad = [m for m in ('torch', 'torchvision', 'timm') if m in sys.modules]; assert not bad, bad")
+    proc = subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    line = _one_line(proc.stderr)
+    assert line.startswith(f"preimage invert: error: --judge: {said}") and "did you mean" in line, line
+    assert not (tmp_path / "o").exists()
+
+
 def test_the_torchvision_names_read_without_importing_match_its_registry():
     import torchvision
 

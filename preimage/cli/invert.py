@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..errors import PreimageError
 from ..recipes import DEFAULT_LAYERS, INVERT_PRESET_NAMES, ORIGINAL_SEED  # DEFAULT_LAYERS: the layer inverted when none is given
-from ..validate import DEFAULT_MODEL
+from ..validate import DEFAULT_MODEL, check_model_name
 from .common import (add_model_args, add_output_args, add_run_args, check_images, check_memory, check_model,
                      device_from_args, divergence_fix, nonneg_float, nonneg_int, positive_float, positive_int, say)
 
@@ -135,6 +135,11 @@ def run(args: argparse.Namespace) -> int:
     gan = args.model.startswith("gan:")
     if gan:
         _check_gan_flags(args)
+    if args.judge is not None:  # a misspelt judge is named before torch loads, as --model is
+        try:
+            check_model_name(args.judge)
+        except PreimageError as exc:
+            raise PreimageError(f"--judge: {exc}") from None
     if not sources:
         raise PreimageError("no image given (e.g. preimage invert sample:chelsea)")
     check_images(sources)  # every image is read before torch and the model load
@@ -149,14 +154,6 @@ def run(args: argparse.Namespace) -> int:
     layers = args.layers or [default_layer]
     if not layers[0]:
         raise PreimageError(f"give a --layer for {args.model} (`preimage layers {args.model}` lists them)")
-    if args.judge is not None:
-        from ..models import model_names
-
-        known = model_names()
-        if args.judge not in known and not args.judge.startswith("timm:"):
-            from ..errors import did_you_mean
-
-            raise PreimageError(f"unknown judge model {args.judge!r}" + did_you_mean(args.judge, known))
     seed = args.seed if args.seed is not None else (ORIGINAL_SEED if original else 0)
     decay_steps = args.decay_steps
     steps_for_decay = args.steps or config_for(preset).steps
