@@ -191,6 +191,13 @@ def test_many_channels_in_one_batch_and_a_direction_objective():
     assert len(d.values) == 1
 
 
+def test_the_file_stems_docstring_example_is_what_file_stems_gives():
+    import re
+
+    examples = re.findall(r"``([^`]+)`` -> ``([^`]+)``", file_stems.__doc__)
+    assert examples and all(file_stems([given]) == [stem] for given, stem in examples), examples
+
+
 def test_diversity_makes_the_batch_less_alike():
     model = make_tiny_model()
     sims = {}

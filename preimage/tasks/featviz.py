@@ -131,7 +131,7 @@ class FeatVizResult:
 
 
 def file_stems(labels: Sequence[str]) -> list[str]:
-    """File names for labels: ``blocks.5:12@3,4`` -> ``blocks_5_12_at3_4``; repeats get ``_0``, ``_1`` ..."""
+    """File names for labels: ``blocks.5:12@3,4`` -> ``blocks.5_12_at3_4``; repeats get ``_0``, ``_1`` ..."""
     base = []
     for lab in labels:
         s = lab.replace("@", "_at").replace("*", "x").replace(" - ", "_minus_").replace(" + ", "_plus_")
