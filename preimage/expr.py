@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from .errors import PreimageError
@@ -203,8 +204,8 @@ def parse_terms(expr: str) -> Terms:
     return out
 
 
-def describe(terms: Terms) -> str:
-    """The canonical text of parsed terms: ``blocks.5:12 - 0.5*blocks.5:40``."""
+def describe(terms: Sequence[tuple[float, Unit | str]]) -> str:
+    """The canonical text of parsed terms (or of weighted unit texts): ``blocks.5:12 - 0.5*blocks.5:40``."""
     parts = []
     for i, (w, u) in enumerate(terms):
         sign = "-" if w < 0 else "+"

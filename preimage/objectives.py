@@ -89,21 +89,26 @@ TermFn = Callable[[State], torch.Tensor]
 class Objective:
     """A weighted sum of named terms; each term returns one loss per image (shape ``(B,)``)."""
 
-    def __init__(self, fn: TermFn | None = None, name: str = "loss", layers: Sequence[str] = ()):
+    def __init__(self, fn: TermFn | None = None, name: str = "loss", layers: Sequence[str] = (), *,
+                 shows: str | Sequence[str] | None = None):
+        """``shows``: what the term shows, in the syntax of :mod:`preimage.expr` (``blocks.5:3``), one
+        text for every image or one per image; it labels the images (:meth:`labels`)."""
         self._terms: list[tuple[float, str, TermFn]] = [] if fn is None else [(1.0, name, fn)]
         self._layers: list[str] = list(layers)
+        self._shows: list[str | Sequence[str] | None] = [] if fn is None else [shows]
 
     # -- algebra -------------------------------------------------------------------------------
     @classmethod
-    def _from(cls, terms: list[tuple[float, str, TermFn]], layers: list[str]) -> "Objective":
+    def _from(cls, terms: list[tuple[float, str, TermFn]], layers: list[str],
+              shows: list[str | Sequence[str] | None]) -> "Objective":
         obj = cls()
-        obj._terms, obj._layers = terms, list(dict.fromkeys(layers))
+        obj._terms, obj._layers, obj._shows = terms, list(dict.fromkeys(layers)), shows
         return obj
 
     def __add__(self, other: "Objective") -> "Objective":
         if not isinstance(other, Objective):
             return NotImplemented
-        return Objective._from(self._terms + other._terms, self._layers + other._layers)
+        return Objective._from(self._terms + other._terms, self._layers + other._layers, self._shows + other._shows)
 
     def __sub__(self, other: "Objective") -> "Objective":
         return self + (-1.0) * other
@@ -111,7 +116,7 @@ class Objective:
     def __mul__(self, k: float) -> "Objective":
         if not isinstance(k, (int, float)):
             return NotImplemented
-        return Objective._from([(w * float(k), n, f) for w, n, f in self._terms], self._layers)
+        return Objective._from([(w * float(k), n, f) for w, n, f in self._terms], self._layers, self._shows)
 
     __rmul__ = __mul__
 
@@ -127,6 +132,23 @@ class Objective:
     @property
     def names(self) -> list[str]:
         return [n for _, n, _ in self._terms]
+
+    def labels(self, batch: int) -> list[str] | None:
+        """What each of ``batch`` images shows, in the syntax of :mod:`preimage.expr`: ``blocks.5:3``,
+        ``blocks.5:12 - 0.5*blocks.5:40``. None when a term does not say (a loss term such as
+        :func:`total_variation`) or does not give one text per image."""
+        from .expr import describe
+
+        per_term = []
+        for shows in self._shows:
+            texts = [shows] if isinstance(shows, str) else list(shows) if shows is not None else []
+            texts = texts * batch if len(texts) == 1 else texts
+            if len(texts) != batch:
+                return None
+            per_term.append(texts)
+        if not per_term:
+            return None
+        return [describe([(w, texts[i]) for (w, _, _), texts in zip(self._terms, per_term)]) for i in range(batch)]
 
     def weights(self) -> dict[str, float]:
         return {n: w for w, n, _ in self._terms}
@@ -222,7 +244,7 @@ def class_score(index: int | Sequence[int], *, layer: str = "logits", name: str 
         idx = idx.expand(logits.shape[0]) if idx.numel() == 1 else _match_rows(idx, logits.shape[0])
         return -logits.gather(1, idx[:, None]).squeeze(1)
 
-    return Objective(fn, name, [layer])
+    return Objective(fn, name, [layer], shows=_unit_texts(layer, index))
 
 
 def _indices(index: int | Sequence[int], rows: int, device: torch.device) -> torch.Tensor:
@@ -250,7 +272,12 @@ def channel(layer: str, index: int | Sequence[int], *, name: str = "channel") ->
         idx = _indices(index, maps.shape[0], maps.device)
         return -maps.mean((2, 3)).gather(1, idx[:, None]).squeeze(1)
 
-    return Objective(fn, name, [layer])
+    return Objective(fn, name, [layer], shows=_unit_texts(layer, index))
+
+
+def _unit_texts(layer: str, index: int | Sequence[int], at: str = "") -> list[str]:
+    """``layer:k`` (plus ``at``) for each index."""
+    return [f"{layer}:{int(k)}{at}" for k in torch.as_tensor(index).reshape(-1).tolist()]
 
 
 def neuron(layer: str, index: int | Sequence[int], *, at: tuple[int, int] | None = None,
@@ -275,7 +302,8 @@ def neuron(layer: str, index: int | Sequence[int], *, at: tuple[int, int] | None
         idx = _indices(index, maps.shape[0], maps.device)
         return -maps[:, :, y, x].gather(1, idx[:, None]).squeeze(1)
 
-    return Objective(fn, name, [layer])
+    where = "@centre" if at is None else f"@{at[0]},{at[1]}"
+    return Objective(fn, name, [layer], shows=_unit_texts(layer, index, where))
 
 
 def direction(layer: str, vector: torch.Tensor | Sequence[float], *, cosine: bool = False,
@@ -302,7 +330,7 @@ def direction(layer: str, vector: torch.Tensor | Sequence[float], *, cosine: boo
             proj = proj / maps.norm(dim=1).clamp_min(1e-8)
         return -proj.mean((1, 2))
 
-    return Objective(fn, name, [layer])
+    return Objective(fn, name, [layer], shows=f"direction[{layer}]")
 
 
 def diversity(layer: str, *, name: str = "diversity") -> Objective:

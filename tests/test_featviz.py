@@ -11,7 +11,7 @@ import torch
 from preimage.cli import main
 from preimage.errors import PreimageError
 from preimage.expr import Unit, build, describe, parse_terms
-from preimage.objectives import State, channel, direction, diversity, neuron, parse
+from preimage.objectives import State, channel, direction, diversity, neuron, parse, total_variation
 from preimage.tasks.featviz import (direction_from_images, file_stems, load_direction, objective_values,
                                     visualize_objective)
 from preimage.transforms import pad, random_rotate, rotate
@@ -189,6 +189,23 @@ def test_many_channels_in_one_batch_and_a_direction_objective():
     assert v.shape == (8,)
     d = visualize_objective(model, direction("features.3", v), size=16, steps=5)
     assert len(d.values) == 1
+
+
+def test_an_objective_labels_each_image_with_what_it_shows_unless_labels_are_given(tmp_path):
+    model = make_tiny_model()
+    r = visualize_objective(model, channel("features.3", [3, 7, 1]), batch=3, size=16, steps=1)
+    assert r.labels == ["features.3:3", "features.3:7", "features.3:1"]
+    assert r.stems == ["features.3_3", "features.3_7", "features.3_1"]  # as the CLI's --objective features.3:3
+    r.save(tmp_path)
+    assert (tmp_path / "features.3_7.png").is_file()
+    mix = channel("features.3", [0, 2]) - 0.5 * neuron("features.3", 4, at=(1, 2))
+    assert mix.labels(2) == ["features.3:0 - 0.5*features.3:4@1,2", "features.3:2 - 0.5*features.3:4@1,2"]
+    assert channel("features.3", 5).labels(2) == ["features.3:5"] * 2
+    assert direction("features.3", [1.0, 2.0]).labels(1) == ["direction[features.3]"]
+    assert (channel("features.3", 5) + total_variation()).labels(1) is None  # a loss term: repr's terms label it
+    assert channel("features.3", [0, 1]).labels(3) is None  # not one text per image
+    named = visualize_objective(model, channel("features.3", [3, 7]), batch=2, size=16, steps=1, labels=["a", "b"])
+    assert named.stems == ["a", "b"]
 
 
 def test_the_file_stems_docstring_example_is_what_file_stems_gives():

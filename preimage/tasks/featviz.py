@@ -255,7 +255,8 @@ def visualize_objective(
             :func:`~preimage.objectives.direction`, ... (per-image channel lists visualize many
             channels in one batch; the objective is *minimized*, so units enter negated).
         batch: the number of images.
-        labels: one text per image for file names and the grid (default: the objective's text).
+        labels: one text per image for file names and the grid (default: what each image shows in the
+            syntax of :mod:`preimage.expr`, e.g. ``blocks.5:3`` for ``channel("blocks.5", [3, 7, 9])``).
         keyword ``overrides``: fields of :class:`FeatVizConfig` (``steps=512``, ``rotate=0``,
             ``diversity=1.0``, ...).
     """
@@ -272,9 +273,10 @@ def visualize_objective(
         text = describe(parsed)
         terms, shapes = check(parsed, model, size)
         objective = objective_of(terms, shapes)
-    else:
-        text = repr(objective)
-    labels = list(labels) if labels is not None else [text] * batch
+        shown = [text] * batch
+    else:  # what each image shows (blocks.5:3, ...), else the objective's terms
+        shown = objective.labels(batch) or [repr(objective)] * batch
+    labels = list(labels) if labels is not None else shown
     if len(labels) != batch:
         raise PreimageError(f"{len(labels)} labels for a batch of {batch}")
     from ..memory import check_fits
