@@ -215,3 +215,51 @@ def test_help_states_the_real_defaults_and_every_preset(capsys):
     assert main(["sweep", "--help"]) == 0
     out = " ".join(capsys.readouterr().out.split())
     assert f"inversion presets: {', '.join(INVERT_PRESET_NAMES)}" in out
+
+
+# -- positionals anywhere among the options (`invert a.jpg --layer blocks.3 b.jpg`, globs around options) --
+
+@pytest.mark.parametrize("argv,dest,expected", [
+    (["invert", "a.jpg", "--steps", "2", "b.jpg", "--input-size", "64", "c.jpg"], "images",
+     ["a.jpg", "b.jpg", "c.jpg"]),
+    (["invert", "a.jpg", "--layer", "blocks.3", "--", "-b.jpg"], "images", ["a.jpg", "-b.jpg"]),
+    (["invert", "--image_path", "a.jpg", "--steps", "2"], "images", []),  # the original script's flags
+    (["sweep", "a.jpg", "--dry-run", "b.jpg"], "images", ["a.jpg", "b.jpg"]),
+    (["saliency", "a.jpg", "--method", "gradient", "b.jpg"], "images", ["a.jpg", "b.jpg"]),
+    (["fool", "a.jpg", "--max-steps", "3", "b.jpg"], "images", ["a.jpg", "b.jpg"]),
+    (["classify", "a.jpg", "--top", "2", "b.jpg"], "images", ["a.jpg", "b.jpg"]),
+    (["atlas", "a.jpg", "--layer", "blocks.3", "b.jpg"], "images", ["a.jpg", "b.jpg"]),
+    (["caption", "a.jpg", "--beam", "2", "b.jpg"], "action", ["a.jpg", "b.jpg"]),
+    (["caption", "eval", "--split", "val", "runs/cap"], "action", ["eval", "runs/cap"]),  # an action and its DIR
+    (["gan", "interpolate", "--rows", "2", "runs/gan", "--steps", "3"], "checkpoint", "runs/gan"),  # sub-commands
+])
+def test_positionals_may_come_between_options(argv, dest, expected):
+    args = build_parser().parse_args(argv)
+    assert getattr(args, dest) == expected
+
+
+def test_an_unknown_option_among_split_positionals_is_still_one_line(capsys):
+    assert main(["sweep", "a.jpg", "--bogus", "--dry-run"]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert line == "preimage sweep: error: unrecognized arguments: --bogus (see preimage sweep --help)"
+
+
+def test_invert_runs_images_given_on_both_sides_of_options(tmp_path, capsys):
+    argv = ["invert", "sample:chelsea", "--model", "alexnet", "--weights", "none", "--input-size", "67",
+            "--layer", "conv2", "--steps", "2", "sample:coffee", "--out", str(tmp_path), "-q"]
+    assert main(argv) == 0, capsys.readouterr().err
+    assert (tmp_path / "chelsea.png").is_file() and (tmp_path / "coffee.png").is_file()
+
+
+def test_sweep_dry_run_lists_images_given_on_both_sides_of_options(tmp_path, capsys):
+    argv = ["sweep", "sample:chelsea", "--layers", "blocks.1", "--dry-run", "sample:coffee", "-o", str(tmp_path / "s")]
+    assert main(argv) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 2 and "sample:chelsea" in out[0] and "sample:coffee" in out[1]
+
+
+def test_caption_eval_takes_its_folder_after_options(tmp_path, capsys):
+    # the sub-action and its DIR on both sides of an option: the folder is checked, not refused as an extra
+    assert main(["caption", "eval", "--split", "val", str(tmp_path)]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert line.startswith("preimage caption eval: error: ") and "checkpoint.pt" in line, line
