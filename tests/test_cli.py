@@ -222,7 +222,7 @@ def test_help_states_the_real_defaults_and_every_preset(capsys):
 @pytest.mark.parametrize("argv,dest,expected", [
     (["invert", "a.jpg", "--steps", "2", "b.jpg", "--input-size", "64", "c.jpg"], "images",
      ["a.jpg", "b.jpg", "c.jpg"]),
-    (["invert", "a.jpg", "--layer", "blocks.3", "--", "-b.jpg"], "images", ["a.jpg", "-b.jpg"]),
+    (["invert", "--layer", "blocks.3", "--", "a.jpg", "-b.jpg"], "images", ["a.jpg", "-b.jpg"]),  # after --: files only
     (["invert", "--image_path", "a.jpg", "--steps", "2"], "images", []),  # the original script's flags
     (["sweep", "a.jpg", "--dry-run", "b.jpg"], "images", ["a.jpg", "b.jpg"]),
     (["saliency", "a.jpg", "--method", "gradient", "b.jpg"], "images", ["a.jpg", "b.jpg"]),

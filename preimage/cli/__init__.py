@@ -49,46 +49,38 @@ class CommandParser(Parser):
     (``preimage invert: error: unrecognized arguments: --bogus``), not ``preimage``. A command whose
     first word picks an action it parses itself (``caption train``, ``caption eval``) lists those words
     in ``subcommands``, and its errors name the action too. Its positionals may come anywhere among
-    its options (``invert a.jpg --layer blocks.3 b.jpg``), and after ``--`` even when they start
-    with ``-``."""
+    its options (``invert a.jpg --layer blocks.3 b.jpg``); after ``--`` (for a file named ``-x.png``)
+    they follow the options, as argparse alone has them."""
 
     subcommands: tuple[str, ...] = ()
     _action = ""
-    _passes: int | None = None  # counts parse_known_intermixed_args's calls back into parse_known_args
+    _intermixing = False  # parse_known_intermixed_args calls back into parse_known_args for its passes
 
     def error(self, message: str):  # type: ignore[override]
         prog = f"{self.prog} {self._action}" if self._action else self.prog
         self.exit(2, f"{prog}: error: {message} (see {self.prog} --help)\n")
 
     def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        if self._intermixing:
+            return super().parse_known_args(args, namespace)
         words = list(sys.argv[1:] if args is None else args)
-        if self._passes is not None:
-            return self._intermixed_pass(words, namespace)
         self._action = words[0] if words and words[0] in self.subcommands else ""
         # positionals anywhere among the options (`invert a.jpg --steps 9 b.jpg`), except where argparse
-        # cannot intermix them: a command with sub-commands (`gan`), whose sub-command's parser does
-        if any(a.nargs in (argparse.PARSER, argparse.REMAINDER) for a in self._get_positional_actions()):
+        # cannot intermix them: a command with sub-commands (`gan`), whose sub-command's parser does, and
+        # after `--` (which intermixed parsing drops, so `-- -file.png` keeps the plain rules)
+        plain = "--" in words or any(a.nargs in (argparse.PARSER, argparse.REMAINDER)
+                                     for a in self._get_positional_actions())
+        if plain:
             namespace, extras = super().parse_known_args(words, namespace)
         else:
-            self._passes = 0
+            self._intermixing = True
             try:
                 namespace, extras = self.parse_known_intermixed_args(words, namespace)
             finally:
-                self._passes = None
+                self._intermixing = False
         if extras:
             self.error(f"unrecognized arguments: {' '.join(extras)}")
         return namespace, extras
-
-    def _intermixed_pass(self, words: list[str], namespace):
-        """The options pass, then the positionals pass, of ``parse_known_intermixed_args`` where it calls
-        back into ``parse_known_args`` (Python 3.11 does). The options pass stops at ``--``: what follows
-        is left, with the ``--``, to the positionals pass, so that ``-- -file.png`` stays an image."""
-        self._passes += 1
-        if self._passes == 1 and "--" in words:
-            cut = words.index("--")
-            namespace, rest = super().parse_known_args(words[:cut], namespace)
-            return namespace, rest + words[cut:]
-        return super().parse_known_args(words, namespace)
 
 
 def _command_modules() -> list[str]:
