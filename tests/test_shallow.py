@@ -62,6 +62,7 @@ def test_bad_specs_are_one_line_user_errors(spec, message):
     ("hog:bins=0", "hog option bins must be > 0"), ("hog:variant=x", "hog option variant must be one of"),
     ("dsift:bin=0", "dsift option bin must be > 0"), ("dsift:spatial=0", "dsift option spatial must be > 0"),
     ("dsift:smoothing=-1", "dsift option smoothing must be >= 0"), ("dsift:sigma=-1", "dsift option sigma must be"),
+    ("hog:eps=-1", "hog option eps must be >= 0"), ("dsift:eps=-0.5", "dsift option eps must be >= 0"),
 ])
 def test_a_bad_option_value_is_named_as_the_user_typed_it(spec, said, capsys):
     assert main(["layers", spec]) == 2

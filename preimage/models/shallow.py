@@ -144,7 +144,7 @@ def _check_value(kind: str, name: str, kwarg: str, value: Any) -> None:
     """Refuse a bad option value, naming the option ``name`` (as the user spelt it); ``kwarg`` is
     the constructor keyword it sets."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if kwarg == "smoothing" and value < 0:
+        if kwarg in ("smoothing", "eps") and value < 0:
             raise PreimageError(f"{kind} option {name} must be >= 0, not {value}")
         if value <= 0 and kwarg not in ("smoothing", "eps"):
             raise PreimageError(f"{kind} option {name} must be > 0, not {value}")
