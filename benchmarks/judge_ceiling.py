@@ -64,10 +64,9 @@ def _resample(x, factor: int):
 
 def _shift(x, pixels: int):
     """The content moved ``pixels`` right and down, the uncovered border filled by reflection."""
-    import torch.nn.functional as F
+    from preimage.metrics import shift
 
-    padded = F.pad(x, (pixels, 0, pixels, 0), mode="reflect")
-    return padded[..., : x.shape[-2], : x.shape[-1]]
+    return shift(x, pixels)
 
 
 def _jpeg(x, quality: int):

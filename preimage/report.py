@@ -41,8 +41,8 @@ __all__ = ["write_report", "metrics_rows", "grid_image", "curves_png", "metrics_
 #: the fixed columns of metrics.csv (the swept axes come after ``run``)
 CSV_COLUMNS = [
     "run", "image", "model", "layers", "preset", "optimizer", "lr", "lambda_tv", "lambda_alpha", "steps", "seed",
-    "lr_used", "lambda_tv_used", "status", "feature_error", "feature_error_by_layer", "psnr_db", "ssim", "tv_ratio",
-    "top1_agrees", "top1_original", "top1_reconstruction", "p_original_class", "wall_time_s", "total_time_s", "key", "dir",
+    "lr_used", "lambda_tv_used", "status", "feature_error", "feature_error_by_layer", "feature_error_moved",
+    "photo_error_moved", "psnr_db", "ssim", "tv_ratio", "top1_agrees", "top1_original", "top1_reconstruction", "p_original_class", "wall_time_s", "total_time_s", "key", "dir",
 ]
 
 
@@ -112,6 +112,8 @@ def metrics_rows(meta: dict[str, Any], runs: list[dict[str, Any]]) -> list[dict[
                 status=run["manifest"].get("status"),
                 feature_error=_mean(list(fe.values())),
                 feature_error_by_layer=";".join(f"{k}={v:.4g}" for k, v in fe.items()),
+                feature_error_moved=_mean(list((m.get("feature_error_moved") or {}).values())),
+                photo_error_moved=_mean(list((m.get("photo_error_moved") or {}).values())),
                 psnr_db=m.get("psnr"), ssim=m.get("ssim"), tv_ratio=m.get("tv_ratio"),
                 top1_agrees=m.get("top1_agrees"), top1_original=m.get("top1_original"),
                 top1_reconstruction=m.get("top1_reconstruction"), p_original_class=m.get("p_original_class"),

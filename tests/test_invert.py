@@ -483,6 +483,9 @@ def test_a_perfect_reconstruction_scores_perfectly(tiny_model):
     same = evaluate(tiny_model, refs.clone(), refs, targets, ex)
     for m in same:
         assert m["feature_error"]["conv2"] == pytest.approx(0.0, abs=1e-6)
+        # the photo itself moved one pixel: both errors are that of the moved photo, and not 0
+        assert m["feature_error_moved"]["conv2"] == pytest.approx(m["photo_error_moved"]["conv2"])
+        assert m["photo_error_moved"]["conv2"] > 0.01
         assert m["psnr"] == pytest.approx(120.0)  # 10 log10(1 / 1e-12): the floor of the mse
         assert m["ssim"] == pytest.approx(1.0, abs=1e-6) and m["tv_ratio"] == pytest.approx(1.0)
         assert m["top1_agrees"] and m["top1_reconstruction"] == m["top1_original"]
@@ -501,6 +504,9 @@ def test_a_perfect_reconstruction_scores_perfectly(tiny_model):
         (tiny_model.classes[c_white], tiny_model.classes[c_black], False)
     assert m["p_original_class"] == pytest.approx(float(p[c_white]), rel=1e-5)
     assert m["psnr"] == pytest.approx(0.0, abs=1e-6) and m["feature_error"]["conv2"] > 0.1
+    # flat images look the same moved: their errors moved are their errors
+    assert m["feature_error_moved"]["conv2"] == pytest.approx(m["feature_error"]["conv2"], rel=1e-5)
+    assert m["photo_error_moved"]["conv2"] == pytest.approx(0.0, abs=1e-6)
 
 
 def test_layer_weights_scale_their_reconstruction_terms(tiny_model):

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from preimage.images import load_tensor
-from preimage.metrics import feature_error, psnr, ssim, tv, tv_ratio
+from preimage.metrics import feature_error, psnr, shift, ssim, tv, tv_ratio
 
 
 def test_psnr_known_values():
@@ -69,6 +69,14 @@ def test_tv_ratio_of_an_image_to_itself_is_one():
     assert tv_ratio(x, x).tolist() == pytest.approx([1.0, 1.0])
     smooth = x.mean(dim=(2, 3), keepdim=True).expand_as(x) * 0.5 + x * 0.5
     assert (tv_ratio(smooth, x) < 1).all()
+
+
+def test_shift_moves_the_content_right_and_down_and_reflects_the_border():
+    x = torch.arange(16.0).view(1, 1, 4, 4)
+    moved = shift(x, 1)
+    assert torch.equal(moved[..., 1:, 1:], x[..., :-1, :-1])  # the content, one pixel on
+    assert moved[0, 0, 0].tolist() == [5.0, 4.0, 5.0, 6.0] and moved[0, 0, :, 0].tolist() == [5.0, 1.0, 5.0, 9.0]
+    assert torch.equal(shift(x, 0), x) and shift(torch.rand(2, 3, 8, 8), 2).shape == (2, 3, 8, 8)
 
 
 def test_feature_error():

@@ -313,7 +313,10 @@ def _logger(every: int):
 
 
 def _format_metrics(m: dict) -> str:
-    parts = [f"feature error {k} {v:.3f}" for k, v in m["feature_error"].items()]
+    moved, photo = m.get("feature_error_moved", {}), m.get("photo_error_moved", {})
+    parts = [f"feature error {k} {v:.3f}" + (f" (moved 1 px {moved[k]:.3f}, the photo moved 1 px {photo[k]:.3f})"
+                                             if k in moved and k in photo else "")
+             for k, v in m["feature_error"].items()]
     parts += [f"PSNR {m['psnr']:.1f} dB", f"SSIM {m['ssim']:.3f}", f"TV ratio {m['tv_ratio']:.2f}"]
     if "top1_agrees" in m:
         parts.append(("top-1 agrees" if m["top1_agrees"] else "top-1 differs") + f" ({m['top1_reconstruction']})")

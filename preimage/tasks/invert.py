@@ -694,10 +694,19 @@ def evaluate(model: Model, image: torch.Tensor, ref: torch.Tensor, targets: dict
 
     With a ``judge`` (another classifier), ``m["judge"]`` holds its cross-model recognition
     (:func:`preimage.metrics.judge_recognition`): the judge's class for the original and for the
-    reconstruction, whether they agree, the rank and probability of the original's class."""
+    reconstruction, whether they agree, the rank and probability of the original's class.
+
+    ``m["feature_error_moved"]`` is the feature error of the reconstruction moved one pixel right and
+    down (:func:`preimage.metrics.shift`), ``m["photo_error_moved"]`` that of the original moved so:
+    the error a one-pixel shift alone causes, against which a fit that holds for one alignment of the
+    pixel grid only stands out."""
     image = image.to(ref.device)
     feats = extractor(model.normalize(image))
     errors = {n: M.feature_error(feats[n], targets[n]) for n in targets}
+    moved = extractor(model.normalize(M.shift(image)))
+    moved_errors = {n: M.feature_error(moved[n], targets[n]) for n in targets}
+    moved = extractor(model.normalize(M.shift(ref.to(image.dtype))))
+    photo_moved = {n: M.feature_error(moved[n], targets[n]) for n in targets}
     psnr, ssim, tvr = M.psnr(image, ref), M.ssim(image, ref), M.tv_ratio(image, ref)
     agree = None
     if model.classes is not None:
@@ -708,6 +717,8 @@ def evaluate(model: Model, image: torch.Tensor, ref: torch.Tensor, targets: dict
     for i in range(image.shape[0]):
         m: dict[str, Any] = {
             "feature_error": {n: float(e[i]) for n, e in errors.items()},
+            "feature_error_moved": {n: float(e[i]) for n, e in moved_errors.items()},
+            "photo_error_moved": {n: float(e[i]) for n, e in photo_moved.items()},
             "psnr": float(psnr[i]), "ssim": float(ssim[i]), "tv_ratio": float(tvr[i]),
         }
         if agree is not None:
