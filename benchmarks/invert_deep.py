@@ -166,6 +166,15 @@ CANDIDATES: dict[str, dict] = {
     # ... or with the agreement prior (lite1 pulled towards lite0's class distribution for the photo)
     "pyr_tv2_jit_all_agree01": {"deep": {}, "param": "pyramid", "lambda_tv": 0.2, "init": "learned",
                                 "jitter_until": 1.0, "agree": 0.1},
+    # nineteenth round: jitter to the end (600 steps as before), then 100 steps without jitter (Adam) that
+    # may move each pixel by at most 4 (or 8) 8-bit levels: is the fit to one alignment of the grid bought
+    # with changes too small to see, and does lite2's verdict survive them?
+    "pyr_tv2_jit_all_fin4": {"deep": {}, "param": "pyramid", "lambda_tv": 0.2, "init": "learned", "jitter_until": 1.0,
+                             "steps": 700, "finish_steps": 100, "finish_optimizer": "adam", "finish_lr": 0.0015,
+                             "finish_budget": 4.0},
+    "pyr_tv2_jit_all_fin8": {"deep": {}, "param": "pyramid", "lambda_tv": 0.2, "init": "learned", "jitter_until": 1.0,
+                             "steps": 700, "finish_steps": 100, "finish_optimizer": "adam", "finish_lr": 0.003,
+                             "finish_budget": 8.0},
 }
 
 _CACHE: dict = {}
@@ -213,6 +222,7 @@ def one(job: tuple[str, dict, str, str, int | None, str, int]) -> dict:
     j = m["judge"]
     return {"recipe": name, "photo": photo, "stage": stage, "status": res.status, "steps": res.result.steps,
             "deep_recipe": res.effective["deep_recipe"], "feature_error": m["feature_error"][stage],
+            "feature_error_moved": m["feature_error_moved"][stage], "photo_error_moved": m["photo_error_moved"][stage],
             "psnr": m["psnr"], "ssim": m["ssim"], "tv_ratio": m["tv_ratio"], "judge_agrees": j["agrees"],
             "judge_rank": j["rank"], "judge_p": j["p_original_class"], "judge_original": j["original_class"],
             "judge_class": j["class"], "seconds": seconds,

@@ -23,7 +23,7 @@ import math
 import torch
 from torch import nn
 
-__all__ = ["ImageParam", "Pixels", "Upsampled", "Pyramid", "Fourier", "Latent", "DeepPrior"]
+__all__ = ["ImageParam", "Pixels", "Near", "Upsampled", "Pyramid", "Fourier", "Latent", "DeepPrior"]
 
 
 class ImageParam(nn.Module):
@@ -70,6 +70,25 @@ class Pixels(ImageParam):
     @torch.no_grad()
     def set_(self, image: torch.Tensor) -> None:
         self.x.copy_(image)
+
+
+class Near(Pixels):
+    """Pixels kept within ``radius`` of ``centre`` (an L∞ ball, as a fooling image's budget) and in
+    ``bounds``: a finish that adjusts a finished image only by changes of at most ``radius`` per pixel."""
+
+    def __init__(self, centre: torch.Tensor, radius: float, *, bounds: tuple[float, float] | None = (0.0, 1.0)):
+        if not radius >= 0:
+            raise ValueError(f"radius must be >= 0, not {radius}")
+        self.radius = float(radius)
+        super().__init__(centre, space="pixel", bounds=bounds)
+        self.register_buffer("centre", self.x.detach().clone())
+
+    @torch.no_grad()
+    def project_(self) -> None:
+        centre = getattr(self, "centre", None)
+        if centre is not None:
+            torch.minimum(torch.maximum(self.x, centre - self.radius), centre + self.radius, out=self.x)
+        super().project_()
 
 
 class Upsampled(ImageParam):

@@ -223,6 +223,20 @@ def test_two_phase_finish_continues_the_same_run(tiny_model):
     assert [h["step"] for h in inv.history] == list(range(1, 13)) and seen == list(range(1, 13))
 
 
+def test_a_finish_budget_keeps_every_pixel_near_the_first_phases_image(tiny_model):
+    photo = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+    common = dict(layers=["conv2"], jitter=0, seed=1)
+    first = invert(tiny_model, photo, steps=6, **common).image  # the same first phase as below
+    finish = dict(steps=12, finish_steps=6, finish_optimizer="adam", finish_lr=0.2, **common)
+    free = invert(tiny_model, photo, **finish).image
+    near = invert(tiny_model, photo, finish_budget=2, **finish).image
+    assert (free - first).abs().max() > 4 / 255  # without a budget the finish moves pixels far
+    moved = (near - first).abs().max()
+    assert 0 < moved <= 2 / 255 + 1e-6
+    with pytest.raises(PreimageError, match="finish_budget must be >= 0"):
+        invert(tiny_model, photo, finish_budget=-1, **finish)
+
+
 def test_cli_ctrl_c_saves_what_there_is_and_exits_130(tmp_path, capsys, monkeypatch):
     engine = sys.modules["preimage.optimize"]  # the module (the package exports the function by that name)
     real, calls = engine.forward_state, []

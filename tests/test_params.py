@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from preimage.params import DeepPrior, Fourier, Pixels, Pyramid
+from preimage.params import DeepPrior, Fourier, Near, Pixels, Pyramid
 
 
 def test_pixels_start_at_init_and_are_a_copy():
@@ -28,6 +28,18 @@ def test_pixels_bounds_clamp_at_start_and_after_project():
     free = Pixels(torch.tensor([-1.0, 2.0]).view(1, 1, 1, 2))
     free.project_()
     assert free().flatten().tolist() == [-1.0, 2.0]
+
+
+def test_near_keeps_pixels_within_the_radius_of_its_centre_and_in_bounds():
+    centre = torch.tensor([[[[0.0, 0.5, 1.0]]]])
+    p = Near(centre, 0.1)
+    with torch.no_grad():
+        p.x.copy_(torch.tensor([[[[-1.0, 0.9, 0.95]]]]))
+    p.project_()
+    assert torch.allclose(p(), torch.tensor([[[[0.0, 0.6, 0.95]]]]))  # the box [0, 1], then the radius
+    assert torch.equal(p.centre, centre)
+    with pytest.raises(ValueError):
+        Near(centre, -0.1)
 
 
 def test_pixels_space_and_set():

@@ -61,7 +61,7 @@ from ..layers import FeatureExtractor, batchnorm_inputs, parse_layer_spec, resol
 from ..models import Model
 from ..objectives import Objective, agreement, alpha_norm, bn_stats, coarse_colour, feature_loss, saturation, total_variation
 from ..optimize import Result, optimize, step_schedule
-from ..params import DeepPrior, Fourier, Pixels, Pyramid, Upsampled
+from ..params import DeepPrior, Fourier, Near, Pixels, Pyramid, Upsampled
 from ..perturb import ResidualPerturbation
 from ..recipes import ORIGINAL_SEED
 from ..starts import is_map_file
@@ -111,7 +111,9 @@ class InvertConfig:
     noise: float = 0.0               # ... and given Gaussian noise of this std, input units (0: off)
     finish_steps: int = 0            # the last steps of the run, without jitter, by a second optimizer ...
     finish_optimizer: str = "lbfgs"  # ... this one ...
-    finish_lr: float = 1.0           # ... at this learning rate (a two-phase schedule)
+    finish_lr: float = 1.0           # ... at this learning rate (a two-phase schedule) ...
+    finish_budget: float = 0.0       # ... moving each pixel at most this many 8-bit levels from where the
+                                     # first phase left it (an L∞ ball around that image; 0: no limit)
     param: str = "pixels"            # pixels: one free value per pixel | fourier: decorrelated-colour
                                      # Fourier spectrum through a sigmoid (params.Fourier) | pyramid: a
                                      # Laplacian pyramid of free levels (params.Pyramid) | deep_prior:
@@ -228,7 +230,8 @@ def recipe_for(cfg: InvertConfig, stride: float | None) -> InvertConfig:
 def _validate(cfg: InvertConfig) -> None:
     """The one validation of an inversion's settings: the CLI and the Python API both end here."""
     check_config(cfg, positive_int=("steps",), positive=("lr", "decay_factor", "alpha", "beta", "finish_lr"),
-                 nonneg=("lambda_alpha", "lambda_tv", "rec_weight", "init_scale", "momentum", "jitter_until"),
+                 nonneg=("lambda_alpha", "lambda_tv", "rec_weight", "init_scale", "momentum", "jitter_until",
+                         "finish_budget"),
                  nonneg_int=("jitter", "finish_steps"),
                  finite=("lr_stride", "lr_stride_power", "lr_stride_max", "bound", "tv_scale", "tv_stride",
                          "tv_stride_power", "jitter_stride"))
@@ -239,6 +242,8 @@ def _validate(cfg: InvertConfig) -> None:
     check_config(cfg, positive_int=("copies",), nonneg=("color_shift", "noise"))
     if cfg.space not in ("pixel", "input"):
         raise PreimageError(f"space must be pixel or input, not {cfg.space!r}")
+    if cfg.finish_budget and cfg.space != "pixel":
+        raise PreimageError("finish_budget is in 8-bit levels of pixels: it needs space 'pixel'")
     params = ("pixels", "fourier", "pyramid", "deep_prior")
     if cfg.param not in params:
         raise PreimageError(f"unknown parameterization {cfg.param!r}" + did_you_mean(str(cfg.param), params)
@@ -629,6 +634,8 @@ def invert(
             param = Pixels(result.image.detach().clone(), space="pixel", bounds=cfg.bounds)
             result = _concat(result, phase(param, main - coarse, coarse))
     if finish and result.status == "done":  # second phase: same loop, no jitter, another optimizer
+        if cfg.finish_budget:  # ... and only small changes to the image the first phase made
+            param = Near(result.image.detach(), cfg.finish_budget / 255, bounds=cfg.bounds)
         offset = result.steps
         clock[0] = offset
         shifted = [_shift_steps(cb, offset) for cb in callbacks]
