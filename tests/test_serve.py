@@ -183,6 +183,32 @@ def test_waiting_jobs_show_their_position_and_cancel_stops_a_running_job_at_its_
     wait_for(client, c["id"], ("cancelled",))
 
 
+def test_cancel_stops_a_saliency_job_between_methods_and_keeps_the_maps_so_far(client, monkeypatch):
+    import threading
+
+    from preimage.tasks import saliency as task
+
+    real, go = task.saliency, threading.Event()
+
+    def gated(*args, **kwargs):  # the second method waits until the job has been cancelled
+        if kwargs.get("method") == "smoothgrad":
+            go.wait(10)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(task, "saliency", gated)
+    job = submit(client, kind="saliency", image="sample:chelsea", method="all", **FAST)
+    end = time.time() + 30
+    while client.get(f"/api/jobs/{job['id']}").json()["step"] < 1 and time.time() < end:
+        time.sleep(0.02)
+    client.post(f"/api/jobs/{job['id']}/cancel")
+    go.set()
+    done = wait_for(client, job["id"], ("cancelled", "done", "failed"))
+    assert done["state"] == "cancelled", done["message"]
+    assert done["step"] == 2 and done["result"]["methods"] == ["vanilla", "smoothgrad"]
+    assert {"chelsea_smoothgrad.png", "saliency_grid.png"} <= set(done["files"])
+    assert "chelsea_ig.png" not in done["files"]
+
+
 def test_a_flood_of_requests_runs_at_most_jobs_at_once_and_the_rest_is_refused_as_busy(tmp_path, one_thread):
     with make_client(tmp_path, max_queued=3) as client:
         req = dict(kind="invert", image="sample:chelsea", layer="conv1", steps=5000, **FAST)

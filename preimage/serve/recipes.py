@@ -209,16 +209,30 @@ def _saliency(req: Any, config: Any, uploads: Any, params: dict[str, Any]):
     target = int(target) if target is not None and target.isdigit() else target
 
     def run(ctx: JobContext) -> dict[str, Any]:
+        from dataclasses import replace
+
         from ..tasks.saliency import saliency
 
         model = ctx.models.get(req.model, req.weights, req.input_size)
         chosen = methods_for(model, method)
-        ctx.progress(total=1, phase=", ".join(chosen))
-        res = saliency(model, [source], target=target, method=chosen, seed=req.seed)
-        ctx.progress(step=1)
+        ctx.progress(total=len(chosen))
+        parts = []
+        for i, name in enumerate(chosen):  # one method at a time, so that a cancel stops between two
+            if ctx.cancelled:
+                break
+            ctx.progress(phase=name)
+            parts.append(saliency(model, [source], target=target, method=name, seed=req.seed))
+            ctx.progress(step=i + 1)
+        if not parts:
+            ctx.check()
+        maps = {m: t for part in parts for m, t in part.maps.items()}
+        res = replace(parts[0], maps=maps, settings={**{k: v for p in parts for k, v in p.settings.items()},
+                                                     "methods": list(maps)},
+                      completeness=next((p.completeness for p in parts if p.completeness), None))
         paths = res.save(ctx.folder)
-        out = {"files": _files(paths, ctx.folder), "image": "saliency_grid.png", "manifest": "saliency.json",
-               "class": res.class_names[0], "prob": res.probs[0], "methods": chosen,
+        out = {"status": "done" if len(parts) == len(chosen) else "stopped",
+               "files": _files(paths, ctx.folder), "image": "saliency_grid.png", "manifest": "saliency.json",
+               "class": res.class_names[0], "prob": res.probs[0], "methods": list(maps),
                "predicted": model.classes[res.predicted[0]] if model.classes else None}
         if res.completeness and math.isfinite(res.completeness[0]["relative_gap"]):
             out["ig_relative_gap"] = res.completeness[0]["relative_gap"]
