@@ -330,6 +330,8 @@ def test_uploads_that_are_too_large_or_not_images_are_refused_with_one_line(clie
     ({"seed": -1}, "seed"),
     ({"jitter_until": 2}, "jitter_until"),
     ({"surprise": 1}, "surprise"),
+    ({"steps": True}, "steps: Input should be a valid integer"),
+    ({"steps": "10"}, "steps: Input should be a valid integer"),
 ])
 def test_bad_requests_are_refused_before_queueing_and_no_path_comes_from_the_client(client, change, words):
     req = dict(kind="invert", image="sample:chelsea", layer="layer1", steps=2, **FAST)
@@ -337,6 +339,27 @@ def test_bad_requests_are_refused_before_queueing_and_no_path_comes_from_the_cli
     r = client.post("/api/jobs", json=req)
     assert r.status_code == 400 and words in r.json()["error"], r.text
     assert client.get("/api/jobs").json() == []
+
+
+@pytest.mark.parametrize("body, content_type, words", [
+    (b'{"kind": "invert",', "application/json", "malformed JSON at character"),
+    (b"[1, 2]", "application/json", "the body must be a JSON object"),
+    (b"null", "application/json", "the body must be a JSON object"),
+    (b"", "application/json", "the body must be a JSON object"),
+    (b'{"kind": "invert"}', "text/plain", "the body must be a JSON object sent as application/json"),
+])
+def test_a_body_that_is_not_a_json_object_is_refused_with_what_is_wrong(client, body, content_type, words):
+    r = client.post("/api/jobs", content=body, headers={"content-type": content_type})
+    assert r.status_code == 400 and words in r.json()["error"], r.text
+
+
+def test_unknown_routes_and_methods_answer_one_json_line_too(client):
+    r = client.get("/api/job")
+    assert r.status_code == 404 and r.json() == {"error": "no such route: GET /api/job"}
+    r = client.delete("/api/jobs")
+    assert r.status_code == 405 and r.json() == {"error": "DELETE is not allowed on /api/jobs"}
+    r = client.get("/static/nothing.js")
+    assert r.status_code == 404 and "error" in r.json()
 
 
 def test_pretrained_weights_that_are_not_on_this_machine_are_refused_rather_than_downloaded(client):

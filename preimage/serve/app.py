@@ -1,7 +1,8 @@
 """The FastAPI app: one page, a JSON API over the job queue, and a server-sent event stream per job.
 
 Routes (every error is ``{"error": "one line"}`` with a status that says what went wrong: 400 a bad
-request, 404 nothing by that name, 413 too large, 415 not an image, 503 server busy):
+request, 404 nothing by that name, 405 a route without that method, 413 too large, 415 not an image,
+503 server busy):
 
     GET  /                         the page (static/index.html; plain HTML, CSS and JS, works offline)
     GET  /api/info                 limits, bundled photos, presets, methods, workers
@@ -31,6 +32,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import PreimageError
 from . import catalog, recipes
@@ -46,7 +48,8 @@ STATIC = Path(__file__).parent / "static"
 class JobRequest(BaseModel):
     """What the page sends to start a job; everything is checked again in :mod:`.recipes`."""
 
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    # strict: "5" or true is not a number of steps
+    model_config = ConfigDict(extra="forbid", strict=True, protected_namespaces=())
 
     kind: str = Field(description="invert | depth | dream | saliency | style")
     model: str = "efficientnet_lite0"
@@ -102,8 +105,23 @@ def create_app(config: ServeConfig | None = None) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_req: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        loc = tuple(first.get("loc", ()))
+        if first.get("type") == "json_invalid":  # loc is ("body", character position)
+            at = f" at character {loc[1]}" if len(loc) > 1 else ""
+            return _error(400, f"malformed JSON{at}: {first.get('ctx', {}).get('error', 'cannot parse it')}")
+        if loc == ("body",):  # no body, or not an object (a list, null, a string, not sent as JSON)
+            return _error(400, "the body must be a JSON object sent as application/json, "
+                               'such as {"kind": "invert", "image": "sample:chelsea", "layer": "blocks.3"}')
+        where = ".".join(str(p) for p in loc if p != "body")
         return _error(400, f"{where}: {first.get('msg', 'invalid request')}" if where else "invalid request")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(req: Request, exc: StarletteHTTPException) -> JSONResponse:  # no such route, method
+        if exc.status_code == 404:
+            return _error(404, f"no such route: {req.method} {req.url.path}")
+        if exc.status_code == 405:
+            return _error(405, f"{req.method} is not allowed on {req.url.path}")
+        return _error(exc.status_code, str(exc.detail))
 
     @app.get("/", include_in_schema=False)
     def index() -> FileResponse:
