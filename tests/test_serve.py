@@ -330,6 +330,7 @@ def test_uploads_that_are_too_large_or_not_images_are_refused_with_one_line(clie
     ({"seed": -1}, "seed"),
     ({"jitter_until": 2}, "jitter_until"),
     ({"surprise": 1}, "surprise"),
+    ({"kind": "saliency", "classes": ["tabby", "goldfish"]}, "one class at a time, not 2"),
     ({"steps": True}, "steps: Input should be a valid integer"),
     ({"steps": "10"}, "steps: Input should be a valid integer"),
 ])

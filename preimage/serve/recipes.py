@@ -205,6 +205,8 @@ def _saliency(req: Any, config: Any, uploads: Any, params: dict[str, Any]):
     source = _source(req.image, uploads)
     method = req.method or "all"
     methods = parse_methods(method)  # spelling checked before the job is queued
+    if req.classes and len(req.classes) > 1:
+        raise PreimageError(f"saliency explains one class at a time, not {len(req.classes)}")
     target = req.classes[0].strip() if req.classes and req.classes[0].strip() else None
     target = int(target) if target is not None and target.isdigit() else target
 
