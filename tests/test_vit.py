@@ -126,6 +126,23 @@ def test_other_input_sizes_give_other_grids(tiny_vit):
     assert f["blocks.1"].shape == (2, 32, 4, 4)
 
 
+def test_a_torchvision_vit_with_random_weights_is_built_for_the_input_size_asked():
+    model = load_model("vit_b_16", weights="none", input_size=64)
+    assert model.input_size == 64 and model.net.image_size == 64
+    with torch.no_grad():
+        assert model(torch.rand(1, 3, 64, 64)).shape == (1, 1000)
+    with pytest.raises(PreimageError, match="whole 16-pixel patches: not 60"):
+        load_model("vit_b_16", weights="none", input_size=60)
+
+
+def test_a_torchvision_vit_with_trained_weights_at_another_size_is_one_line_before_any_download(capsys):
+    with pytest.raises(PreimageError, match="position embedding is for 224-pixel inputs, not 64"):
+        load_model("vit_b_16", input_size=64)  # offline this would otherwise fail on the download
+    assert main(["layers", "vit_b_16", "--input-size", "64"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "internal error" not in err and "224-pixel" in err
+
+
 # -- attention and rollout -----------------------------------------------------------------------
 
 def _hand_forward(net, x: torch.Tensor) -> list[np.ndarray]:

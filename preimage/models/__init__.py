@@ -271,7 +271,7 @@ def _build(name: str, weights: str, input_size: int | None = None) -> Model:
         return _load_shallow(name)
     if name.startswith("timm:"):
         return _load_timm(name[len("timm:"):], weights, input_size)
-    return _load_torchvision(name, weights)
+    return _load_torchvision(name, weights, input_size)
 
 
 def _freeze_net(net: nn.Module) -> None:
@@ -382,7 +382,7 @@ def _load_embedded(name: str, weights: str) -> Model:
     )
 
 
-def _load_torchvision(name: str, weights: str) -> Model:
+def _load_torchvision(name: str, weights: str, input_size: int | None = None) -> Model:
     import torchvision
 
     names = _torchvision_names()
@@ -394,6 +394,7 @@ def _load_torchvision(name: str, weights: str) -> Model:
     state = _weights_file(name, weights)
     kwargs = {"aux_logits": False, "init_weights": False} if name in ("googlenet", "inception_v3") else {}
     if weights == "default":
+        _vit_at(name, None, input_size, trained=True)
         try:
             w = torchvision.models.get_model_weights(name).DEFAULT
             # torch.hub announces the download on stdout; library code does not print
@@ -403,16 +404,38 @@ def _load_torchvision(name: str, weights: str) -> Model:
             raise _offline_error(name, exc) from None
     else:
         net = torchvision.models.get_model(name, weights=None, **kwargs)
+        net = _vit_at(name, net, input_size, trained=state is not None)
         if state is not None:
             _load_state(net, state, weights, name)
     from .aliases import torchvision_aliases
 
-    size = 299 if name == "inception_v3" else 224
+    size = int(getattr(net, "image_size", 299 if name == "inception_v3" else 224))
     return Model(
         name=name, net=net, input_size=size, mean=IMAGENET_MEAN, std=IMAGENET_STD,
         classes=imagenet_classes(), aliases=torchvision_aliases(name, net), weights=weights,
         normalization="ImageNet mean/std",
     )
+
+
+def _vit_at(name: str, net: nn.Module | None, input_size: int | None, *, trained: bool) -> nn.Module | None:
+    """torchvision's Vision Transformers take one input size, the one their position embedding is
+    built for: at another ``input_size`` one with random weights is built for that size, and one with
+    trained weights is refused in one line (instead of an assertion inside its first forward pass)."""
+    if input_size is None or not name.startswith("vit_"):
+        return net
+    patch = int(name.split("_")[-1]) if name.split("_")[-1].isdigit() else 14
+    native = 518 if name == "vit_h_14" and net is None else int(getattr(net, "image_size", 224))
+    if input_size == native:
+        return net
+    if trained:
+        raise PreimageError(f"{name}'s trained position embedding is for {native}-pixel inputs, not {input_size}: "
+                            f"leave out the input size (timm:vit_* models resize theirs)")
+    if input_size % patch:
+        raise PreimageError(f"{name} takes inputs in whole {patch}-pixel patches: not {input_size} "
+                            f"(e.g. {max(patch, input_size // patch * patch)})")
+    import torchvision
+
+    return torchvision.models.get_model(name, weights=None, image_size=input_size)
 
 
 def _load_timm(spec: str, weights: str, input_size: int | None = None) -> Model:
