@@ -39,7 +39,7 @@ if TYPE_CHECKING:  # torch and numpy load on first use: checking a path must not
 __all__ = [
     "load_image", "to_tensor", "load_tensor", "to_pil", "save_image", "encode_png",
     "SAMPLES", "MAX_PIXELS", "MIN_SIDE", "image_name", "unique_names", "load_batch", "to_channels",
-    "conversion_notes", "IMAGE_SUFFIXES", "expand_sources",
+    "conversion_notes", "IMAGE_SUFFIXES", "expand_sources", "as_pixels",
 ]
 
 #: decompression-bomb guard (Pillow's own default limit)
@@ -198,6 +198,42 @@ def to_tensor(img: Image.Image, size: int | None = None) -> torch.Tensor:
     return TF.pil_to_tensor(img).float().div_(255.0).unsqueeze(0)
 
 
+def as_pixels(image: object, what: str = "images") -> torch.Tensor:
+    """An in-memory image as ``B x C x H x W`` floats in [0, 1] (C = 1 or 3): a Pillow image (any
+    mode, see :func:`load_image`'s rules), a numpy array (``H x W`` or ``H x W x C``; uint8 in 0..255
+    or floats in [0, 1]) or a tensor (``C x H x W`` or ``B x C x H x W``; floats in [0, 1], or uint8
+    in 0..255). Anything else, or values outside [0, 1], raises :class:`PreimageError`."""
+    import numpy as np
+    import torch
+
+    if isinstance(image, Image.Image):
+        return to_tensor(_to_rgb(image))
+    if isinstance(image, np.ndarray):
+        if image.ndim == 2:
+            image = image[:, :, None]
+        if image.ndim != 3 or image.shape[2] not in (1, 3):
+            raise PreimageError(f"{what}: a numpy image must be H x W x 3 (or H x W grey), not {image.shape}")
+        if image.dtype != np.uint8 and image.dtype.kind != "f":
+            raise PreimageError(f"{what}: a numpy image must be uint8 (0..255) or float (0..1), not {image.dtype}")
+        x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).unsqueeze(0)
+    elif isinstance(image, torch.Tensor):
+        x = image.detach().unsqueeze(0) if image.dim() == 3 else image.detach()
+        if x.dim() != 4 or x.shape[1] not in (1, 3):
+            raise PreimageError(f"{what} must be B x 3 x H x W (or 3 x H x W), not {tuple(image.shape)}")
+        if x.dtype != torch.uint8 and not x.is_floating_point():
+            raise PreimageError(f"{what}: an image tensor must be float (0..1) or uint8 (0..255), not {x.dtype}")
+    else:
+        raise PreimageError(f"{what}: expected a path, sample:NAME, Pillow image, numpy array or tensor, "
+                            f"not {type(image).__name__}")
+    x = x.float().div(255.0) if x.dtype == torch.uint8 else x.float()
+    if not x.isfinite().all():
+        raise PreimageError(f"{what}: pixel values must be finite (the image holds NaN or infinity)")
+    if x.numel() and not (x.min() >= -1e-3 and x.max() <= 1 + 1e-3):
+        raise PreimageError(f"{what}: pixel values must lie in [0, 1], not [{x.min().item():.3g}, "
+                            f"{x.max().item():.3g}] (divide 0..255 values by 255)")
+    return x
+
+
 def load_tensor(source: str | os.PathLike, size: int | None = None, *, channels: int = 3) -> torch.Tensor:
     """``to_channels(to_tensor(load_image(source), size), channels)``."""
     return to_channels(to_tensor(load_image(source), size), channels)
@@ -265,21 +301,24 @@ def unique_names(names: Sequence[str]) -> list[str]:
 
 def load_batch(images: "torch.Tensor | str | os.PathLike | Sequence[str | os.PathLike]", size: int | None,
                *, channels: int = 3) -> tuple[torch.Tensor, list[str], list[str]]:
-    """One batch from a source, a list of sources, or a ``B x C x H x W`` tensor in [0, 1] (C = 1 or 3).
+    """One batch from a source, a list of sources, or an in-memory image or batch (see
+    :func:`as_pixels`: a ``B x C x H x W`` tensor in [0, 1], a Pillow image, a numpy array).
 
     Returns ``(pixels, unique output names, sources)``; each source is resized and center-cropped
     to ``size`` (see :func:`to_tensor`) and given ``channels`` channels (see :func:`to_channels`)."""
     import torch
 
-    if isinstance(images, torch.Tensor):
-        x = images.unsqueeze(0) if images.dim() == 3 else images
-        if x.dim() != 4 or x.shape[1] not in (1, 3):
-            raise PreimageError(f"images must be B x {channels} x H x W, not {tuple(images.shape)}")
+    if not isinstance(images, (str, os.PathLike, list, tuple)):
+        x = as_pixels(images)
         names = [f"image{i}" for i in range(x.shape[0])]
-        return to_channels(x.float(), channels), names, names
+        return to_channels(x, channels), names, names
     sources = [images] if isinstance(images, (str, os.PathLike)) else list(images)
     if not sources:
         raise PreimageError("no image given")
+    for s in sources:
+        if not isinstance(s, (str, os.PathLike)):
+            raise PreimageError(f"a list of images holds paths or sample:NAME, not {type(s).__name__} "
+                                "(stack tensors into one B x 3 x H x W batch)")
     batch = torch.cat([load_tensor(s, size, channels=channels) for s in sources])
     return batch, unique_names([image_name(s) for s in sources]), [str(s) for s in sources]
 

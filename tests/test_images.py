@@ -12,7 +12,7 @@ from PIL import Image
 
 from preimage.errors import PreimageError
 from preimage.images import (
-    MIN_SIDE, SAMPLES, encode_png, image_name, load_image, load_tensor, save_image, to_pil, to_tensor,
+    MIN_SIDE, SAMPLES, encode_png, image_name, load_batch, load_image, load_tensor, save_image, to_pil, to_tensor,
 )
 
 from conftest import png_bytes, rgb_pattern
@@ -276,3 +276,32 @@ def test_write_json_turns_non_finite_numbers_and_tensors_into_valid_json(tmp_pat
         check_outputs([path])
     check_outputs([path], force=True)
     check_outputs([tmp_path / "new" / "deeper" / "x.png"])
+
+
+# -- in-memory images (the Python API) ---------------------------------------------------------
+
+def test_load_batch_takes_pil_numpy_and_uint8_images_as_the_file_would_load():
+    img = Image.fromarray(rgb_pattern(16, 12))
+    want = to_tensor(img)
+    arr = np.asarray(img)
+    for given in (img, arr, arr / 255.0, torch.from_numpy(arr).permute(2, 0, 1), want[0], want):
+        x, names, sources = load_batch(given, None)
+        assert torch.allclose(x, want, atol=1e-6) and names == sources == ["image0"]
+    grey, _, _ = load_batch(np.asarray(img.convert("L")), None, channels=1)
+    assert grey.shape == (1, 1, 12, 16)
+
+
+@pytest.mark.parametrize("given, words", [
+    (torch.rand(1, 3, 8, 8) * 255, "[0, 1]"),
+    (torch.full((1, 3, 8, 8), float("nan")), "finite"),
+    (torch.zeros(1, 3, 8, 8, dtype=torch.int64), "torch.int64"),
+    (np.zeros((8, 8, 3), np.int32), "int32"),
+    (np.zeros((8, 8, 4), np.uint8), "H x W x 3"),
+    (torch.rand(8, 8, 3), "(8, 8, 3)"),
+    (3, "not int"),
+    ([torch.rand(3, 8, 8)], "not Tensor"),
+])
+def test_load_batch_refuses_wrong_in_memory_images_with_one_line(given, words):
+    with pytest.raises(PreimageError) as err:
+        load_batch(given, None)
+    assert words in str(err.value) and "\n" not in str(err.value)

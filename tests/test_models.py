@@ -30,6 +30,17 @@ def test_embedded_model_classifies_coffee_and_chelsea(lite0):
     assert {name for _, name, _ in chelsea} <= CAT_CLASSES
 
 
+def test_classify_takes_sources_and_refuses_a_bad_top(lite0):
+    pixels = load_tensor("sample:coffee", lite0.input_size)
+    want = classify(lite0, pixels, top=2)
+    assert classify(lite0, "sample:coffee", top=2) == want
+    assert classify(lite0, ["sample:coffee"], top=2) == want
+    with pytest.raises(PreimageError, match="top must be a positive"):
+        classify(lite0, pixels, top=0)
+    with pytest.raises(PreimageError, match=r"\[0, 1\]"):
+        classify(lite0, pixels * 255)
+
+
 def test_embedded_model_prefers_its_own_normalization(lite0):
     x = load_tensor("sample:coffee", lite0.input_size)
     espresso = lite0.class_index("espresso")
@@ -270,3 +281,4 @@ def test_normalize_and_denormalize_are_inverse(alexnet):
     n = alexnet.normalize(torch.ones(1, 3, 1, 1))
     expected = (1 - torch.tensor(IMAGENET_MEAN)) / torch.tensor(IMAGENET_STD)
     assert torch.allclose(n.flatten(), expected)
+

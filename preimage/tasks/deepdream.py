@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import PreimageError
-from ..images import image_name, load_image, save_image, to_channels, to_tensor, unique_names
+from ..images import as_pixels, image_name, load_image, save_image, to_channels, to_tensor, unique_names
 from ..io import all_or_nothing
 from ..layers import FeatureExtractor
 from ..models import Model
@@ -191,11 +191,11 @@ def dream_names(sources: Sequence[str]) -> list[str]:
 
 def _load(source: str | os.PathLike | torch.Tensor, size: int | None, channels: int) -> torch.Tensor:
     """A photo as ``1 x C x H x W``; with ``size``, its short side resized to ``size`` (aspect kept)."""
-    if isinstance(source, torch.Tensor):
-        x = source.unsqueeze(0) if source.dim() == 3 else source
-        if x.dim() != 4 or x.shape[0] != 1 or x.shape[1] not in (1, 3):
+    if not isinstance(source, (str, os.PathLike)):
+        x = as_pixels(source, "an image")
+        if x.shape[0] != 1:
             raise PreimageError(f"an image tensor must be 1 x {channels} x H x W, not {tuple(source.shape)}")
-        x = to_channels(x.float(), channels)
+        x = to_channels(x, channels)
     else:
         x = to_channels(to_tensor(load_image(source)), channels)
     if size is not None:
@@ -218,7 +218,8 @@ def deep_dream(
     """DeepDream each photo (see the module docstring); photos are dreamt one after another.
 
     Args:
-        images: a source (file, ``sample:NAME``), a ``1 x 3 x H x W`` tensor in [0, 1], or a list.
+        images: a source (file, ``sample:NAME``), a ``1 x 3 x H x W`` tensor in [0, 1], a Pillow image,
+            an ``H x W x 3`` numpy array (uint8, or floats in [0, 1]), or a list of them.
         layer: the layer whose activations grow (any name ``preimage layers`` lists).
         size: the short side in pixels the photo is resized to first (default: the photo as it is).
         seed: the jitter; the same seed gives the same dream.
@@ -228,7 +229,7 @@ def deep_dream(
     cfg = make_config(**overrides)
     if size is not None and size < 16:
         raise PreimageError(f"size {size} is too small (at least 16 pixels)")
-    sources = [images] if isinstance(images, (str, os.PathLike, torch.Tensor)) else list(images)
+    sources = list(images) if isinstance(images, (list, tuple)) else [images]
     if not sources:
         raise PreimageError("no image given")
     FeatureExtractor(model, [layer])  # an unknown layer fails before any photo is processed
@@ -237,7 +238,7 @@ def deep_dream(
         from .atlas import layer_channels
 
         check_channels([cfg.channel], layer_channels(model, layer), layer)
-    names = [image_name(s) if not isinstance(s, torch.Tensor) else f"image{i}" for i, s in enumerate(sources)]
+    names = [image_name(s) if isinstance(s, (str, os.PathLike)) else f"image{i}" for i, s in enumerate(sources)]
     names = unique_names(names)
     photos = [_load(s, size, model.channels) for s in sources]
     from ..memory import check_fits
@@ -292,7 +293,7 @@ def deep_dream(
     n = len(dreams)
     return DeepDreamResult(
         images=dreams, photos=[p.cpu() for p in photos[:n]], names=names[:n],
-        sources=[str(s) if not isinstance(s, torch.Tensor) else names[i] for i, s in enumerate(sources[:n])],
+        sources=[str(s) if isinstance(s, (str, os.PathLike)) else names[i] for i, s in enumerate(sources[:n])],
         layer=layer, config=cfg, before=before, after=after, seconds=seconds, seed=seed, status=status,
         model=model.name, history=history, octave_sizes=octave_sizes[:n],
     )

@@ -175,7 +175,8 @@ def fool(
     progress: bool = False,
     names: Sequence[str] | None = None,
 ) -> FoolResult:
-    """Fool ``model`` on ``images`` (a ``B x 3 x H x W`` [0, 1] tensor, or paths / ``sample:NAME``).
+    """Fool ``model`` on ``images`` (a ``B x 3 x H x W`` [0, 1] tensor, a Pillow
+    image, an ``H x W x 3`` numpy array, or paths / ``sample:NAME``).
 
     Args:
         target: class index or (fuzzy) name, one for all images or one per image; ``None``:

@@ -529,8 +529,8 @@ def invert(
 
     Args:
         model: from :func:`preimage.load_model`.
-        images: ``"sample:chelsea"``, a path, a list of them (one batched run), or a ``B x 3 x H x W``
-            tensor in [0, 1].
+        images: ``"sample:chelsea"``, a path, a list of them (one batched run), a ``B x 3 x H x W``
+            tensor in [0, 1], a Pillow image or an ``H x W x 3`` numpy array (uint8, or floats in [0, 1]).
         layers: layer names (``"blocks.3"``, ``"conv3"``), ``(name, weight)`` pairs, or specs such as
             ``"conv3_1+fc6:0.1"``.
         preset: ``"default"``, ``"pixels"``, ``"fast"``, ``"natural"``, ``"original"`` or ``"shallow"``

@@ -210,7 +210,8 @@ def saliency(
     stride: int | None = None,
     fill: float = 0.5,
 ) -> SaliencyResult:
-    """Saliency maps of ``images`` (a ``B x 3 x H x W`` [0, 1] tensor, or paths / ``sample:NAME``).
+    """Saliency maps of ``images`` (a ``B x 3 x H x W`` [0, 1] tensor, a Pillow
+    image, an ``H x W x 3`` numpy array, or paths / ``sample:NAME``).
 
     Args:
         target: the class to explain — an index or (fuzzy) name for all images, one per image, or

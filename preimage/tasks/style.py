@@ -53,7 +53,7 @@ import torch
 
 from ..config import from_preset
 from ..errors import PreimageError, did_you_mean
-from ..images import conversion_notes, image_name, load_image, save_image, to_channels, to_tensor
+from ..images import as_pixels, conversion_notes, image_name, load_image, save_image, to_channels, to_tensor
 from ..io import all_or_nothing, check_outputs, versions, write_json
 from ..layers import FeatureExtractor, parse_layer_spec, resolve_layer
 from ..models import Model
@@ -205,10 +205,9 @@ def _load(src: Any, size: int, what: str) -> tuple[torch.Tensor, str, str]:
     import torchvision.transforms.functional as TF
     from PIL import Image
 
-    if isinstance(src, torch.Tensor):
-        t = src.detach().float()
-        t = t if t.dim() == 4 else t.unsqueeze(0)
-        if t.shape[0] != 1 or t.shape[1] not in (1, 3):
+    if not isinstance(src, (str, os.PathLike, Image.Image)):
+        t = as_pixels(src, f"the {what} image")
+        if t.shape[0] != 1:
             raise PreimageError(f"the {what} image must be one 3 x H x W (or 1 x H x W) image, not {tuple(src.shape)}")
         t = to_channels(t, 3)
         if min(t.shape[-2:]) != size:
@@ -469,8 +468,8 @@ def stylize(
 
     Args:
         model: from :func:`preimage.load_model`.
-        content: path, ``sample:NAME``, Pillow image or ``3 x H x W`` tensor in [0, 1]; resized so its
-            short side is ``image_size``.
+        content: path, ``sample:NAME``, Pillow image, ``H x W x 3`` numpy array or ``3 x H x W``
+            tensor in [0, 1]; resized so its short side is ``image_size``.
         styles: one style image or a list of them (same kinds), each resized to ``style_size``.
         preset: ``"auto"`` (by model), ``"efficientnet"``, ``"classic"`` or ``"vgg"``.
         config: a full :class:`StyleConfig` instead of a preset (``overrides`` still apply).
