@@ -32,7 +32,7 @@ from torch import nn
 
 from .errors import PreimageError, did_you_mean
 from .fastconv import fast_strided_convs
-from .models import Model, vit
+from .models import Model, check_model, vit
 
 #: the layer name of a network's final output (class scores for a classifier)
 LOGITS = "logits"
@@ -131,7 +131,11 @@ _CACHE: "weakref.WeakKeyDictionary[nn.Module, dict[int, list[LayerInfo]]]" = wea
 
 
 def list_layers(model: Model, size: int | None = None) -> list[LayerInfo]:
-    """Every module that produces a tensor, in execution order, with its output shape."""
+    """Every module that produces a tensor, in execution order, with its output shape for a
+    ``size`` x ``size`` input (default: the model's input size)."""
+    check_model(model)
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+        raise PreimageError(f"size must be a positive number of pixels, not {size!r}")
     size = size or model.input_size
     per_net = _CACHE.setdefault(model.net, {})
     if size not in per_net:
@@ -139,8 +143,16 @@ def list_layers(model: Model, size: int | None = None) -> list[LayerInfo]:
     return per_net[size]
 
 
+def _check_name(name: object) -> None:
+    if not isinstance(name, str):
+        raise PreimageError(f"a layer is given by its name (e.g. 'blocks.3', as `preimage layers` lists), "
+                            f"not a {type(name).__name__}")
+
+
 def resolve_layer(model: Model, name: str) -> str:
     """Map a user's layer name (dotted, underscore form, or alias) to a dotted module path."""
+    check_model(model)
+    _check_name(name)
     modules = {n for n, _ in model.net.named_modules() if n}
     if name in modules:
         return name
@@ -169,6 +181,7 @@ def resolve_layer(model: Model, name: str) -> str:
 
 def parse_layer_spec(spec: str) -> list[tuple[str, float]]:
     """Parse ``"conv3_1+fc6:0.1"`` into ``[("conv3_1", 1.0), ("fc6", 0.1)]``."""
+    _check_name(spec)
     out = []
     for part in spec.split("+"):
         part = part.strip()
@@ -198,6 +211,7 @@ class FeatureExtractor:
     """
 
     def __init__(self, model: Model, layers: Sequence[str] | str):
+        check_model(model)
         if isinstance(layers, str):
             layers = [layers]
         if not layers:

@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .errors import PreimageError
 from .layers import FeatureExtractor
-from .models import Model
+from .models import Model, check_model
 from .objectives import Objective, State
 from .params import ImageParam
 from .transforms import Transform, compose
@@ -51,7 +52,9 @@ class Result:
     ``"stopped"`` (a callback ended it), ``"diverged"`` (non-finite values; ``image`` is the last
     finite one; ``diverged_term`` names the objective term that became non-finite first, or
     ``"loss"`` when only their sum or the gradient did, ``"step"`` when the optimizer step did) or
-    ``"interrupted"`` (Ctrl-C or SIGTERM); ``frames``: snapshots when asked for.
+    ``"interrupted"`` (Ctrl-C or SIGTERM); ``message``: why it ended early (empty when done);
+    ``steps``: the steps taken; ``seconds``: wall time; ``per_image_loss``: the last step's loss of
+    each image; ``frames``: snapshots when asked for.
     """
 
     image: torch.Tensor
@@ -79,7 +82,7 @@ def make_optimizer(name: str, params: Sequence[torch.Tensor], lr: float, momentu
         return torch.optim.Adam(params, lr=lr, betas=betas)
     if name == "lbfgs":
         return torch.optim.LBFGS(params, lr=lr, max_iter=1, history_size=20, line_search_fn="strong_wolfe")
-    raise ValueError(f"unknown optimizer {name!r} (sgd, adam, lbfgs)")
+    raise PreimageError(f"unknown optimizer {name!r} (sgd, adam, lbfgs)")
 
 
 def step_schedule(milestones: Sequence[int], gamma: float = 0.1) -> Callable[[torch.optim.Optimizer], object]:
@@ -123,19 +126,27 @@ def optimize(
     """Minimize ``objective`` over ``param`` for ``steps`` steps. See the module docstring.
 
     Args:
+        param: the image parametrization (:mod:`preimage.params`), updated in place.
+        objective: the loss to minimize (one value per image, see :class:`Objective`).
+        model: from :func:`preimage.load_model`; sees ``param``'s image, normalized.
+        steps: the number of optimizer steps (0 returns the starting image).
         optimizer: ``"sgd"``, ``"adam"``, ``"lbfgs"`` or a factory ``params -> Optimizer``.
+        lr, momentum: the built-in optimizers' learning rate, and SGD's momentum.
         schedule: a factory ``optimizer -> scheduler`` (see :func:`step_schedule`), stepped once per step.
-        transforms: random transforms of the network input, drawn from ``generator``.
+        transforms: random transforms of the network input, drawn from ``generator`` (default: a
+            generator seeded with 0, so runs repeat).
         transform_steps: apply ``transforms`` in the first ``transform_steps`` steps only (``None``: in
             every step); the steps after see the image as it is.
         callbacks: called after each step; returning True stops the loop (``status="stopped"``).
         grad_hook: called after backward, before the optimizer step (e.g. gradient normalization).
         progress: show progress on stderr with every loss term (a tqdm bar on a terminal, a plain
-            line every tenth of the steps otherwise; see :mod:`preimage.progress`).
+            line every tenth of the steps otherwise; see :mod:`preimage.progress`), labelled
+            ``progress_desc``.
         frame_every: keep a snapshot of the image every N steps (and the last one).
     """
-    if steps < 0:
-        raise ValueError("steps must be >= 0")
+    check_model(model)
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise PreimageError(f"steps must be a whole number >= 0, not {steps!r}")
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
     extractor = FeatureExtractor(model, objective.layers) if objective.layers else None
     transform = compose(list(transforms)) if transforms else None

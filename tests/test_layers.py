@@ -272,3 +272,17 @@ def test_embedded_model_stage_aliases_shapes_and_truncation(lite0):
     finally:
         handle.remove()
     assert fired == [] and feats["stage2"].shape == (1, 40, 8, 8)
+
+
+def test_a_layer_or_model_of_the_wrong_kind_is_refused_with_one_line(tiny_model):
+    module = next(m for n, m in tiny_model.net.named_modules() if n)
+    with pytest.raises(PreimageError, match="layer is given by its name"):
+        resolve_layer(tiny_model, module)
+    with pytest.raises(PreimageError, match="layer is given by its name"):
+        parse_layer_spec(module)
+    with pytest.raises(PreimageError, match="size must be a positive"):
+        list_layers(tiny_model, -1)
+    for call in (lambda net: list_layers(net), lambda net: resolve_layer(net, "x"),
+                 lambda net: FeatureExtractor(net, "x")):
+        with pytest.raises(PreimageError, match="not a bare .*preimage.load_model"):
+            call(tiny_model.net)

@@ -282,3 +282,23 @@ def test_normalize_and_denormalize_are_inverse(alexnet):
     expected = (1 - torch.tensor(IMAGENET_MEAN)) / torch.tensor(IMAGENET_STD)
     assert torch.allclose(n.flatten(), expected)
 
+
+def test_tasks_refuse_a_bare_network_or_a_name_for_the_model(tiny_model, pixels):
+    import preimage
+
+    calls = [
+        lambda m: preimage.classify(m, pixels),
+        lambda m: preimage.saliency(m, pixels),
+        lambda m: preimage.fool(m, pixels, max_steps=1),
+        lambda m: preimage.invert(m, pixels, layers="x", steps=1),
+        lambda m: preimage.visualize_class(m, 0, steps=1),
+        lambda m: preimage.visualize_objective(m, "x:0", steps=1),
+        lambda m: preimage.deep_dream(m, pixels[:1], layer="x", steps=1),
+        lambda m: preimage.channel_atlas(m, "x", [0], steps=1),
+        lambda m: preimage.stylize(m, pixels[0], pixels[1], steps=1),
+    ]
+    for call in calls:
+        with pytest.raises(PreimageError, match="not a bare"):
+            call(tiny_model.net)
+        with pytest.raises(PreimageError, match=r"from preimage.load_model\), not str"):
+            call("efficientnet_lite0")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from preimage.errors import PreimageError
 from preimage.layers import FeatureExtractor
 from preimage.objectives import Objective, class_score, feature_loss, l2, total_variation
 from preimage.optimize import forward_state, optimize, step_schedule
@@ -231,3 +232,13 @@ def test_random_affine_rotates_a_wide_image_without_shearing_it():
     turned = _affine(dot, 90.0, 1.0)
     y, xx = divmod(int(turned.flatten().argmax()), 41)
     assert xx == 20 and abs(y - 10) == 6  # 6 px above or below it, not squeezed to 3
+
+
+def test_a_bad_step_count_optimizer_or_model_raises_one_preimage_error(tiny_model):
+    obj = l2(space="pixel")
+    with pytest.raises(PreimageError, match="steps must be a whole number >= 0, not -1"):
+        optimize(Pixels(_noise()), obj, tiny_model, steps=-1)
+    with pytest.raises(PreimageError, match="unknown optimizer 'adma'"):
+        optimize(Pixels(_noise()), obj, tiny_model, steps=1, optimizer="adma")
+    with pytest.raises(PreimageError, match="not a bare"):
+        optimize(Pixels(_noise()), obj, tiny_model.net, steps=1)

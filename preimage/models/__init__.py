@@ -38,7 +38,7 @@ from ..validate import parse_timm_spec  # noqa: F401 (a public name here: the op
 from . import efficientnet_lite
 
 __all__ = [
-    "Model", "ModelInfo", "load_model", "list_models", "model_names",
+    "Model", "ModelInfo", "load_model", "list_models", "model_names", "check_model",
     "IMAGENET_MEAN", "IMAGENET_STD", "imagenet_classes", "DEFAULT_MODEL",
 ]
 
@@ -133,6 +133,17 @@ class Model:
         from ..classes import resolve_class
 
         return resolve_class(query, self.classes)
+
+
+def check_model(model: object) -> None:
+    """Raise :class:`PreimageError` unless ``model`` is a :class:`Model` (a bare network or a name
+    is the usual slip: a Model also carries the preprocessing, input size and class names)."""
+    if isinstance(model, Model):
+        return
+    if isinstance(model, nn.Module):
+        raise PreimageError(f"expected a preimage Model, not a bare {type(model).__name__}: wrap it with "
+                            "preimage.load_model(net, mean=..., std=...)")
+    raise PreimageError(f"expected a preimage Model (from preimage.load_model), not {type(model).__name__}")
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ from ..errors import PreimageError
 from ..images import SAMPLES, expand_sources, image_name, load_image, save_image, to_channels, to_tensor
 from ..io import all_or_nothing
 from ..layers import FeatureExtractor
-from ..models import Model
+from ..models import Model, check_model
 from ..objectives import _channel_maps, channel
 from ..optimize import optimize
 from ..params import Fourier
@@ -311,11 +311,14 @@ def channel_atlas(
     """Visualize ``channels`` of ``layer`` and find their dataset examples (see the module docstring).
 
     Args:
+        layer: the layer whose channels are shown (any name ``preimage layers`` lists).
         channels: indices, or a spec string (``"0:32"``, ``"3,7,9"``).
         images: photos (files, folders of images, ``sample:NAME``); default: every bundled photo.
         seed: the starting spectra and the jitter; the same seed and batch give the same images.
+        progress: show a progress bar for each batch of channels.
         overrides: fields of :class:`AtlasConfig` (``size=96``, ``steps=128``, ``top_k=6``, ``batch=8``, ...).
     """
+    check_model(model)
     cfg = make_config(**overrides)
     chans = parse_channels(channels) if isinstance(channels, str) else list(dict.fromkeys(int(c) for c in channels))
     if not chans:

@@ -8,7 +8,7 @@ import torch
 
 from ..errors import PreimageError
 from ..images import load_batch
-from ..models import Model
+from ..models import Model, check_model
 
 __all__ = ["classify", "predict"]
 
@@ -30,6 +30,7 @@ def classify(model: Model, pixels: "torch.Tensor | str | os.PathLike | Sequence[
             model's input size).
         top: how many classes per image (at most the number of classes).
     """
+    check_model(model)
     if isinstance(top, bool) or not isinstance(top, int) or top < 1:
         raise PreimageError(f"top must be a positive whole number, not {top!r}")
     pixels = load_batch(pixels, model.input_size, channels=model.channels)[0]

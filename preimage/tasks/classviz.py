@@ -30,7 +30,7 @@ import torch
 
 from ..errors import PreimageError
 from ..io import all_or_nothing
-from ..models import Model
+from ..models import Model, check_model
 from ..objectives import class_score, l2
 from ..optimize import Step, optimize
 from ..params import Fourier, Pixels
@@ -163,9 +163,11 @@ def visualize_class(
             replace fields of :class:`DreamConfig` (``steps=500``, ``lr=10``, ``blur_every=0``, ...).
         size: image side in pixels (default: the model's input size).
         seed: the starting noise and the random jitter; the same seed gives the same image.
+        progress: show a progress bar with each loss term.
         callbacks: passed to the engine after the preset's own (return True to stop; the result then
             has ``status == "stopped"``).
     """
+    check_model(model)
     if model.classes is None:
         raise PreimageError(f"{model.name} is not a classifier; class visualization needs class scores")
     cfg = make_config(preset, **overrides)

@@ -36,7 +36,7 @@ from ..errors import PreimageError
 from ..images import as_pixels, image_name, load_image, save_image, to_channels, to_tensor, unique_names
 from ..io import all_or_nothing
 from ..layers import FeatureExtractor
-from ..models import Model
+from ..models import Model, check_model
 from ..objectives import Objective, State, _channel_maps
 from ..optimize import optimize
 from ..params import Pixels
@@ -223,9 +223,11 @@ def deep_dream(
         layer: the layer whose activations grow (any name ``preimage layers`` lists).
         size: the short side in pixels the photo is resized to first (default: the photo as it is).
         seed: the jitter; the same seed gives the same dream.
+        progress: show a progress bar for each octave.
         overrides: fields of :class:`DeepDreamConfig` (``octaves=3``, ``steps=20``, ``channel=5``,
             ``loss="mean"``, ...).
     """
+    check_model(model)
     cfg = make_config(**overrides)
     if size is not None and size < 16:
         raise PreimageError(f"size {size} is too small (at least 16 pixels)")

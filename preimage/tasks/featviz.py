@@ -30,7 +30,7 @@ import torch
 
 from ..errors import Diverged, PreimageError
 from ..io import all_or_nothing
-from ..models import Model
+from ..models import Model, check_model
 from ..objectives import Objective, State, diversity
 from ..optimize import Step, optimize
 from ..params import Fourier
@@ -255,11 +255,16 @@ def visualize_objective(
             :func:`~preimage.objectives.direction`, ... (per-image channel lists visualize many
             channels in one batch; the objective is *minimized*, so units enter negated).
         batch: the number of images.
+        size: image side in pixels (default: the model's input size).
+        seed: the starting image and the random transforms; the same seed gives the same images.
         labels: one text per image for file names and the grid (default: what each image shows in the
             syntax of :mod:`preimage.expr`, e.g. ``blocks.5:3`` for ``channel("blocks.5", [3, 7, 9])``).
+        progress: show a progress bar with each loss term.
+        callbacks: passed to the engine (return True to stop; the result then has ``status == "stopped"``).
         keyword ``overrides``: fields of :class:`FeatVizConfig` (``steps=512``, ``rotate=0``,
             ``diversity=1.0``, ...).
     """
+    check_model(model)
     cfg = make_config(**overrides)
     if batch < 1:
         raise PreimageError("batch must be at least 1")

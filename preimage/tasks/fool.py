@@ -39,7 +39,7 @@ from ..errors import PreimageError
 from ..images import conversion_notes, encode_png, load_batch, save_image, to_channels, to_tensor
 from ..io import all_or_nothing
 from ..layers import LOGITS
-from ..models import Model
+from ..models import Model, check_model
 from ..objectives import Objective, State, class_score
 from ..optimize import Step, optimize
 from ..params import Pixels
@@ -185,7 +185,10 @@ def fool(
             (sign steps of ``step_size`` 8-bit levels inside an L∞ ball of radius ``epsilon`` levels).
         max_steps: the iteration cap.
         quantize: optimize the 8-bit image the PNG will hold (straight-through rounding).
+        progress: show a progress bar.
+        names: output file stems, one per image (default: from the sources).
     """
+    check_model(model)
     import time
 
     if model.classes is None:

@@ -58,7 +58,7 @@ from ..errors import PreimageError, did_you_mean
 from ..images import conversion_notes, load_batch, load_tensor, to_pil
 from ..io import all_or_nothing, check_outputs, versions, write_json
 from ..layers import FeatureExtractor, batchnorm_inputs, parse_layer_spec, resolve_layer
-from ..models import Model
+from ..models import Model, check_model
 from ..objectives import Objective, agreement, alpha_norm, bn_stats, coarse_colour, feature_loss, saturation, total_variation
 from ..optimize import Result, optimize, step_schedule
 from ..params import DeepPrior, Fourier, Near, Pixels, Pyramid, Upsampled
@@ -413,7 +413,7 @@ def _learned_start(model: Model, layers: Sequence[str], targets: dict[str, torch
 
 
 def _parse_layers(model: Model, layers: Sequence[str | tuple[str, float]] | str) -> list[tuple[str, float]]:
-    if isinstance(layers, str):
+    if not isinstance(layers, (list, tuple)):
         layers = [layers]
     out: list[tuple[str, float]] = []
     for item in layers:
@@ -549,6 +549,7 @@ def invert(
         :class:`Inversion` with the reconstruction, metrics per image and the full history. A run that
         diverges returns ``status == "diverged"`` with the last finite image.
     """
+    check_model(model)
     cfg = config if config is not None else config_for(preset, **overrides)
     if config is not None and overrides:
         cfg = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})

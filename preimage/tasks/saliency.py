@@ -39,7 +39,7 @@ from ..errors import PreimageError
 from ..images import conversion_notes, load_batch, save_image, unique_names
 from ..io import all_or_nothing
 from ..layers import LOGITS, FeatureExtractor
-from ..models import Model
+from ..models import Model, check_model
 from ..objectives import class_score
 from ..optimize import forward_state
 from ..params import Pixels
@@ -230,6 +230,7 @@ def saliency(
         window, stride, fill: occlusion's square side and step in pixels (default: 1/7 of the image side,
             32 at 224, and half the window), and its grey level in [0, 1].
     """
+    check_model(model)
     if model.classes is None:
         raise PreimageError(f"{model.name} is not a classifier; saliency needs class scores")
     methods = methods_for(model, method, layer)

@@ -56,7 +56,7 @@ from ..errors import PreimageError, did_you_mean
 from ..images import as_pixels, conversion_notes, image_name, load_image, save_image, to_channels, to_tensor
 from ..io import all_or_nothing, check_outputs, versions, write_json
 from ..layers import FeatureExtractor, parse_layer_spec, resolve_layer
-from ..models import Model
+from ..models import Model, check_model
 from ..objectives import Objective, State, feature_loss, gram_loss, gram_matrix, total_variation
 from ..optimize import Result, Step, forward_state, optimize
 from ..params import Pixels
@@ -484,6 +484,7 @@ def stylize(
         :class:`Stylization`. Ctrl-C ends the run early with ``status == "interrupted"`` and the
         image as it was.
     """
+    check_model(model)
     if config is None:
         name = preset_for(model.name) if preset == "auto" else preset
         if name is None:
