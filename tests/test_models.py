@@ -302,3 +302,11 @@ def test_tasks_refuse_a_bare_network_or_a_name_for_the_model(tiny_model, pixels)
             call(tiny_model.net)
         with pytest.raises(PreimageError, match=r"from preimage.load_model\), not str"):
             call("efficientnet_lite0")
+
+
+def test_an_unknown_or_unavailable_device_is_one_preimage_error():
+    with pytest.raises(PreimageError, match="unknown device 'gpu0'"):
+        load_model("alexnet", weights="none", device="gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(PreimageError, match="CUDA is not available"):
+            load_model("alexnet", weights="none", device="cuda")

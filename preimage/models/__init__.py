@@ -228,8 +228,9 @@ def load_model(
 
     Raises:
         PreimageError: unknown name (with suggestions), weights unavailable offline, a state_dict
-            that does not fit the network.
+            that does not fit the network, an unknown or unavailable device.
     """
+    device = _check_device(device)
     weights = "none" if weights is None else str(weights)
     extra = {"mean": mean, "std": std, "channels": channels, "classes": classes}
     if isinstance(name, nn.Module) or _is_onnx(name):
@@ -252,6 +253,16 @@ def load_model(
         model.net.to(memory_format=torch.channels_last)
         model.channels_last = True
     return _freeze(model).to(device)
+
+
+def _check_device(device: str | torch.device) -> torch.device:
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise PreimageError(f"unknown device {device!r} (cpu, cuda, cuda:N)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise PreimageError(f"device {device} requested but CUDA is not available; use device='cpu'")
+    return dev
 
 
 def _is_onnx(name: object) -> bool:
