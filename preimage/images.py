@@ -193,6 +193,10 @@ def to_tensor(img: Image.Image, size: int | None = None) -> torch.Tensor:
     antialiased), then center-crop to ``size`` x ``size``. ``size=None`` keeps the image as it is."""
     import torchvision.transforms.functional as TF
 
+    if not isinstance(img, Image.Image):
+        raise PreimageError(f"to_tensor takes a Pillow image, not {type(img).__name__} (see as_pixels)")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+        raise PreimageError(f"size must be a positive number of pixels, not {size!r}")
     if size is not None:
         img = TF.center_crop(TF.resize(img, size, interpolation=TF.InterpolationMode.BILINEAR, antialias=True), size)
     return TF.pil_to_tensor(img).float().div_(255.0).unsqueeze(0)
@@ -260,13 +264,21 @@ def to_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
 
 
 def to_pil(pixels: torch.Tensor) -> Image.Image:
-    """``3 x H x W`` (or ``1 x 3 x H x W``) in [0, 1] -> 8-bit RGB, clamped and rounded."""
+    """``3 x H x W`` (or ``1 x 3 x H x W``; 1 channel or ``H x W`` for grey) in [0, 1] -> 8-bit RGB,
+    clamped and rounded."""
     import torch
 
+    if not isinstance(pixels, torch.Tensor):
+        raise PreimageError(f"to_pil takes a tensor, not {type(pixels).__name__}")
+    shape = tuple(pixels.shape)
     if pixels.dim() == 4:
         if pixels.shape[0] != 1:
-            raise ValueError("to_pil takes one image; index the batch first")
+            raise PreimageError(f"to_pil takes one image, not a batch of {pixels.shape[0]}; index the batch first")
         pixels = pixels[0]
+    elif pixels.dim() == 2:
+        pixels = pixels.unsqueeze(0)
+    if pixels.dim() != 3 or pixels.shape[0] not in (1, 3):
+        raise PreimageError(f"to_pil takes a 3 x H x W (or 1 x H x W) image, not {shape}")
     if pixels.shape[0] == 1:
         pixels = pixels.expand(3, -1, -1)
     array = pixels.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()

@@ -1,6 +1,7 @@
 """Image loading: every Pillow format and mode as RGB, EXIF orientation, samples, bad input, round trips."""
 from __future__ import annotations
 
+import re
 import struct
 import zlib
 from pathlib import Path
@@ -305,3 +306,20 @@ def test_load_batch_refuses_wrong_in_memory_images_with_one_line(given, words):
     with pytest.raises(PreimageError) as err:
         load_batch(given, None)
     assert words in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("call, words", [
+    (lambda: to_pil(torch.rand(8, 8, 3)), "not (8, 8, 3)"),
+    (lambda: to_pil(torch.rand(2, 3, 8, 8)), "not a batch of 2"),
+    (lambda: to_pil(np.zeros((8, 8, 3))), "not ndarray"),
+    (lambda: to_tensor(np.zeros((8, 8, 3), np.uint8)), "not ndarray"),
+    (lambda: to_tensor(Image.new("RGB", (8, 8)), 0), "size must be a positive"),
+    (lambda: load_tensor("sample:chelsea", -5), "size must be a positive"),
+])
+def test_tensor_helpers_refuse_wrong_inputs_with_one_line(call, words):
+    with pytest.raises(PreimageError, match=re.escape(words)):
+        call()
+
+
+def test_to_pil_takes_a_grey_h_x_w_tensor():
+    assert np.asarray(to_pil(torch.full((4, 5), 1.0))).shape == (4, 5, 3)
