@@ -200,7 +200,8 @@ def check_outputs(paths: Iterable[str | os.PathLike], force: bool = False) -> No
     for p in paths:
         p = Path(p)
         if p.exists() and not force:
-            raise PreimageError(f"{p} exists; use --force to overwrite or choose another --out")
+            raise PreimageError(f"{p} exists; use --force (save(..., force=True) in Python) to overwrite "
+                                "or choose another --out")
         if p.is_dir():
             raise PreimageError(f"{p} is a directory")
         parent = p.parent

@@ -247,6 +247,9 @@ class FeatureExtractor:
         self._strided = [m for m in self._modules.values() if isinstance(m, nn.Conv2d) and m.stride != (1, 1)]
 
     def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        if not isinstance(x, torch.Tensor) or x.dim() != 4:
+            got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise PreimageError(f"FeatureExtractor takes a normalized B x C x H x W batch, not {got}")
         captured: dict[str, torch.Tensor] = {}
         seen: dict[str, int] = {}
         handles = []

@@ -91,8 +91,11 @@ class Objective:
 
     def __init__(self, fn: TermFn | None = None, name: str = "loss", layers: Sequence[str] = (), *,
                  shows: str | Sequence[str] | None = None):
-        """``shows``: what the term shows, in the syntax of :mod:`preimage.expr` (``blocks.5:3``), one
-        text for every image or one per image; it labels the images (:meth:`labels`)."""
+        """One term ``fn`` (``State -> (B,)`` losses) named ``name`` (its column in the history),
+        reading the activations of ``layers`` (names as :func:`preimage.resolve_layer` takes them);
+        no ``fn`` makes the empty sum. ``shows``: what the term shows, in the syntax of
+        :mod:`preimage.expr` (``blocks.5:3``), one text for every image or one per image; it labels
+        the images (:meth:`labels`)."""
         self._terms: list[tuple[float, str, TermFn]] = [] if fn is None else [(1.0, name, fn)]
         self._layers: list[str] = list(layers)
         self._shows: list[str | Sequence[str] | None] = [] if fn is None else [shows]

@@ -273,7 +273,7 @@ def test_write_json_turns_non_finite_numbers_and_tensors_into_valid_json(tmp_pat
                                             "p": tmp_path, "nested": {1: (2, 3)}})
     data = json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(f"invalid JSON constant {c}"))
     assert data == {"nan": None, "inf": "inf", "t": 1.5, "p": str(tmp_path), "nested": {"1": [2, 3]}}
-    with pytest.raises(PreimageError, match="--force"):
+    with pytest.raises(PreimageError, match=r"--force \(save\(..., force=True\) in Python\)"):
         check_outputs([path])
     check_outputs([path], force=True)
     check_outputs([tmp_path / "new" / "deeper" / "x.png"])

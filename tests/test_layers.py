@@ -286,3 +286,9 @@ def test_a_layer_or_model_of_the_wrong_kind_is_refused_with_one_line(tiny_model)
                  lambda net: FeatureExtractor(net, "x")):
         with pytest.raises(PreimageError, match="not a bare .*preimage.load_model"):
             call(tiny_model.net)
+
+
+def test_extractor_refuses_an_input_that_is_not_a_batch(tiny_model, pixels):
+    fx = FeatureExtractor(tiny_model, LOGITS)
+    with pytest.raises(PreimageError, match=r"B x C x H x W batch, not \(3, 16, 16\)"):
+        fx(pixels[0])
