@@ -481,6 +481,8 @@ def write_report(sweep_dir: str | os.PathLike, out: str | os.PathLike | None = N
     """
     from .io import all_or_nothing, atomic_write
 
+    if cell is not None and (isinstance(cell, bool) or not isinstance(cell, int) or cell < 1):
+        raise PreimageError(f"cell must be a whole number of pixels >= 1, not {cell!r}")
     sweep_dir = Path(sweep_dir)
     meta, runs = load_sweep(sweep_dir)
     if title:

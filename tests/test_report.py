@@ -188,3 +188,8 @@ def test_grid_header_lists_only_the_settings_every_run_shares(sweep_dir):
     assert not any(f.startswith("TV") for f in fixed)  # swept
     runs[1]["manifest"]["config"]["lr"] = 123.0  # one run differs: lr is no longer shared
     assert not any(f.startswith("lr") for f in _fixed_settings(meta, runs))
+
+
+def test_a_bad_cell_width_names_the_cell_not_a_damaged_run(sweep_dir, tmp_path):
+    with pytest.raises(PreimageError, match="cell must be a whole number of pixels >= 1, not -3"):
+        write_report(sweep_dir, tmp_path / "r", cell=-3)

@@ -483,3 +483,10 @@ def test_the_memory_check_counts_the_parallel_jobs(tmp_path, capsys, count_inver
     monkeypatch.setattr(executors, "_cores", lambda: 1)  # --jobs 2 on one core runs one at a time: it fits
     with limit(cap):
         validate_sweep(sw, tmp_path / "s", jobs=2)
+
+
+@pytest.mark.parametrize("kw, words", [({"jobs": 0}, "jobs must be"), ({"threads": -2}, "threads must be")])
+def test_a_bad_job_or_thread_count_is_refused_before_anything_is_written(tmp_path, kw, words):
+    with pytest.raises(PreimageError, match=words):
+        run_sweep({"image": ["sample:chelsea"], "layer": ["blocks.1"], "steps": [1]}, tmp_path / "s", **kw)
+    assert not (tmp_path / "s").exists()

@@ -149,6 +149,9 @@ def run_sweep(
     and no partial run folder is left.
     """
     t0 = time.perf_counter()
+    for what, n in (("jobs", jobs), ("threads", 1 if threads is None else threads)):
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise PreimageError(f"{what} must be a whole number >= 1, not {n!r}")
     if not isinstance(sweep, Sweep):
         sweep = build_sweep(sweep)
     out = Path(out)
