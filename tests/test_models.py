@@ -310,3 +310,16 @@ def test_an_unknown_or_unavailable_device_is_one_preimage_error():
     if not torch.cuda.is_available():
         with pytest.raises(PreimageError, match="CUDA is not available"):
             load_model("alexnet", weights="none", device="cuda")
+
+
+def test_a_download_of_weights_is_announced(monkeypatch):
+    import torchvision
+
+    import preimage.models as M
+    from preimage.errors import PreimageWarning
+
+    get_model = torchvision.models.get_model
+    monkeypatch.setattr(M, "_torchvision_cached", lambda name: False)
+    monkeypatch.setattr(torchvision.models, "get_model", lambda name, weights=None, **kw: get_model(name))
+    with pytest.warns(PreimageWarning, match="downloaded the weights of alexnet from https://"):
+        load_model("alexnet")

@@ -25,7 +25,9 @@ import contextlib
 import functools
 import io
 import os
+import sys
 import urllib.error
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +35,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import PreimageError, did_you_mean
+from ..errors import PreimageError, PreimageWarning, did_you_mean
 from ..validate import parse_timm_spec  # noqa: F401 (a public name here: the options of timm:NAME)
 from . import efficientnet_lite
 
@@ -419,11 +421,14 @@ def _load_torchvision(name: str, weights: str, input_size: int | None = None) ->
         _vit_at(name, None, input_size, trained=True)
         try:
             w = torchvision.models.get_model_weights(name).DEFAULT
-            # torch.hub announces the download on stdout; library code does not print
+            fresh = not _torchvision_cached(name)
+            # torch.hub announces the download on stdout; library code does not print (it warns)
             with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
                 net = torchvision.models.get_model(name, weights=w)
         except (urllib.error.URLError, ConnectionError, TimeoutError, OSError, RuntimeError) as exc:
             raise _offline_error(name, exc) from None
+        if fresh:
+            _announce_download(name, w.url)
     else:
         net = torchvision.models.get_model(name, weights=None, **kwargs)
         net = _vit_at(name, net, input_size, trained=state is not None)
@@ -458,6 +463,11 @@ def _vit_at(name: str, net: nn.Module | None, input_size: int | None, *, trained
     import torchvision
 
     return torchvision.models.get_model(name, weights=None, image_size=input_size)
+
+
+def _announce_download(name: str, source: str) -> None:
+    warnings.warn(f"downloaded the weights of {name} from {source} into the local cache (once)",
+                  PreimageWarning, stacklevel=4)
 
 
 def _load_timm(spec: str, weights: str, input_size: int | None = None) -> Model:
@@ -549,6 +559,7 @@ def _timm_pretrained(create: Callable[[], nn.Module], name: str) -> nn.Module:
     print a screenful), with the hub's log output kept off the terminal."""
     import logging
 
+    stderr = sys.stderr  # the caller's, where the download notice goes
     quiet = contextlib.ExitStack()
     quiet.enter_context(contextlib.redirect_stdout(io.StringIO()))
     quiet.enter_context(contextlib.redirect_stderr(io.StringIO()))
@@ -567,11 +578,14 @@ def _timm_pretrained(create: Callable[[], nn.Module], name: str) -> nn.Module:
             if not _hub_reachable():
                 raise _offline_error(name, ConnectionError("the Hugging Face hub is not reachable"))
             try:
-                return create()
+                net = create()
             except (TypeError, ValueError, AssertionError):
                 raise
             except Exception as exc:  # hub errors differ between huggingface_hub versions
                 raise _offline_error(name, exc) from None
+            with contextlib.redirect_stderr(stderr):
+                _announce_download(name, "the Hugging Face hub")
+            return net
     finally:
         hub_log.setLevel(level)
 
