@@ -294,9 +294,12 @@ def encode_png(pixels: torch.Tensor | Image.Image) -> bytes:
 
 
 def save_image(pixels: torch.Tensor | Image.Image, path: str | os.PathLike) -> Path:
-    """Write a PNG atomically (a temporary file in the same folder, then rename)."""
+    """Write a PNG atomically (a temporary file in the same folder, then rename). The name must end in
+    ``.png``: pre-images are saved without loss, and a PNG under another name would mislead."""
     from .io import atomic_write
 
+    if Path(path).suffix.lower() != ".png":
+        raise PreimageError(f"save_image writes PNG files: give a name ending in .png, not {os.fspath(path)!r}")
     return atomic_write(path, encode_png(pixels))
 
 

@@ -237,6 +237,13 @@ def test_tensor_png_round_trip_is_exact(tmp_path):
     assert np.array_equal(np.asarray(again), np.asarray(img))
     assert torch.equal(load_tensor(path), t)
     assert not list((tmp_path / "sub").glob("*.part"))
+    save_image(t, tmp_path / "UPPER.PNG")
+
+
+def test_save_image_refuses_a_name_that_is_not_png(tmp_path):
+    with pytest.raises(PreimageError, match="ending in .png, not '.*out.jpg'"):
+        save_image(torch.rand(1, 3, 8, 8), tmp_path / "out.jpg")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_to_pil_clamps_and_rounds():
