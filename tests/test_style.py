@@ -287,3 +287,12 @@ def test_lbfgs_runs_from_a_photo_and_lowers_the_style_loss(lite0):
     res = stylize(lite0, "sample:chelsea", "sample:brick", image_size=48, style_size=48, optimizer="lbfgs",
                   lr=1.0, steps=5)
     assert res.status == "done" and res.losses["style"]["end"] < 0.8 * res.losses["style"]["start"]
+
+
+def test_a_transparent_pillow_image_is_put_on_white_as_a_file_would_be():
+    from PIL import Image
+
+    clear = Image.new("RGBA", (40, 30), (255, 0, 0, 0))  # fully transparent red: white, as load_image has it
+    pixels, name, source = S._load(clear, 24, "content")
+    assert pixels.shape == (1, 3, 24, 32) and name == "content" and source == "content"
+    assert torch.allclose(pixels, torch.ones_like(pixels))

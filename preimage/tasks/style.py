@@ -53,7 +53,7 @@ import torch
 
 from ..config import from_preset
 from ..errors import PreimageError, did_you_mean
-from ..images import as_pixels, conversion_notes, image_name, load_image, save_image, to_channels, to_tensor
+from ..images import _to_rgb, as_pixels, conversion_notes, image_name, load_image, save_image, to_channels, to_tensor
 from ..io import all_or_nothing, check_outputs, versions, write_json
 from ..layers import FeatureExtractor, parse_layer_spec, resolve_layer
 from ..models import Model, check_model
@@ -214,7 +214,7 @@ def _load(src: Any, size: int, what: str) -> tuple[torch.Tensor, str, str]:
             t = TF.resize(t, size, interpolation=TF.InterpolationMode.BILINEAR, antialias=True).clamp(0, 1)
         return t, what, "tensor"
     img = src if isinstance(src, Image.Image) else load_image(src)
-    img = TF.resize(img.convert("RGB"), size, interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
+    img = TF.resize(_to_rgb(img), size, interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
     name = what if isinstance(src, Image.Image) else image_name(src)
     return to_tensor(img), name, (what if isinstance(src, Image.Image) else str(src))
 
