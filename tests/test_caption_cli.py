@@ -96,6 +96,7 @@ def test_bad_numbers_are_refused_by_the_parser(capsys):
     (["caption", "eval", "run", "--beam", "0"], "preimage caption eval: error: argument --beam"),
     (["caption", "eval", "run", "--bogus"], "preimage caption eval: error: unrecognized arguments: --bogus"),
     (["caption", "some.png", "--bogus"], "preimage caption: error: unrecognized arguments: --bogus"),
+    (["caption", "-q", "train", "--bogus"], "preimage caption train: error: unrecognized arguments: --bogus"),
 ])
 def test_a_usage_error_names_the_action(argv, prefix, capsys):
     assert main(argv) == 2

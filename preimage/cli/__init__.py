@@ -64,7 +64,8 @@ class CommandParser(Parser):
         if self._intermixing:
             return super().parse_known_args(args, namespace)
         words = list(sys.argv[1:] if args is None else args)
-        self._action = words[0] if words and words[0] in self.subcommands else ""
+        first = next((w for w in words if not w.startswith("-")), "")  # `caption -q train ...` too
+        self._action = first if first in self.subcommands else ""
         # positionals anywhere among the options (`invert a.jpg --steps 9 b.jpg`), except where argparse
         # cannot intermix them: a command with sub-commands (`gan`), whose sub-command's parser does, and
         # after `--` (which intermixed parsing drops, so `-- -file.png` keeps the plain rules)
