@@ -286,19 +286,22 @@ def shallow_stages(stages: list[str]) -> list[str]:
 
 def summarize(rows: list[dict], recipes: list[str], stages: list[str]) -> list[str]:
     """Per stage and recipe, over photos: agreement count (top-1, and the photo's class in the judge's
-    top 5), median rank, PSNR, SSIM, TV ratio, feature error and seconds."""
+    top 5), median rank, PSNR, SSIM, TV ratio, feature error, the error moved by one pixel (rows that
+    hold it; "—" otherwise) and seconds."""
     lines = ["| stage | recipe | judge top-1 agrees | judge top-5 | median rank | median PSNR dB | median SSIM | "
-             "median TV ratio | median feature error | median s |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "median TV ratio | median feature error | median error moved 1 px | median s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for s in stages:
         for r in recipes:
             sel = [x for x in rows if x["stage"] == s and x["recipe"] == r]
             if not sel:
                 continue
             med = lambda k: statistics.median(x[k] for x in sel)  # noqa: E731
+            moved = f"{med('feature_error_moved'):.3f}" if all("feature_error_moved" in x for x in sel) else "—"
             lines.append(f"| {s} | {r} | {sum(x['judge_agrees'] for x in sel)}/{len(sel)} | "
                          f"{sum(x['judge_rank'] <= 5 for x in sel)}/{len(sel)} | {med('judge_rank'):g} | "
                          f"{med('psnr'):.1f} | {med('ssim'):.3f} | {med('tv_ratio'):.2f} | "
-                         f"{med('feature_error'):.3f} | {med('seconds'):.0f} |")
+                         f"{med('feature_error'):.3f} | {moved} | {med('seconds'):.0f} |")
     return lines
 
 
@@ -390,6 +393,7 @@ def speed(stages: list[str], steps: int, rounds: int, tag: str = "") -> None:
 FAMILIES = [("free pixels", lambda r: r.startswith("before")),
             ("the default (seeds 0-3)", lambda r: r.startswith("pyr_tv2_learned") and r[len("pyr_tv2_learned"):] in
              ("", "_seed1", "_seed2", "_seed3")),
+            ("jitter to the end, then a finish of 4 or 8 levels", lambda r: r.startswith("pyr_tv2_jit_all_fin")),
             ("jitter to the end or late", lambda r: "_jit" in r),
             ("other priors and perturbations", lambda r: True)]
 
@@ -421,7 +425,7 @@ def tradeoff(files: list[Path], photos: list[str] | None, stage: str, tag: str =
                            "tv_ratio": statistics.median(r["tv_ratio"] for r in rows)})
     points.sort(key=lambda q: (q["feature_error"], -q["agrees"]))
     fig, ax = plt.subplots(figsize=(7.5, 4.6), dpi=110)
-    for (name, _), marker in zip(FAMILIES, "sDo^"):
+    for (name, _), marker in zip(FAMILIES, "sD*o^"):
         pts = [q for q in points if q["family"] == name]
         ax.scatter([q["feature_error"] for q in pts], [q["agrees"] for q in pts], marker=marker, s=40, label=name,
                    alpha=0.8)

@@ -165,6 +165,18 @@ def test_cli_jitter_until_sets_the_jitter_phase(tmp_path, capsys):
     assert code == 2 and "must be a fraction of the steps" in err and not (tmp_path / "c").exists()
 
 
+def test_cli_finish_flags_set_the_two_phase_schedule_and_its_budget(tmp_path, capsys):
+    base = ["invert", "sample:chelsea", "--model", "alexnet", "--weights", "none", "--input-size", "67",
+            "--layer", "conv2", "--steps", "6", "-q"]
+    finish = ["--finish-steps", "2", "--finish-optimizer", "adam", "--finish-lr", "0.01", "--finish-budget", "4"]
+    assert _run([*base, *finish, "--out", str(tmp_path / "a")], capsys)[0] == 0
+    config = json.loads((tmp_path / "a" / "manifest.json").read_text())["config"]
+    assert (config["finish_steps"], config["finish_optimizer"], config["finish_lr"], config["finish_budget"]) == \
+        (2, "adam", 0.01, 4.0)
+    code, _, err = _run([*base, "--finish-budget", "4", "--out", str(tmp_path / "b")], capsys)
+    assert code == 2 and "give finish_steps too (--finish-steps)" in err and not (tmp_path / "b").exists()
+
+
 def test_cli_original_flags_alone_select_the_original_algorithm(tmp_path, capsys):
     code, out, err = _run(["invert", "--image_path", "sample:chelsea", "--weights", "none", "--input_size", "67",
                            "--layer_name", "features_3", "--epochs", "4", "--stdout_epoches", "2",

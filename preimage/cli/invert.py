@@ -23,7 +23,7 @@ ORIGINAL_ONLY = {"--image_path", "--layer_name", "--lambda_alpha", "--lambda_tv"
                  "--stdout_epoches", "--decay_factor", "--decay_epochs", "--input_size"}
 NEW_ONLY = {"--layer", "-l", "--preset", "--steps", "--optimizer", "--init", "--init-scale", "--jitter",
             "--rec-weight", "--decay-steps", "--gif", "--frames", "--copies", "--color-shift", "--noise",
-            "--jitter-until"}
+            "--jitter-until", "--finish-steps", "--finish-optimizer", "--finish-lr", "--finish-budget"}
 
 
 
@@ -95,6 +95,15 @@ def add_parser(sub) -> None:
                    help="steps at which the lr decays")
     t.add_argument("--decay-epochs", "--decay_epochs", dest="decay_every", type=positive_int,
                    help="decay the lr every N steps (the original script's StepLR)")
+    t.add_argument("--finish-steps", dest="finish_steps", type=nonneg_int, metavar="N",
+                   help="the last N of the steps without jitter, by --finish-optimizer (0: none)")
+    t.add_argument("--finish-optimizer", dest="finish_optimizer", choices=["sgd", "adam", "lbfgs"],
+                   help="optimizer of the finish (lbfgs)")
+    t.add_argument("--finish-lr", dest="finish_lr", type=positive_float, help="learning rate of the finish (1.0)")
+    t.add_argument("--finish-budget", dest="finish_budget", type=nonneg_float, metavar="LEVELS",
+                   help="the finish moves no pixel more than this many 8-bit levels from where the steps before "
+                        "it left it (0: no limit); with --jitter-until 1 it buys back the fit jitter gives up "
+                        "with changes too small to see (docs/inversion.md)")
     p.add_argument("--judge", metavar="MODEL", default=None,
                    help="another classifier (e.g. efficientnet_lite2) that judges each reconstruction: does it "
                         "give it the class it gives the original? (top-1 agreement, rank; in the manifest)")
@@ -164,7 +173,8 @@ def run(args: argparse.Namespace) -> int:
         decay_factor=args.decay_factor, decay_steps=decay_steps, alpha=args.alpha, beta=args.beta,
         lambda_alpha=args.lambda_alpha, lambda_tv=args.lambda_tv, rec_weight=args.rec_weight,
         jitter=args.jitter, jitter_until=args.jitter_until, init=args.init, init_scale=args.init_scale, seed=seed,
-        copies=args.copies, color_shift=args.color_shift, noise=args.noise,
+        copies=args.copies, color_shift=args.color_shift, noise=args.noise, finish_steps=args.finish_steps,
+        finish_optimizer=args.finish_optimizer, finish_lr=args.finish_lr, finish_budget=args.finish_budget,
     )
     from ..starts import is_map_file, load_starts
 
@@ -227,7 +237,8 @@ GAN_IGNORED = {
     "channels": "--channels", "classes": "--classes", "alpha": "--alpha", "beta": "--beta",
     "lambda_alpha": "--lambda-alpha", "lambda_tv": "--lambda-tv", "rec_weight": "--rec-weight", "jitter": "--jitter",
     "jitter_until": "--jitter-until", "copies": "--copies", "color_shift": "--color-shift", "noise": "--noise", "init": "--init",
-    "init_scale": "--init-scale", "judge": "--judge",
+    "init_scale": "--init-scale", "judge": "--judge", "finish_steps": "--finish-steps",
+    "finish_optimizer": "--finish-optimizer", "finish_lr": "--finish-lr", "finish_budget": "--finish-budget",
 }
 
 

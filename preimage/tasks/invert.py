@@ -242,6 +242,8 @@ def _validate(cfg: InvertConfig) -> None:
     check_config(cfg, positive_int=("copies",), nonneg=("color_shift", "noise"))
     if cfg.space not in ("pixel", "input"):
         raise PreimageError(f"space must be pixel or input, not {cfg.space!r}")
+    if cfg.finish_budget and not cfg.finish_steps:
+        raise PreimageError("finish_budget limits the finish: give finish_steps too (--finish-steps)")
     if cfg.finish_budget and cfg.space != "pixel":
         raise PreimageError("finish_budget is in 8-bit levels of pixels: it needs space 'pixel'")
     params = ("pixels", "fourier", "pyramid", "deep_prior")
