@@ -175,6 +175,13 @@ CANDIDATES: dict[str, dict] = {
     "pyr_tv2_jit_all_fin8": {"deep": {}, "param": "pyramid", "lambda_tv": 0.2, "init": "learned", "jitter_until": 1.0,
                              "steps": 700, "finish_steps": 100, "finish_optimizer": "adam", "finish_lr": 0.003,
                              "finish_budget": 8.0},
+    # ... a longer 4-level finish (200 steps), and a 16-level one
+    "pyr_tv2_jit_all_fin4_200": {"deep": {}, "param": "pyramid", "lambda_tv": 0.2, "init": "learned",
+                                 "jitter_until": 1.0, "steps": 800, "finish_steps": 200, "finish_optimizer": "adam",
+                                 "finish_lr": 0.0015, "finish_budget": 4.0},
+    "pyr_tv2_jit_all_fin16": {"deep": {}, "param": "pyramid", "lambda_tv": 0.2, "init": "learned", "jitter_until": 1.0,
+                              "steps": 700, "finish_steps": 100, "finish_optimizer": "adam", "finish_lr": 0.006,
+                              "finish_budget": 16.0},
 }
 
 _CACHE: dict = {}
@@ -393,7 +400,7 @@ def speed(stages: list[str], steps: int, rounds: int, tag: str = "") -> None:
 FAMILIES = [("free pixels", lambda r: r.startswith("before")),
             ("the default (seeds 0-3)", lambda r: r.startswith("pyr_tv2_learned") and r[len("pyr_tv2_learned"):] in
              ("", "_seed1", "_seed2", "_seed3")),
-            ("jitter to the end, then a finish of 4 or 8 levels", lambda r: r.startswith("pyr_tv2_jit_all_fin")),
+            ("jitter to the end, then a finish of 4-16 levels", lambda r: r.startswith("pyr_tv2_jit_all_fin")),
             ("jitter to the end or late", lambda r: "_jit" in r),
             ("other priors and perturbations", lambda r: True)]
 
