@@ -179,6 +179,10 @@ CANDIDATES: dict[str, dict] = {
     "pyr_tv2_jit_all_fin4_200": {"deep": {}, "param": "pyramid", "lambda_tv": 0.2, "init": "learned",
                                  "jitter_until": 1.0, "steps": 800, "finish_steps": 200, "finish_optimizer": "adam",
                                  "finish_lr": 0.0015, "finish_budget": 4.0},
+    # ... and a 4-level finish without the priors (the ball the only constraint)
+    "pyr_tv2_jit_all_fin4_bare": {"deep": {}, "param": "pyramid", "lambda_tv": 0.2, "init": "learned",
+                                  "jitter_until": 1.0, "steps": 700, "finish_steps": 100, "finish_optimizer": "adam",
+                                  "finish_lr": 0.0015, "finish_budget": 4.0, "finish_priors": False},
     "pyr_tv2_jit_all_fin16": {"deep": {}, "param": "pyramid", "lambda_tv": 0.2, "init": "learned", "jitter_until": 1.0,
                               "steps": 700, "finish_steps": 100, "finish_optimizer": "adam", "finish_lr": 0.006,
                               "finish_budget": 16.0},

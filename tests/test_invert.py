@@ -249,6 +249,15 @@ def test_a_finish_budget_keeps_every_pixel_near_the_first_phases_image(tiny_mode
         invert(tiny_model, photo, finish_budget=-1, **finish)
 
 
+def test_a_finish_without_priors_optimizes_the_reconstruction_alone(tiny_model):
+    photo = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+    inv = invert(tiny_model, photo, layers=["conv2"], steps=8, finish_steps=3, finish_optimizer="adam",
+                 finish_lr=0.01, finish_budget=2, finish_priors=False)
+    terms = [set(h) - {"step", "loss", "lr"} for h in inv.history]
+    assert all({"alpha", "tv"} <= t for t in terms[:5])  # the first phase with its priors
+    assert all(t == {"rec[conv2]"} for t in terms[5:]), terms[5:]  # the finish without them
+
+
 def test_cli_ctrl_c_saves_what_there_is_and_exits_130(tmp_path, capsys, monkeypatch):
     engine = sys.modules["preimage.optimize"]  # the module (the package exports the function by that name)
     real, calls = engine.forward_state, []

@@ -113,7 +113,8 @@ class InvertConfig:
     finish_optimizer: str = "lbfgs"  # ... this one ...
     finish_lr: float = 1.0           # ... at this learning rate (a two-phase schedule) ...
     finish_budget: float = 0.0       # ... moving each pixel at most this many 8-bit levels from where the
-                                     # first phase left it (an L∞ ball around that image; 0: no limit)
+                                     # first phase left it (an L∞ ball around that image; 0: no limit) ...
+    finish_priors: bool = True       # ... with the priors of the first phase (False: the reconstruction only)
     param: str = "pixels"            # pixels: one free value per pixel | fourier: decorrelated-colour
                                      # Fourier spectrum through a sigmoid (params.Fourier) | pyramid: a
                                      # Laplacian pyramid of free levels (params.Pyramid) | deep_prior:
@@ -639,6 +640,10 @@ def invert(
     if finish and result.status == "done":  # second phase: same loop, no jitter, another optimizer
         if cfg.finish_budget:  # ... and only small changes to the image the first phase made
             param = Near(result.image.detach(), cfg.finish_budget / 255, bounds=cfg.bounds)
+        if not cfg.finish_priors:  # the reconstruction terms alone
+            bare = dataclasses.replace(cfg, lambda_alpha=0.0, lambda_tv=0.0, color_weight=0.0, saturation=0.0,
+                                       bn_weight=0.0)
+            objective = build_objective(bare, layer_list, targets, stride, clock)
         offset = result.steps
         clock[0] = offset
         shifted = [_shift_steps(cb, offset) for cb in callbacks]
