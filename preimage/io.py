@@ -114,9 +114,7 @@ def all_or_nothing() -> Iterator[None]:
 
 def _discard(files: list[tuple[str, Path]], folders: list[Path]) -> None:
     """Remove the staged temporary files and the folders the block made."""
-    for tmp, _ in files:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+    _remove([tmp for tmp, _ in files])
     for folder in reversed(folders):  # deepest first; a folder someone else filled meanwhile stays
         with contextlib.suppress(OSError):
             folder.rmdir()
@@ -185,6 +183,7 @@ def _roll_back(files: list[tuple[str, Path]], kept: list[bool], backups: list[st
 
 
 def _remove(names: list[str]) -> None:
+    """Unlink each of ``names`` that is there."""
     for name in names:
         with contextlib.suppress(OSError):
             os.unlink(name)
