@@ -183,6 +183,18 @@ CANDIDATES: dict[str, dict] = {
     "pyr_tv2_jit_all_fin4_bare": {"deep": {}, "param": "pyramid", "lambda_tv": 0.2, "init": "learned",
                                   "jitter_until": 1.0, "steps": 700, "finish_steps": 100, "finish_optimizer": "adam",
                                   "finish_lr": 0.0015, "finish_budget": 4.0, "finish_priors": False},
+    # ... and a 4-level finish with the priors weighed less (a quarter, a half), between the two above
+    "pyr_tv2_jit_all_fin4_p25": {"deep": {}, "param": "pyramid", "lambda_tv": 0.2, "init": "learned",
+                                 "jitter_until": 1.0, "steps": 700, "finish_steps": 100, "finish_optimizer": "adam",
+                                 "finish_lr": 0.0015, "finish_budget": 4.0, "finish_priors": 0.25},
+    "pyr_tv2_jit_all_fin4_p50": {"deep": {}, "param": "pyramid", "lambda_tv": 0.2, "init": "learned",
+                                 "jitter_until": 1.0, "steps": 700, "finish_steps": 100, "finish_optimizer": "adam",
+                                 "finish_lr": 0.0015, "finish_budget": 4.0, "finish_priors": 0.5},
+    # ... and the coarse colours pulled towards the learned start all along (for PSNR), bare finish
+    "pyr_tv2_jit_all_anchor2_fin4_bare": {"deep": {}, "param": "pyramid", "lambda_tv": 0.2, "init": "learned",
+                                          "jitter_until": 1.0, "anchor": 2.0, "steps": 700, "finish_steps": 100,
+                                          "finish_optimizer": "adam", "finish_lr": 0.0015, "finish_budget": 4.0,
+                                          "finish_priors": False},
     "pyr_tv2_jit_all_fin16": {"deep": {}, "param": "pyramid", "lambda_tv": 0.2, "init": "learned", "jitter_until": 1.0,
                               "steps": 700, "finish_steps": 100, "finish_optimizer": "adam", "finish_lr": 0.006,
                               "finish_budget": 16.0},

@@ -168,11 +168,12 @@ def test_cli_jitter_until_sets_the_jitter_phase(tmp_path, capsys):
 def test_cli_finish_flags_set_the_two_phase_schedule_and_its_budget(tmp_path, capsys):
     base = ["invert", "sample:chelsea", "--model", "alexnet", "--weights", "none", "--input-size", "67",
             "--layer", "conv2", "--steps", "6", "-q"]
-    finish = ["--finish-steps", "2", "--finish-optimizer", "adam", "--finish-lr", "0.01", "--finish-budget", "4"]
+    finish = ["--finish-steps", "2", "--finish-optimizer", "adam", "--finish-lr", "0.01", "--finish-budget", "4",
+              "--finish-priors", "0.25"]
     assert _run([*base, *finish, "--out", str(tmp_path / "a")], capsys)[0] == 0
     config = json.loads((tmp_path / "a" / "manifest.json").read_text())["config"]
-    assert (config["finish_steps"], config["finish_optimizer"], config["finish_lr"], config["finish_budget"]) == \
-        (2, "adam", 0.01, 4.0)
+    assert (config["finish_steps"], config["finish_optimizer"], config["finish_lr"], config["finish_budget"],
+            config["finish_priors"]) == (2, "adam", 0.01, 4.0, 0.25)
     code, _, err = _run([*base, "--finish-budget", "4", "--out", str(tmp_path / "b")], capsys)
     assert code == 2 and "give finish_steps too (--finish-steps)" in err and not (tmp_path / "b").exists()
 
@@ -256,6 +257,20 @@ def test_a_finish_without_priors_optimizes_the_reconstruction_alone(tiny_model):
     terms = [set(h) - {"step", "loss", "lr"} for h in inv.history]
     assert all({"alpha", "tv"} <= t for t in terms[:5])  # the first phase with its priors
     assert all(t == {"rec[conv2]"} for t in terms[5:]), terms[5:]  # the finish without them
+
+
+def test_a_finish_with_priors_scaled_weighs_them_less(tiny_model):
+    photo = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+    kw = dict(layers=["conv2"], steps=8, finish_steps=3, finish_optimizer="adam", finish_lr=0.01, lambda_tv=2.0)
+    full, half = (invert(tiny_model, photo, finish_priors=p, **kw) for p in (1.0, 0.5))
+    for h in (full.history, half.history):  # the first phase is the same
+        assert set(h[0]) >= {"alpha", "tv"}
+    assert full.history[4]["tv"] == pytest.approx(half.history[4]["tv"])
+    # at the finish's first step the image is the same, so each prior term is half as large
+    assert half.history[5]["tv"] == pytest.approx(0.5 * full.history[5]["tv"], rel=1e-5)
+    assert half.history[5]["alpha"] == pytest.approx(0.5 * full.history[5]["alpha"], rel=1e-5)
+    with pytest.raises(PreimageError, match="finish_priors must be >= 0"):
+        invert(tiny_model, photo, finish_priors=-1, **kw)
 
 
 def test_cli_ctrl_c_saves_what_there_is_and_exits_130(tmp_path, capsys, monkeypatch):

@@ -104,6 +104,9 @@ def add_parser(sub) -> None:
                    help="the finish moves no pixel more than this many 8-bit levels from where the steps before "
                         "it left it (0: no limit); with --jitter-until 1 it buys back the fit jitter gives up "
                         "with changes too small to see (docs/inversion.md)")
+    t.add_argument("--finish-priors", dest="finish_priors", type=nonneg_float, metavar="SCALE",
+                   help="the priors' weights in the finish, as a multiple of theirs before it (1; 0: the "
+                        "reconstruction alone)")
     p.add_argument("--judge", metavar="MODEL", default=None,
                    help="another classifier (e.g. efficientnet_lite2) that judges each reconstruction: does it "
                         "give it the class it gives the original? (top-1 agreement, rank; in the manifest)")
@@ -175,6 +178,7 @@ def run(args: argparse.Namespace) -> int:
         jitter=args.jitter, jitter_until=args.jitter_until, init=args.init, init_scale=args.init_scale, seed=seed,
         copies=args.copies, color_shift=args.color_shift, noise=args.noise, finish_steps=args.finish_steps,
         finish_optimizer=args.finish_optimizer, finish_lr=args.finish_lr, finish_budget=args.finish_budget,
+        finish_priors=args.finish_priors,
     )
     from ..starts import is_map_file, load_starts
 
@@ -239,6 +243,7 @@ GAN_IGNORED = {
     "jitter_until": "--jitter-until", "copies": "--copies", "color_shift": "--color-shift", "noise": "--noise", "init": "--init",
     "init_scale": "--init-scale", "judge": "--judge", "finish_steps": "--finish-steps",
     "finish_optimizer": "--finish-optimizer", "finish_lr": "--finish-lr", "finish_budget": "--finish-budget",
+    "finish_priors": "--finish-priors",
 }
 
 

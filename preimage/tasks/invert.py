@@ -114,7 +114,8 @@ class InvertConfig:
     finish_lr: float = 1.0           # ... at this learning rate (a two-phase schedule) ...
     finish_budget: float = 0.0       # ... moving each pixel at most this many 8-bit levels from where the
                                      # first phase left it (an L∞ ball around that image; 0: no limit) ...
-    finish_priors: bool = True       # ... with the priors of the first phase (False: the reconstruction only)
+    finish_priors: float = 1.0       # ... with the priors of the first phase scaled by this (1 or True: as
+                                     # they were; 0 or False: the reconstruction only)
     param: str = "pixels"            # pixels: one free value per pixel | fourier: decorrelated-colour
                                      # Fourier spectrum through a sigmoid (params.Fourier) | pyramid: a
                                      # Laplacian pyramid of free levels (params.Pyramid) | deep_prior:
@@ -241,6 +242,8 @@ def _validate(cfg: InvertConfig) -> None:
             raise PreimageError(f"unknown optimizer {opt!r}" + did_you_mean(str(opt), ("sgd", "adam", "lbfgs"))
                                 + " (sgd, adam, lbfgs)")
     check_config(cfg, positive_int=("copies",), nonneg=("color_shift", "noise"))
+    if not isinstance(cfg.finish_priors, bool):  # True and False stand for 1 and 0
+        check_number("finish_priors", cfg.finish_priors, minimum=0)
     if cfg.space not in ("pixel", "input"):
         raise PreimageError(f"space must be pixel or input, not {cfg.space!r}")
     if cfg.finish_budget and not cfg.finish_steps:
@@ -585,11 +588,20 @@ def invert(
     if cfg.bn_weight and not bn:
         raise PreimageError(f"bn_weight needs batch norms after convolutions before the target layer; "
                             f"{model.name} has none there")
-    objective = build_objective(cfg, layer_list, targets, stride, clock, bn)
-    if cfg.anchor and learned is not None:
-        objective = objective + cfg.anchor * coarse_colour(learned)
-    if cfg.agree:
-        objective = objective + cfg.agree * _agreement(model, ref, partner, cfg.agree_model)
+    agreeing = _agreement(model, ref, partner, cfg.agree_model) if cfg.agree else None
+
+    def objective_at(scale: float) -> Any:  # the objective with the priors' weights scaled
+        c = cfg if scale == 1 else dataclasses.replace(
+            cfg, **{k: scale * getattr(cfg, k) for k in ("lambda_alpha", "lambda_tv", "color_weight", "saturation",
+                                                          "bn_weight", "anchor", "agree")})
+        obj = build_objective(c, layer_list, targets, stride, clock, bn)
+        if c.anchor and learned is not None:
+            obj = obj + c.anchor * coarse_colour(learned)
+        if c.agree and agreeing is not None:
+            obj = obj + c.agree * agreeing
+        return obj
+
+    objective = objective_at(1.0)
     jitter_steps = eff["jitter_steps"]
     transforms = [_phase(jitter(eff["jitter"]), jitter_steps)] if jitter_steps else []
     if cfg.copies > 1 or cfg.color_shift or cfg.noise:  # augmentation ensembling, in the same phase
@@ -640,10 +652,8 @@ def invert(
     if finish and result.status == "done":  # second phase: same loop, no jitter, another optimizer
         if cfg.finish_budget:  # ... and only small changes to the image the first phase made
             param = Near(result.image.detach(), cfg.finish_budget / 255, bounds=cfg.bounds)
-        if not cfg.finish_priors:  # the reconstruction terms alone
-            bare = dataclasses.replace(cfg, lambda_alpha=0.0, lambda_tv=0.0, color_weight=0.0, saturation=0.0,
-                                       bn_weight=0.0)
-            objective = build_objective(bare, layer_list, targets, stride, clock)
+        if float(cfg.finish_priors) != 1:  # the priors weighed less (0: the reconstruction terms alone)
+            objective = objective_at(float(cfg.finish_priors))
         offset = result.steps
         clock[0] = offset
         shifted = [_shift_steps(cb, offset) for cb in callbacks]
