@@ -9,8 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
+import preimage
+import preimage.gan
 from preimage.cli import main
 from preimage.errors import PreimageError
+from preimage.gan.task import gan_config
 from preimage.images import load_tensor
 from preimage.layers import resolve_layer
 from preimage.tasks.invert import INVERT_PRESETS, config_for, invert
@@ -91,6 +94,30 @@ def test_unknown_layer_preset_or_setting_is_one_clear_error(tiny_model):
         config_for("orignal")
     with pytest.raises(PreimageError, match="learning rate"):
         config_for("default", lr=-1.0)
+
+
+_IMG = torch.rand(1, 3, 16, 16)
+#: every public function that takes keyword settings into a config dataclass, called with a misspelt one
+MISSPELT = {
+    "invert": (lambda m: preimage.invert(m, _IMG, layers=["conv2"], stepz=1), "steps"),
+    "invert with a config": (lambda m: preimage.invert(m, _IMG, layers=["conv2"], config=INVERT_PRESETS["fast"],
+                                                       stepz=1), "steps"),
+    "stylize": (lambda m: preimage.stylize(m, _IMG, _IMG, preset="classic", style_wieght=1), "style_weight"),
+    "visualize_objective": (lambda m: preimage.visualize_objective(m, "conv2:0", jiter=2), "jitter"),
+    "channel_atlas": (lambda m: preimage.channel_atlas(m, "conv2", [0], topk=2), "top_k"),
+    "deep_dream": (lambda m: preimage.deep_dream(m, _IMG, layer="conv2", octave=2), "octaves"),
+    "visualize_class": (lambda m: preimage.visualize_class(m, 0, step=3), "steps"),
+    "invert_generator": (lambda m: preimage.gan.invert((torch.nn.Identity(), None), _IMG, restart=2), "restarts"),
+    "GAN training": (lambda m: gan_config(lrr=1e-3), "lr"),
+}
+
+
+@pytest.mark.parametrize("entry", MISSPELT)
+def test_a_misspelt_setting_is_one_clear_error_at_every_entry_point(tiny_model, entry):
+    call, closest = MISSPELT[entry]
+    kind = entry.removesuffix(" with a config")
+    with pytest.raises(PreimageError, match=rf"^unknown setting '\w+' for {kind} \(did you mean '{closest}'"):
+        call(tiny_model)
 
 
 def test_default_preset_scales_tv_and_jitter_with_the_layer_stride():

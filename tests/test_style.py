@@ -74,7 +74,7 @@ def test_vgg_preset_layers_are_gatys_relu_names():
 def test_unknown_preset_and_setting():
     with pytest.raises(PreimageError, match="did you mean 'classic'"):
         style_config("clasic")
-    with pytest.raises(TypeError):
+    with pytest.raises(PreimageError, match="unknown setting 'colour' for stylize"):
         style_config("classic", colour=True)
 
 

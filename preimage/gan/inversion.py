@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from .. import metrics as M
+from ..config import with_settings
 from ..errors import PreimageError
 from ..models import Model
 from ..objectives import Objective, State
@@ -111,7 +112,7 @@ def invert_generator(checkpoint: str | os.PathLike | tuple[nn.Module, Any], imag
     """
     from ..tasks.invert import Inversion
 
-    cfg = dataclasses.replace(config or GanInvertConfig(), **{k: v for k, v in overrides.items() if v is not None})
+    cfg = with_settings(config or GanInvertConfig(), overrides, kind="invert_generator")
     if cfg.steps < 0 or cfg.restarts < 1 or not cfg.lr > 0:
         raise PreimageError("steps must be >= 0, restarts >= 1 and lr > 0")
     if cfg.optimizer not in ("sgd", "adam", "lbfgs"):

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from ..data import ImageData
+from ..config import with_settings
 from ..errors import PreimageError
 from .losses import LOSSES
 from .nets import ARCHS, INITS, build_pair, init_weights, sample_noise
@@ -67,11 +68,7 @@ def gan_config(preset: str = "cs231n", **overrides: Any) -> GanConfig:
     """The preset's settings with ``overrides`` (None values ignored), validated."""
     if preset not in GAN_PRESETS:
         raise PreimageError(f"unknown GAN preset {preset!r} ({', '.join(GAN_PRESETS)})")
-    fields = {f.name for f in dataclasses.fields(GanConfig)}
-    unknown = set(overrides) - fields
-    if unknown:
-        raise PreimageError(f"unknown GAN setting {sorted(unknown)[0]!r}")
-    cfg = dataclasses.replace(GAN_PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None})
+    cfg = with_settings(GAN_PRESETS[preset], overrides, kind="GAN training")
     if cfg.loss not in LOSSES:
         raise PreimageError(f"unknown loss {cfg.loss!r} ({', '.join(LOSSES)})")
     if cfg.arch not in ARCHS:

@@ -36,6 +36,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ..config import with_settings
 from ..errors import PreimageError
 from ..images import SAMPLES, expand_sources, image_name, load_image, save_image, to_channels, to_tensor
 from ..io import all_or_nothing
@@ -66,7 +67,7 @@ class AtlasConfig:
 
 
 def make_config(**overrides: object) -> AtlasConfig:
-    cfg = replace(AtlasConfig(), **{k: v for k, v in overrides.items() if v is not None})
+    cfg = with_settings(AtlasConfig(), overrides, kind="channel_atlas")
     check_config(cfg, positive=("lr",), positive_int=("steps", "top_k", "batch"), nonneg=("init_std",),
                  nonneg_int=("jitter",), labels={"top_k": "top-k"})
     for name in ("size", "photo_size", "crop"):

@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
+from ..config import with_settings
 from ..errors import PreimageError
 from ..io import all_or_nothing
 from ..models import Model, check_model
@@ -124,7 +125,7 @@ def make_config(preset: str = "fourier", **overrides: object) -> DreamConfig:
         from ..errors import did_you_mean
 
         raise PreimageError(f"unknown preset {preset!r}" + did_you_mean(preset, PRESETS) + f"; choose from {', '.join(PRESETS)}")
-    cfg = replace(PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None})
+    cfg = with_settings(PRESETS[preset], overrides, kind="visualize_class")
     if cfg.steps < 1:
         raise PreimageError("steps must be at least 1")
     if cfg.lr <= 0:

@@ -26,12 +26,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from ..config import with_settings
 from ..errors import PreimageError
 from ..images import as_pixels, image_name, load_image, save_image, to_channels, to_tensor, unique_names
 from ..io import all_or_nothing
@@ -63,7 +64,7 @@ class DeepDreamConfig:
 
 def make_config(**overrides: object) -> DeepDreamConfig:
     """The defaults with some fields replaced (``None`` values are ignored); checks the values."""
-    cfg = replace(DeepDreamConfig(), **{k: v for k, v in overrides.items() if v is not None})
+    cfg = with_settings(DeepDreamConfig(), overrides, kind="deep_dream")
     check_config(cfg, positive=("lr",), positive_int=("octaves", "steps"), nonneg_int=("jitter",))
     if not cfg.octave_scale >= 1:
         raise PreimageError(f"octave scale must be >= 1, not {cfg.octave_scale!r}")

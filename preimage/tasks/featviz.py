@@ -23,11 +23,12 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
+from ..config import with_settings
 from ..errors import Diverged, PreimageError
 from ..io import all_or_nothing
 from ..models import Model, check_model
@@ -60,7 +61,7 @@ class FeatVizConfig:
 
 def make_config(**overrides: object) -> FeatVizConfig:
     """The default recipe with some fields replaced (``None`` values are ignored); checks the values."""
-    cfg = replace(FeatVizConfig(), **{k: v for k, v in overrides.items() if v is not None})
+    cfg = with_settings(FeatVizConfig(), overrides, kind="visualize_objective")
     if cfg.steps < 1:
         raise PreimageError("steps must be at least 1")
     if not cfg.lr > 0:

@@ -53,7 +53,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import metrics as M
-from ..config import from_preset
+from ..config import from_preset, with_settings
 from ..errors import PreimageError, did_you_mean
 from ..images import conversion_notes, load_batch, load_tensor, to_pil
 from ..io import all_or_nothing, check_outputs, versions, write_json
@@ -196,7 +196,7 @@ INVERT_PRESETS: dict[str, InvertConfig] = {"fast": _FAST, "default": _DEFAULT, "
 
 def config_for(preset: str = "default", **overrides: Any) -> InvertConfig:
     """The preset's config with ``overrides`` (None values are ignored), validated."""
-    cfg = from_preset(INVERT_PRESETS, preset, overrides, kind="inversion", tuple_fields=("decay_steps",))
+    cfg = from_preset(INVERT_PRESETS, preset, overrides, kind="invert", tuple_fields=("decay_steps",))
     cfg.deep = _user_wins(cfg.deep, overrides)
     _validate(cfg)
     return cfg
@@ -558,7 +558,7 @@ def invert(
     check_model(model)
     cfg = config if config is not None else config_for(preset, **overrides)
     if config is not None and overrides:
-        cfg = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
+        cfg = with_settings(config, overrides, kind="invert")
         cfg.deep = _user_wins(cfg.deep, overrides)
     _validate(cfg)
     layer_list = _parse_layers(model, layers)

@@ -51,7 +51,7 @@ from typing import Any
 
 import torch
 
-from ..config import from_preset
+from ..config import from_preset, with_settings
 from ..errors import PreimageError, did_you_mean
 from ..images import _to_rgb, as_pixels, conversion_notes, image_name, load_image, save_image, to_channels, to_tensor
 from ..io import all_or_nothing, check_outputs, versions, write_json
@@ -142,7 +142,7 @@ def preset_for(model_name: str) -> str | None:
 
 def style_config(preset: str = "efficientnet", **overrides: Any) -> StyleConfig:
     """The preset's config with ``overrides`` (None values are ignored), validated."""
-    cfg = from_preset(STYLE_PRESETS, preset, overrides, kind="style", preset_word="style preset",
+    cfg = from_preset(STYLE_PRESETS, preset, overrides, kind="stylize", preset_word="style preset",
                       tuple_fields=("style_layers", "style_layer_weights", "bounds"))
     if "style_layers" in overrides and overrides["style_layers"] is not None and overrides.get("style_layer_weights") is None:
         cfg.style_layer_weights = (1.0,) * len(cfg.style_layers)
@@ -494,7 +494,7 @@ def stylize(
             name = "efficientnet"
         cfg = style_config(name, **overrides)
     else:
-        cfg = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
+        cfg = with_settings(config, overrides, kind="stylize")
         _validate(cfg)
     style_list = list(styles) if isinstance(styles, (list, tuple)) else [styles]
     if not style_list:
