@@ -109,13 +109,14 @@ MISSPELT = {
     "visualize_class": (lambda m: preimage.visualize_class(m, 0, step=3), "steps"),
     "invert_generator": (lambda m: preimage.gan.invert((torch.nn.Identity(), None), _IMG, restart=2), "restarts"),
     "GAN training": (lambda m: gan_config(lrr=1e-3), "lr"),
+    "GAN training with data": (lambda m: preimage.gan.train(out="never", data="no/such/folder", lrr=1e-3), "lr"),
 }
 
 
 @pytest.mark.parametrize("entry", MISSPELT)
 def test_a_misspelt_setting_is_one_clear_error_at_every_entry_point(tiny_model, entry):
     call, closest = MISSPELT[entry]
-    kind = entry.removesuffix(" with a config")
+    kind = entry.removesuffix(" with a config").removesuffix(" with data")
     with pytest.raises(PreimageError, match=rf"^unknown setting '\w+' for {kind} \(did you mean '{closest}'"):
         call(tiny_model)
 

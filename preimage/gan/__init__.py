@@ -41,8 +41,10 @@ def make_task(*, data: str = "fashion-mnist", preset: str = "cs231n", data_root:
     """Load the data and build the :class:`GanTask` (settings: :class:`GanConfig` fields)."""
     from pathlib import Path
 
+    from ..config import check_settings
     from ..data import is_named, load_data
 
+    check_settings(GanConfig, overrides, kind="GAN training")  # before the data loads
     size, channels = overrides.pop("size", None), overrides.pop("channels", None)
     images = load_data(data, split="train", size=size, channels=channels, root=data_root)
     name = data if is_named(str(data)) else str(Path(data).expanduser().resolve())
