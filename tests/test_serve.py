@@ -254,9 +254,12 @@ def test_stages_skip_normalizations_activations_and_pools_and_shallow_models_hav
 
     assert [alexnet.aliases.get(a, a) for a in ("conv1", "conv2", "conv3", "conv4", "conv5")] == stages(alexnet)
     assert client.get("/api/models/hog/layers").json()["stages"] == []
-    job = submit(client, kind="depth", image="sample:chelsea", model="hog", weights="none", steps=2)
-    end = events(client, job["id"])[-1][1]
-    assert end["state"] == "failed" and "a depth strip needs a deep network" in end["message"]
+    for shallow in ("hog", "dsift"):  # refused before it is queued
+        r = client.post("/api/jobs", json=dict(kind="depth", image="sample:chelsea", model=shallow, weights="none",
+                                               steps=2))
+        assert r.status_code == 400 and r.json() == {
+            "error": f"a depth strip needs a deep network; {shallow} is a single stage: invert it instead"}
+    assert client.get("/api/jobs").json() == []
 
 
 def test_an_unexpected_error_reaches_the_client_as_one_json_line(tmp_path, monkeypatch):
@@ -324,13 +327,14 @@ def test_uploads_that_are_too_large_or_not_images_are_refused_with_one_line(clie
     ({"steps": 5001}, "steps must be between 1 and 5000"),
     ({"input_size": 8}, "input size must be between 16 and 512"),
     ({"kind": "train"}, "unknown job kind"),
-    ({"kind": "dream", "classes": [str(i) for i in range(9)]}, "at most 8 classes"),
+    ({"kind": "dream", "image": None, "layer": "", "classes": [str(i) for i in range(9)]}, "at most 8 classes"),
     ({"preset": "fastest"}, "did you mean 'fast'"),
     ({"layer": "layer1+"}, "empty layer name"),
     ({"seed": -1}, "seed"),
     ({"jitter_until": 2}, "jitter_until"),
     ({"surprise": 1}, "surprise"),
-    ({"kind": "saliency", "classes": ["tabby", "goldfish"]}, "one class at a time, not 2"),
+    ({"kind": "saliency", "layer": None, "steps": None, "classes": ["tabby", "goldfish"]},
+     "one class at a time, not 2"),
     ({"steps": True}, "steps: Input should be a valid integer"),
     ({"steps": "10"}, "steps: Input should be a valid integer"),
 ])
@@ -340,6 +344,45 @@ def test_bad_requests_are_refused_before_queueing_and_no_path_comes_from_the_cli
     r = client.post("/api/jobs", json=req)
     assert r.status_code == 400 and words in r.json()["error"], r.text
     assert client.get("/api/jobs").json() == []
+
+
+@pytest.mark.parametrize("kind, field, value", [
+    ("depth", "layer", "layer1"),
+    ("invert", "classes", ["tabby"]),
+    ("invert", "style_image", "sample:brick"),
+    ("dream", "image", "sample:chelsea"),
+    ("dream", "jitter_until", 1),
+    ("saliency", "steps", 10),
+    ("saliency", "preset", "fast"),
+    ("style", "method", "vanilla"),
+    ("invert", "style_layers", ["layer1"]),
+])
+def test_a_field_the_kind_does_not_use_is_refused_with_its_name_and_the_kind(client, kind, field, value):
+    from preimage.serve.recipes import FIELDS
+
+    req = {"image": "sample:chelsea", "style_image": "sample:brick", "layer": "layer1", "classes": ["3"],
+           "steps": 2, "method": "vanilla"}
+    req = {k: v for k, v in req.items() if k in FIELDS[kind]}
+    r = client.post("/api/jobs", json=dict(kind=kind, **req, **{field: value}, **FAST))
+    assert r.status_code == 400 and r.json()["error"].startswith(f"{field!r} does not apply to a {kind} job ("), r.text
+    assert client.get("/api/jobs").json() == []
+
+
+def test_the_fields_the_page_sends_are_the_ones_each_kind_takes():
+    """The page's JS posts ``common(kind)`` (the shared settings) plus each tab's own fields."""
+    import re
+
+    from preimage.serve.recipes import FIELDS, SHARED_FIELDS
+
+    js = (ROOT / "preimage" / "serve" / "static" / "app.js").read_text()
+    shared = set(re.findall(r"req\.(\w+) =", js[js.index("function common"):js.index("async function submit")]))
+    assert shared | {"kind", "model", "weights", "seed"} == set(SHARED_FIELDS)
+    for kind, fn in [("dream", "runDream"), ("saliency", "runSaliency"), ("style", "runStyle"),
+                     ("invert", "runInvert")]:
+        body = js[js.index(f"function {fn}("):]
+        sent = set(re.findall(r"req\.(\w+) =", body[:body.index("submit(req)")]))
+        assert sent <= set(FIELDS[kind]), (kind, sent - set(FIELDS[kind]))
+    assert set(FIELDS["depth"]) == set(FIELDS["invert"]) - {"layer"}  # runInvert sends the layer to invert only
 
 
 @pytest.mark.parametrize("body, content_type, words", [

@@ -1,7 +1,8 @@
 """Jobs of the web app: each one checks a request, then calls a task of :mod:`preimage.tasks`.
 
 No algorithm lives here. A request is checked completely before it is queued (model name in the
-zoo, bundled photo or upload id, steps and sizes in range, preset, method and layer spelling); the
+zoo, bundled photo or upload id, steps and sizes in range, preset, method and layer spelling, only
+the fields its kind uses, a depth strip only of a network with stages); the
 task itself reports what needs the loaded model (an unknown layer or class, with its did-you-mean),
 and that line becomes the job's message. Live frames, step counts and cancellation go through the
 engine's callbacks (:meth:`preimage.serve.jobs.JobContext.step_callback`).
@@ -27,6 +28,16 @@ KINDS = ("invert", "depth", "dream", "saliency", "style")
 #: the inversion presets (the CLI's list)
 INVERT_PRESETS = INVERT_PRESET_NAMES
 DREAM_PRESETS = ("fourier", "classic")
+#: the fields every kind takes: the page's shared settings (sent with every job)
+SHARED_FIELDS = ("kind", "model", "weights", "input_size", "seed", "preview_every")
+#: the fields each kind takes besides those; any other is refused
+FIELDS = {
+    "invert": ("image", "layer", "preset", "steps", "jitter_until"),
+    "depth": ("image", "preset", "steps", "jitter_until"),
+    "dream": ("classes", "preset", "steps"),
+    "saliency": ("image", "method", "classes"),
+    "style": ("image", "style_image", "layer", "style_layers", "preset", "steps"),
+}
 #: what the saliency tab offers: every method of ``preimage saliency`` (checked against it in the tests),
 #: and ``all`` (every method the chosen model can run)
 SALIENCY_METHODS = ("vanilla", "smoothgrad", "gradxinput", "gradcam", "gradcam++", "guided-backprop",
@@ -64,10 +75,20 @@ def _files(paths: list[Path], folder: Path) -> list[str]:
     return [str(Path(p).relative_to(folder)) for p in paths]
 
 
+def _check_fields(req: Any) -> None:
+    """Refuse a field the kind does not use (``null``, ``""`` and ``[]`` count as not sent)."""
+    takes = (*SHARED_FIELDS, *FIELDS[req.kind])
+    for name in type(req).model_fields:  # in the order of the request's fields: the first is named
+        if name in req.model_fields_set and name not in takes and getattr(req, name) not in (None, "", []):
+            raise PreimageError(f"{name!r} does not apply to a {req.kind} job "
+                                f"(its own fields: {', '.join(FIELDS[req.kind])})")
+
+
 def prepare(req: Any, config: Any, uploads: Any) -> tuple[str, dict[str, Any], Callable[[JobContext], dict[str, Any]]]:
     """Check a request (a :class:`preimage.serve.app.JobRequest`) and return ``(title, params, run)``."""
     if req.kind not in KINDS:
         raise PreimageError(f"unknown job kind {req.kind!r}" + did_you_mean(req.kind, KINDS))
+    _check_fields(req)
     check_model(req.model)
     check_weights(req.model, req.weights)
     _check_range("steps", req.steps, 1, config.max_steps)
@@ -121,6 +142,10 @@ def _invert(req: Any, config: Any, uploads: Any, params: dict[str, Any]):
 
 
 def _depth(req: Any, config: Any, uploads: Any, params: dict[str, Any]):
+    from ..models.shallow import is_shallow_name
+
+    if is_shallow_name(req.model):
+        raise PreimageError(f"a depth strip needs a deep network; {req.model} is a single stage: invert it instead")
     source, preset = _invert_checks(req, config, uploads)
 
     def run(ctx: JobContext) -> dict[str, Any]:
