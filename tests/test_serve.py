@@ -463,6 +463,37 @@ def test_serve_refuses_bad_arguments_before_starting(tmp_path, capsys):
     assert "cannot listen on 127.0.0.1" in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("host, url", [
+    ("127.0.0.1", "http://127.0.0.1:8000"), ("localhost", "http://localhost:8000"), ("::1", "http://[::1]:8000"),
+    ("0.0.0.0", "http://127.0.0.1:8000"), ("::", "http://[::1]:8000"), ("0:0:0:0:0:0:0:0", "http://[::1]:8000"),
+    ("192.168.1.20", "http://192.168.1.20:8000"), ("fd00::5", "http://[fd00::5]:8000"),
+])
+def test_the_address_to_open_is_one_a_browser_can_open(host, url):
+    from preimage.cli.serve import _url
+
+    assert _url(host, 8000) == url
+
+
+@pytest.mark.skipif(not socket.has_ipv6, reason="no IPv6 on this machine")
+def test_serve_on_every_ipv6_address_says_to_open_the_loopback_one_and_where_it_listens(tmp_path, capsys,
+                                                                                           monkeypatch):
+    import uvicorn
+
+    from preimage.cli import main
+
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::", 0))
+    except OSError:
+        pytest.skip("cannot listen on ::")
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self: setattr(self, "started", True))  # start nothing
+    port = free_port()
+    assert main(["serve", "--host", "::", "--port", str(port), "--out", str(tmp_path / "o")]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith(f"preimage serve: open http://[::1]:{port}  (listening on [::]:{port}; ")
+    assert "warning: listening on ::, beyond this machine" in err
+
+
 STREAM = """import sys, httpx
 with httpx.stream("GET", sys.argv[1], timeout=30) as r:
     for line in r.iter_lines():

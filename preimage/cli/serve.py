@@ -98,9 +98,21 @@ def _is_local(host: str) -> bool:
         return False
 
 
+def _address(host: str, port: int) -> str:
+    """``host:port``, with an IPv6 address in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def _url(host: str, port: int) -> str:
-    shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
-    return f"http://[{shown}]:{port}" if ":" in shown else f"http://{shown}:{port}"
+    """The address to open in a browser: the loopback address for an "every address" host such as
+    ``0.0.0.0`` or ``::`` (which a browser cannot open), else ``host`` itself."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return f"http://{_address(host or '127.0.0.1', port)}"
+    if ip.is_unspecified:
+        host = "::1" if ip.version == 6 else "127.0.0.1"
+    return f"http://{_address(host, port)}"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -139,8 +151,8 @@ def run(args: argparse.Namespace) -> int:
                                    timeout_graceful_shutdown=10, lifespan="on"))
     received: list[int] = []
     previous = {sig: signal.signal(sig, lambda s, _f: received.append(s)) for sig in (signal.SIGINT, signal.SIGTERM)}
-    print(f"preimage serve: open {_url(args.host, args.port)}  ({args.jobs} job(s) at once, writing to {out}/; "
-          "Ctrl-C stops)", flush=True)
+    print(f"preimage serve: open {_url(args.host, args.port)}  (listening on {_address(args.host, args.port)}; "
+          f"{args.jobs} job(s) at once, writing to {out}/; Ctrl-C stops)", flush=True)
     try:
         server.run()  # handles SIGINT/SIGTERM itself, then re-raises them into the handlers above
     finally:
