@@ -115,6 +115,10 @@ def test_the_presets_carry_their_papers_settings():
         gan_config("cs231n", init="xavier")
     with pytest.raises(PreimageError, match="unknown GAN preset"):
         gan_config("radford")
+    for kw, hint in ((dict(preset="dcgn"), "'dcgan'"), (dict(loss="lsq"), "'ls'"), (dict(arch="dcc"), "'dc'"),
+                     (dict(init="norml"), "'normal'")):
+        with pytest.raises(PreimageError, match=f"did you mean {hint}"):
+            gan_config(**kw)
 
 
 def test_an_unknown_architecture_is_refused():

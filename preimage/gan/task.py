@@ -26,7 +26,7 @@ from torch import nn
 
 from ..data import ImageData
 from ..config import with_settings
-from ..errors import PreimageError
+from ..errors import PreimageError, did_you_mean
 from .losses import LOSSES
 from .nets import ARCHS, INITS, build_pair, init_weights, sample_noise
 
@@ -67,14 +67,18 @@ GAN_PRESETS = {"cs231n": GanConfig(), "dcgan": GanConfig(lr=2e-4, init="normal")
 def gan_config(preset: str = "cs231n", **overrides: Any) -> GanConfig:
     """The preset's settings with ``overrides`` (None values ignored), validated."""
     if preset not in GAN_PRESETS:
-        raise PreimageError(f"unknown GAN preset {preset!r} ({', '.join(GAN_PRESETS)})")
+        raise PreimageError(f"unknown GAN preset {preset!r}" + did_you_mean(str(preset), GAN_PRESETS)
+                            + f" ({', '.join(GAN_PRESETS)})")
     cfg = with_settings(GAN_PRESETS[preset], overrides, kind="GAN training")
     if cfg.loss not in LOSSES:
-        raise PreimageError(f"unknown loss {cfg.loss!r} ({', '.join(LOSSES)})")
+        raise PreimageError(f"unknown loss {cfg.loss!r}" + did_you_mean(str(cfg.loss), LOSSES)
+                            + f" ({', '.join(LOSSES)})")
     if cfg.arch not in ARCHS:
-        raise PreimageError(f"unknown architecture {cfg.arch!r} ({', '.join(ARCHS)})")
+        raise PreimageError(f"unknown architecture {cfg.arch!r}" + did_you_mean(str(cfg.arch), ARCHS)
+                            + f" ({', '.join(ARCHS)})")
     if cfg.init not in INITS:
-        raise PreimageError(f"unknown initialization {cfg.init!r} ({', '.join(INITS)})")
+        raise PreimageError(f"unknown initialization {cfg.init!r}" + did_you_mean(str(cfg.init), INITS)
+                            + f" ({', '.join(INITS)})")
     if cfg.size not in (28, 32, 64):
         raise PreimageError(f"image size must be 28, 32 or 64, not {cfg.size}")
     if cfg.channels not in (1, 3):
