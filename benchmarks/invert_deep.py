@@ -12,9 +12,13 @@ efficientnet_lite2 (the judge) classifies the reconstruction and the original ph
     python benchmarks/invert_deep.py table --jobs 2
     # 3. tabulate raw rows of (possibly partial) runs together, redraw the layer grids
     python benchmarks/invert_deep.py summary benchmarks/results/invert_deep_table*.jsonl --table --grid chelsea coffee
-    # 4. seconds per step of both recipes at the deep stages, interleaved in one process
+    # 4. seconds per step of both recipes (or --recipes before and presets) at the deep stages,
+    #    interleaved in one process
     python benchmarks/invert_deep.py speed --steps 8 --rounds 3
-    # 5. the trade-off: every recipe run in full on the same photos at one stage, the judge's verdicts
+    # 5. pre-images side by side with lite2's verdicts (docs/images/invert_deep_compare.png)
+    python benchmarks/invert_deep.py compare benchmarks/results/invert_deep_screen_{learned,fin_prior2}.jsonl \
+        --recipes pyr_tv2_learned=default pyr_tv2_jit_all_fin4_p10=recognisable --stages conv_head
+    # 6. the trade-off: every recipe run in full on the same photos at one stage, the judge's verdicts
     #    against lite0's feature error (docs/images/invert_deep_tradeoff.png)
     python benchmarks/invert_deep.py tradeoff benchmarks/results/invert_deep_*.jsonl --stages conv_head \
         --photos chelsea coffee astronaut rocket camera clock grass retina
@@ -195,6 +199,22 @@ CANDIDATES: dict[str, dict] = {
                                           "jitter_until": 1.0, "anchor": 2.0, "steps": 700, "finish_steps": 100,
                                           "finish_optimizer": "adam", "finish_lr": 0.0015, "finish_budget": 4.0,
                                           "finish_priors": False},
+    # ... a tenth; and the colour anchor (2 or 8) with a quarter
+    "pyr_tv2_jit_all_fin4_p10": {"deep": {}, "param": "pyramid", "lambda_tv": 0.2, "init": "learned",
+                                 "jitter_until": 1.0, "steps": 700, "finish_steps": 100, "finish_optimizer": "adam",
+                                 "finish_lr": 0.0015, "finish_budget": 4.0, "finish_priors": 0.1},
+    "pyr_tv2_jit_all_fin4_p10_seed1": {"deep": {}, "param": "pyramid", "lambda_tv": 0.2, "init": "learned",
+                                       "jitter_until": 1.0, "steps": 700, "finish_steps": 100,
+                                       "finish_optimizer": "adam", "finish_lr": 0.0015, "finish_budget": 4.0,
+                                       "finish_priors": 0.1, "seed": 1},
+    "pyr_tv2_jit_all_anchor2_fin4_p25": {"deep": {}, "param": "pyramid", "lambda_tv": 0.2, "init": "learned",
+                                         "jitter_until": 1.0, "anchor": 2.0, "steps": 700, "finish_steps": 100,
+                                         "finish_optimizer": "adam", "finish_lr": 0.0015, "finish_budget": 4.0,
+                                         "finish_priors": 0.25},
+    "pyr_tv2_jit_all_anchor8_fin4_p25": {"deep": {}, "param": "pyramid", "lambda_tv": 0.2, "init": "learned",
+                                         "jitter_until": 1.0, "anchor": 8.0, "steps": 700, "finish_steps": 100,
+                                         "finish_optimizer": "adam", "finish_lr": 0.0015, "finish_budget": 4.0,
+                                         "finish_priors": 0.25},
     "pyr_tv2_jit_all_fin16": {"deep": {}, "param": "pyramid", "lambda_tv": 0.2, "init": "learned", "jitter_until": 1.0,
                               "steps": 700, "finish_steps": 100, "finish_optimizer": "adam", "finish_lr": 0.006,
                               "finish_budget": 16.0},
@@ -372,9 +392,47 @@ def grid(photo: str, folder: Path, recipe: str) -> None:
     draw_layers(photo, folder / recipe)  # the same figure as the quality benchmark's
 
 
-def speed(stages: list[str], steps: int, rounds: int, tag: str = "") -> None:
-    """Seconds per step of ``before`` and ``default`` at each stage, in one process on one thread,
-    the two recipes interleaved round by round (so both see the same machine load); median of rounds."""
+def compare(files: list[Path], photos: list[str], stage: str, recipes: list[str], labels: list[str],
+            tag: str = "") -> None:
+    """docs/images/invert_deep_compare{tag}.png: one row per photo, the photo and then each recipe's
+    pre-image at ``stage`` (from a screen's images), each captioned with lite2's verdict and lite0's
+    feature error from the raw rows in ``files``."""
+    from PIL import Image, ImageDraw
+
+    from preimage.images import load_tensor, to_pil
+
+    rows = {(r["recipe"], r["photo"], r["stage"]): r for f in files for r in map(json.loads, f.read_text().splitlines())
+            if r.get("status") == "done"}
+    tile, pad, label = 160, 6, 30
+    canvas = Image.new("RGB", ((1 + len(recipes)) * (tile + pad) + pad,
+                               label + len(photos) * (tile + label + pad) + pad), "white")
+    draw = ImageDraw.Draw(canvas)
+    for j, name in enumerate(["photo", *labels]):
+        draw.text((pad + j * (tile + pad) + 2, 8), name, fill="black")
+    for i, photo in enumerate(photos):
+        y = label + pad + i * (tile + label + pad)
+        canvas.paste(to_pil(load_tensor(f"sample:{photo}", tile)), (pad, y))
+        first = rows.get((recipes[0], photo, stage), {})
+        draw.text((pad + 2, y + tile + 3), f"lite2: {first.get('judge_original', '?')}", fill="black")
+        for j, recipe in enumerate(recipes, start=1):
+            x, row = pad + j * (tile + pad), rows.get((recipe, photo, stage))
+            path = RESULTS / "invert_deep_screen" / recipe / f"{photo}_{stage}.png"
+            if row is None or not path.exists():
+                raise SystemExit(f"compare: no {recipe} result for {photo} at {stage} (run its screen first)")
+            canvas.paste(Image.open(path).convert("RGB").resize((tile, tile)), (x, y))
+            verdict = "agrees" if row["judge_agrees"] else f"no (rank {row['judge_rank']})"
+            draw.text((x + 2, y + tile + 3), f"lite2 {verdict}", fill="black")
+            draw.text((x + 2, y + tile + 15), f"error {row['feature_error']:.3f}  PSNR {row['psnr']:.1f}", fill="black")
+    dest = ROOT / "docs" / "images" / f"invert_deep_compare{tag}.png"
+    canvas.save(dest)
+    print(f"wrote {dest}")
+
+
+def speed(stages: list[str], steps: int, rounds: int, tag: str = "",
+          recipes: tuple[str, ...] = ("before", "default")) -> None:
+    """Seconds per step and per run of each recipe (``before``: free pixels; otherwise an inversion preset)
+    at each stage, in one process on one thread, the recipes interleaved round by round (so all see the
+    same machine load); median of rounds. Ratios are against the first recipe."""
     import torch
 
     torch.set_num_threads(1)
@@ -384,26 +442,30 @@ def speed(stages: list[str], steps: int, rounds: int, tag: str = "") -> None:
 
     model = preimage.load_model("efficientnet_lite0")  # no judge: only the steps are timed
     invert(model, "sample:chelsea", layers=[stages[0]], steps=2, deep={})  # warm-up
-    times: dict = {(s, r): [] for s in stages for r in ("before", "default")}
-    whole: dict = {(s, r): [] for s in stages for r in ("before", "default")}
+    times: dict = {(s, r): [] for s in stages for r in recipes}
+    whole: dict = {(s, r): [] for s in stages for r in recipes}
     for _ in range(rounds):
         for s in stages:
-            for r in ("before", "default"):
-                over = {**(CANDIDATES["before"] if r == "before" else {}), "steps": steps,
+            for r in recipes:
+                over = {**(CANDIDATES["before"] if r == "before" else {"preset": r}), "steps": steps,
                         "decay_steps": (int(round(steps * 0.8)),)}
                 t0 = time.perf_counter()
                 res = invert(model, "sample:chelsea", layers=[s], **over)
                 whole[(s, r)].append(time.perf_counter() - t0)
                 times[(s, r)].append(res.result.seconds / res.result.steps)
-    lines = ["| stage | before s/step | default s/step | ratio | before s/run | default s/run | ratio |",
-             "|---|---|---|---|---|---|---|"]
+    first = recipes[0]
+    head = ["stage", *(f"{r} s/step" for r in recipes), *(f"ratio {r}" for r in recipes[1:]),
+            *(f"{r} s/run" for r in recipes), *(f"ratio {r}" for r in recipes[1:])]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     rows = []
     for s in stages:
-        b, d = statistics.median(times[(s, "before")]), statistics.median(times[(s, "default")])
-        wb, wd = statistics.median(whole[(s, "before")]), statistics.median(whole[(s, "default")])
-        rows.append({"stage": s, "before": b, "default": d, "all": {r: times[(s, r)] for r in ("before", "default")},
-                     "run_before": wb, "run_default": wd, "runs": {r: whole[(s, r)] for r in ("before", "default")}})
-        lines.append(f"| {s} | {b * 1000:.1f} ms | {d * 1000:.1f} ms | {d / b:.2f} | {wb:.1f} s | {wd:.1f} s | {wd / wb:.2f} |")
+        step = {r: statistics.median(times[(s, r)]) for r in recipes}
+        run = {r: statistics.median(whole[(s, r)]) for r in recipes}
+        rows.append({"stage": s, **{r: step[r] for r in recipes}, "all": {r: times[(s, r)] for r in recipes},
+                     **{f"run_{r}": run[r] for r in recipes}, "runs": {r: whole[(s, r)] for r in recipes}})
+        cells = [s, *(f"{step[r] * 1000:.1f} ms" for r in recipes), *(f"{step[r] / step[first]:.2f}" for r in recipes[1:]),
+                 *(f"{run[r]:.1f} s" for r in recipes), *(f"{run[r] / run[first]:.2f}" for r in recipes[1:])]
+        lines.append("| " + " | ".join(cells) + " |")
     lines.append(f"chelsea, {steps} steps per run (s/run: the whole call, start and metrics included), "
                  f"median of {rounds} rounds, one thread.")
     (RESULTS / f"invert_deep_speed{tag}.json").write_text(json.dumps({"steps": steps, "rounds": rounds,
@@ -416,7 +478,7 @@ def speed(stages: list[str], steps: int, rounds: int, tag: str = "") -> None:
 FAMILIES = [("free pixels", lambda r: r.startswith("before")),
             ("the default (seeds 0-3)", lambda r: r.startswith("pyr_tv2_learned") and r[len("pyr_tv2_learned"):] in
              ("", "_seed1", "_seed2", "_seed3")),
-            ("jitter to the end, then a finish of 4-16 levels", lambda r: r.startswith("pyr_tv2_jit_all_fin")),
+            ("jitter to the end, then a finish of 4-16 levels", lambda r: r.startswith("pyr_tv2_jit_all") and "_fin" in r),
             ("jitter to the end or late", lambda r: "_jit" in r),
             ("other priors and perturbations", lambda r: True)]
 
@@ -487,11 +549,12 @@ def tradeoff(files: list[Path], photos: list[str] | None, stage: str, tag: str =
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("mode", choices=["screen", "table", "summary", "speed", "tradeoff"])
+    ap.add_argument("mode", choices=["screen", "table", "summary", "speed", "tradeoff", "compare"])
     ap.add_argument("files", nargs="*", help="summary, tradeoff: raw .jsonl results to tabulate together")
     ap.add_argument("--recipes", nargs="+", default=None,
                     help="screen: candidates (default: all); table: before and/or default (default: both); "
-                         "summary: only these (after --rename)")
+                         "summary: only these (after --rename); speed: before and/or inversion presets "
+                         "(default: before default)")
     ap.add_argument("--rounds", type=int, default=3, help="speed: rounds (the median is reported)")
     ap.add_argument("--photos", nargs="+", default=None)
     ap.add_argument("--stages", nargs="+", default=None)
@@ -545,8 +608,14 @@ def main() -> None:
     if args.mode == "tradeoff":
         tradeoff([Path(f) for f in args.files], args.photos, (args.stages or ["conv_head"])[0], args.tag)
         return
+    if args.mode == "compare":  # --recipes NAME=LABEL ...
+        pairs = [r.split("=", 1) if "=" in r else (r, r) for r in args.recipes or []]
+        compare([Path(f) for f in args.files], args.photos or ["chelsea", "coffee", "rocket", "clock"],
+                (args.stages or ["conv_head"])[0], [a for a, _ in pairs], [b for _, b in pairs], args.tag)
+        return
     if args.mode == "speed":
-        speed(args.stages or DEEP, args.steps or 60, args.rounds, args.tag)
+        speed(args.stages or DEEP, args.steps or 60, args.rounds, args.tag,
+              tuple(args.recipes) if args.recipes else ("before", "default"))
         return
     if args.mode == "screen":
         recipes = args.recipes or list(CANDIDATES)

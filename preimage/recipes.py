@@ -8,7 +8,7 @@ __all__ = ["RECIPES", "DEFAULT_LAYERS", "INVERT_PRESET_NAMES", "ORIGINAL_SEED"]
 
 #: the inversion presets, in the order the help lists them (the keys of
 #: ``preimage.tasks.invert.INVERT_PRESETS``, which imports torch; a test keeps the two equal)
-INVERT_PRESET_NAMES = ("default", "pixels", "fast", "natural", "original", "shallow")
+INVERT_PRESET_NAMES = ("default", "pixels", "recognisable", "fast", "natural", "original", "shallow")
 
 #: the original script's random seed (the ``original`` preset's default)
 ORIGINAL_SEED = 2023

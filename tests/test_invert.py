@@ -371,6 +371,43 @@ def test_settings_the_user_gives_win_over_the_deep_recipe(tiny_model):
         config_for("default", deep={"no_such_setting": 1})
 
 
+def test_recognisable_preset_is_the_default_with_the_measured_deep_recipe():
+    import importlib.util
+
+    from preimage.tasks.invert import recipe_for
+
+    cfg = config_for("recognisable")
+    shallow, default = recipe_for(cfg, 16).as_dict(), recipe_for(config_for("default"), 16).as_dict()
+    assert {k: v for k, v in shallow.items() if k != "deep"} == {k: v for k, v in default.items() if k != "deep"}
+    # at stride 32 it is the recipe of the benchmark's table (benchmarks/invert_deep.py, docs/inversion.md)
+    bench = Path(__file__).resolve().parents[1] / "benchmarks"
+    sys.path.insert(0, str(bench))
+    try:
+        spec = importlib.util.spec_from_file_location("invert_deep", bench / "invert_deep.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(bench))
+    measured = {k: v for k, v in module.CANDIDATES["pyr_tv2_jit_all_fin4_p10"].items() if k != "deep"}
+    assert recipe_for(cfg, 32) == recipe_for(config_for("pixels", **measured), 32)
+    # the user's steps keep the finish's share of them (100 of 700)
+    deep = recipe_for(config_for("recognisable", steps=350), 32)
+    assert (deep.steps, deep.finish_steps) == (350, 50)
+    assert recipe_for(config_for("recognisable", steps=3), 32).finish_steps == 0
+    assert recipe_for(config_for("recognisable", steps=350, finish_steps=20), 32).finish_steps == 20
+
+
+def test_recognisable_preset_runs_its_finish_on_a_deep_layer(tiny_model):
+    photo = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(4))
+    inv = invert(tiny_model, photo, preset="recognisable", layers=["conv2"], steps=14, deep_stride=2, init="noise")
+    assert inv.effective["deep_recipe"] is True and len(inv.history) == 14
+    assert set(inv.history[-1]) - {"step", "loss"} == {"rec[conv2]", "alpha", "tv"}
+    full = invert(tiny_model, photo, preset="recognisable", layers=["conv2"], steps=14, deep_stride=2, init="noise",
+                  finish_priors=1.0)
+    assert full.history[11]["tv"] == pytest.approx(inv.history[11]["tv"])  # the same until the finish ...
+    assert inv.history[12]["tv"] == pytest.approx(0.1 * full.history[12]["tv"], rel=1e-4)  # ... the priors at 0.1
+
+
 def test_deep_recipe_runs_on_a_deep_layer_and_the_manifest_says_so(tiny_model):
     inv = invert(tiny_model, torch.rand(1, 3, 16, 16), layers=["conv2"], steps=2, deep_stride=2,
                  deep={"param": "fourier", "lr": 0.05, "lr_stride": 0, "init_scale": 0.01})

@@ -56,8 +56,9 @@ def add_parser(sub) -> None:
     p.add_argument("--preset", choices=list(INVERT_PRESET_NAMES), default=None,
                    help="default: natural pre-image objective with Adam, tuned per depth (from stride 32: "
                         "a Laplacian-pyramid image, λ_TV 0.2); pixels: the same on free pixels at every "
-                        "depth; fast: the same without "
-                        "jitter, 200 steps; natural: IJCV 2016 with SGD; original: the original script; "
+                        "depth; fast: the same without jitter, 200 steps; recognisable: the default with deep "
+                        "layers jittered to the end and a small finish, for pre-images other networks "
+                        "recognise; natural: IJCV 2016 with SGD; original: the original script; "
                         "shallow: HOG/DSIFT (default: 'default', 'shallow' for hog/dsift, or 'original' when "
                         "only the original script's flags are used)")
     add_model_args(p, default=None, default_text=f"{DEFAULT_MODEL}, embedded; original preset: alexnet")
