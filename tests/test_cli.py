@@ -244,6 +244,15 @@ def test_an_unknown_option_among_split_positionals_is_still_one_line(capsys):
     assert line == "preimage sweep: error: unrecognized arguments: --bogus (see preimage sweep --help)"
 
 
+def test_a_file_after_an_option_of_several_values_is_named_with_where_they_end(capsys):
+    assert main(["invert", "--decay-steps", "10", "20", "a.jpg"]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert line == ("preimage invert: error: argument --decay-steps: 'a.jpg' is not an integer; --decay-steps takes "
+                    "every value up to the next option: give files before it (see preimage invert --help)")
+    assert main(["invert", "--steps", "x"]) == 2  # an option of one value needs no such word
+    assert "next option" not in capsys.readouterr().err
+
+
 def test_invert_runs_images_given_on_both_sides_of_options(tmp_path, capsys):
     argv = ["invert", "sample:chelsea", "--model", "alexnet", "--weights", "none", "--input-size", "67",
             "--layer", "conv2", "--steps", "2", "sample:coffee", "--out", str(tmp_path), "-q"]

@@ -23,6 +23,7 @@ import argparse
 import contextlib
 import importlib
 import pkgutil
+import re
 import signal
 import sys
 import threading
@@ -58,7 +59,16 @@ class CommandParser(Parser):
 
     def error(self, message: str):  # type: ignore[override]
         prog = f"{self.prog} {self._action}" if self._action else self.prog
-        self.exit(2, f"{prog}: error: {message} (see {self.prog} --help)\n")
+        self.exit(2, f"{prog}: error: {message}{self._values_hint(message)} (see {self.prog} --help)\n")
+
+    def _values_hint(self, message: str) -> str:
+        """For a bad value of an option that takes several (``--decay-steps 10 20 a.jpg``): where its
+        values end, since a file right after them is read as one of them."""
+        match = re.match(r"argument (-[^/:\s]+)", message)
+        action = self._option_string_actions.get(match.group(1)) if match else None
+        if action is None or action.nargs not in ("+", "*") or not ("is not" in message or "invalid" in message):
+            return ""
+        return f"; {match.group(1)} takes every value up to the next option: give files before it"
 
     def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
         if self._intermixing:
