@@ -215,6 +215,12 @@ CANDIDATES: dict[str, dict] = {
                                          "jitter_until": 1.0, "anchor": 8.0, "steps": 700, "finish_steps": 100,
                                          "finish_optimizer": "adam", "finish_lr": 0.0015, "finish_budget": 4.0,
                                          "finish_priors": 0.25},
+    # ... and free pixels (the default before; better recognised than the pyramid at blocks.5) jittered to
+    # the end, without and with the finish of the recognisable preset
+    "px_jit_all": {"deep": {}, "jitter_until": 1.0},
+    "px_jit_all_fin4_p10": {"deep": {}, "jitter_until": 1.0, "steps": 700, "finish_steps": 100,
+                            "finish_optimizer": "adam", "finish_lr": 0.0015, "finish_budget": 4.0,
+                            "finish_priors": 0.1},
     "pyr_tv2_jit_all_fin16": {"deep": {}, "param": "pyramid", "lambda_tv": 0.2, "init": "learned", "jitter_until": 1.0,
                               "steps": 700, "finish_steps": 100, "finish_optimizer": "adam", "finish_lr": 0.006,
                               "finish_budget": 16.0},
