@@ -46,6 +46,14 @@ DEEP = ["blocks.5", "blocks.6", "conv_head"]
 JUDGE = "efficientnet_lite2"
 
 #: candidate recipes for deep layers, as overrides of the default preset (screening)
+def _jit_fin(budget: float, lr: float = 0.0015, priors: float | bool = 1.0, **extra) -> dict:
+    """The pyramid jittered for all of 600 steps, then 100 steps of Adam at ``lr`` within ``budget`` 8-bit
+    levels, with the priors scaled by ``priors`` in the finish; ``extra`` settings on top."""
+    return {"deep": {}, "param": "pyramid", "lambda_tv": 0.2, "init": "learned", "jitter_until": 1.0, "steps": 700,
+            "finish_steps": 100, "finish_optimizer": "adam", "finish_lr": lr, "finish_budget": budget,
+            "finish_priors": priors, **extra}
+
+
 CANDIDATES: dict[str, dict] = {
     "before": {"deep": {}},
     "before_seed1": {"deep": {}, "seed": 1},  # free pixels with another seed: the spread of today's figures
@@ -188,42 +196,22 @@ CANDIDATES: dict[str, dict] = {
                                   "jitter_until": 1.0, "steps": 700, "finish_steps": 100, "finish_optimizer": "adam",
                                   "finish_lr": 0.0015, "finish_budget": 4.0, "finish_priors": False},
     # ... and a 4-level finish with the priors weighed less (a quarter, a half), between the two above
-    "pyr_tv2_jit_all_fin4_p25": {"deep": {}, "param": "pyramid", "lambda_tv": 0.2, "init": "learned",
-                                 "jitter_until": 1.0, "steps": 700, "finish_steps": 100, "finish_optimizer": "adam",
-                                 "finish_lr": 0.0015, "finish_budget": 4.0, "finish_priors": 0.25},
-    "pyr_tv2_jit_all_fin4_p50": {"deep": {}, "param": "pyramid", "lambda_tv": 0.2, "init": "learned",
-                                 "jitter_until": 1.0, "steps": 700, "finish_steps": 100, "finish_optimizer": "adam",
-                                 "finish_lr": 0.0015, "finish_budget": 4.0, "finish_priors": 0.5},
+    "pyr_tv2_jit_all_fin4_p25": _jit_fin(4.0, priors=0.25),
+    "pyr_tv2_jit_all_fin4_p50": _jit_fin(4.0, priors=0.5),
     # ... and the coarse colours pulled towards the learned start all along (for PSNR), bare finish
-    "pyr_tv2_jit_all_anchor2_fin4_bare": {"deep": {}, "param": "pyramid", "lambda_tv": 0.2, "init": "learned",
-                                          "jitter_until": 1.0, "anchor": 2.0, "steps": 700, "finish_steps": 100,
-                                          "finish_optimizer": "adam", "finish_lr": 0.0015, "finish_budget": 4.0,
-                                          "finish_priors": False},
-    # ... a tenth; and the colour anchor (2 or 8) with a quarter
-    "pyr_tv2_jit_all_fin4_p10": {"deep": {}, "param": "pyramid", "lambda_tv": 0.2, "init": "learned",
-                                 "jitter_until": 1.0, "steps": 700, "finish_steps": 100, "finish_optimizer": "adam",
-                                 "finish_lr": 0.0015, "finish_budget": 4.0, "finish_priors": 0.1},
-    "pyr_tv2_jit_all_fin8_p10": {"deep": {}, "param": "pyramid", "lambda_tv": 0.2, "init": "learned",
-                                 "jitter_until": 1.0, "steps": 700, "finish_steps": 100, "finish_optimizer": "adam",
-                                 "finish_lr": 0.003, "finish_budget": 8.0, "finish_priors": 0.1},
-    "pyr_tv2_jit_all_fin4_p10_seed1": {"deep": {}, "param": "pyramid", "lambda_tv": 0.2, "init": "learned",
-                                       "jitter_until": 1.0, "steps": 700, "finish_steps": 100,
-                                       "finish_optimizer": "adam", "finish_lr": 0.0015, "finish_budget": 4.0,
-                                       "finish_priors": 0.1, "seed": 1},
-    "pyr_tv2_jit_all_anchor2_fin4_p25": {"deep": {}, "param": "pyramid", "lambda_tv": 0.2, "init": "learned",
-                                         "jitter_until": 1.0, "anchor": 2.0, "steps": 700, "finish_steps": 100,
-                                         "finish_optimizer": "adam", "finish_lr": 0.0015, "finish_budget": 4.0,
-                                         "finish_priors": 0.25},
-    "pyr_tv2_jit_all_anchor8_fin4_p25": {"deep": {}, "param": "pyramid", "lambda_tv": 0.2, "init": "learned",
-                                         "jitter_until": 1.0, "anchor": 8.0, "steps": 700, "finish_steps": 100,
-                                         "finish_optimizer": "adam", "finish_lr": 0.0015, "finish_budget": 4.0,
-                                         "finish_priors": 0.25},
+    "pyr_tv2_jit_all_anchor2_fin4_bare": _jit_fin(4.0, priors=False, anchor=2.0),
+    # ... a tenth (within 4 levels: the recognisable preset; within 8); and the colour anchor (2 or 8)
+    # with a quarter
+    "pyr_tv2_jit_all_fin4_p10": _jit_fin(4.0, priors=0.1),
+    "pyr_tv2_jit_all_fin8_p10": _jit_fin(8.0, lr=0.003, priors=0.1),
+    "pyr_tv2_jit_all_fin4_p10_seed1": _jit_fin(4.0, priors=0.1, seed=1),
+    "pyr_tv2_jit_all_anchor2_fin4_p25": _jit_fin(4.0, priors=0.25, anchor=2.0),
+    "pyr_tv2_jit_all_anchor8_fin4_p25": _jit_fin(4.0, priors=0.25, anchor=8.0),
     # ... and free pixels (the default before; better recognised than the pyramid at blocks.5) jittered to
     # the end, without and with the finish of the recognisable preset
     "px_jit_all": {"deep": {}, "jitter_until": 1.0},
-    "px_jit_all_fin4_p10": {"deep": {}, "jitter_until": 1.0, "steps": 700, "finish_steps": 100,
-                            "finish_optimizer": "adam", "finish_lr": 0.0015, "finish_budget": 4.0,
-                            "finish_priors": 0.1},
+    "px_jit_all_fin4_p10": {k: v for k, v in _jit_fin(4.0, priors=0.1).items()
+                            if k not in ("param", "lambda_tv", "init")},
     "pyr_tv2_jit_all_fin16": {"deep": {}, "param": "pyramid", "lambda_tv": 0.2, "init": "learned", "jitter_until": 1.0,
                               "steps": 700, "finish_steps": 100, "finish_optimizer": "adam", "finish_lr": 0.006,
                               "finish_budget": 16.0},
