@@ -374,7 +374,7 @@ def test_settings_the_user_gives_win_over_the_deep_recipe(tiny_model):
 def test_recognisable_preset_is_the_default_with_the_measured_deep_recipe():
     import importlib.util
 
-    from preimage.tasks.invert import recipe_for
+    from preimage.tasks.invert import effective, recipe_for
 
     cfg = config_for("recognisable")
     shallow, default = recipe_for(cfg, 16).as_dict(), recipe_for(config_for("default"), 16).as_dict()
@@ -395,6 +395,8 @@ def test_recognisable_preset_is_the_default_with_the_measured_deep_recipe():
     assert (deep.steps, deep.finish_steps) == (350, 50)
     assert recipe_for(config_for("recognisable", steps=3), 32).finish_steps == 0
     assert recipe_for(config_for("recognisable", steps=350, finish_steps=20), 32).finish_steps == 20
+    # jittered to the end of the first phase; the finish runs without
+    assert effective(recipe_for(cfg, 32), 32)["jitter_steps"] == 600
 
 
 def test_recognisable_preset_runs_its_finish_on_a_deep_layer(tiny_model):

@@ -480,7 +480,8 @@ def effective(cfg: InvertConfig, stride: float | None) -> dict[str, Any]:
         if cfg.jitter_stride:
             shift = min(shift, int(stride // cfg.jitter_stride))
     return {"stride": stride, "lr": lr, "lambda_tv": lam, "jitter": shift,
-            "jitter_steps": int(round(cfg.jitter_until * cfg.steps)) if shift else 0}
+            "jitter_steps": min(int(round(cfg.jitter_until * cfg.steps)), cfg.steps - min(cfg.finish_steps, cfg.steps))
+            if shift else 0}  # the finish runs without jitter
 
 
 def color_prior(mean: Sequence[float], std: Sequence[float], *, name: str = "color") -> Objective:
