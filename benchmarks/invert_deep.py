@@ -205,6 +205,8 @@ CANDIDATES: dict[str, dict] = {
     "pyr_tv2_jit_all_fin4_p10": _jit_fin(4.0, priors=0.1),
     "pyr_tv2_jit_all_fin8_p10": _jit_fin(8.0, lr=0.003, priors=0.1),
     "pyr_tv2_jit_all_fin4_p10_seed1": _jit_fin(4.0, priors=0.1, seed=1),
+    "pyr_tv2_jit_all_fin4_p10_seed2": _jit_fin(4.0, priors=0.1, seed=2),
+    "pyr_tv2_jit_all_fin4_p10_seed3": _jit_fin(4.0, priors=0.1, seed=3),
     "pyr_tv2_jit_all_anchor2_fin4_p25": _jit_fin(4.0, priors=0.25, anchor=2.0),
     "pyr_tv2_jit_all_anchor8_fin4_p25": _jit_fin(4.0, priors=0.25, anchor=8.0),
     # ... and free pixels (the default before; better recognised than the pyramid at blocks.5) jittered to
