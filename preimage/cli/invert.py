@@ -23,7 +23,8 @@ ORIGINAL_ONLY = {"--image_path", "--layer_name", "--lambda_alpha", "--lambda_tv"
                  "--stdout_epoches", "--decay_factor", "--decay_epochs", "--input_size"}
 NEW_ONLY = {"--layer", "-l", "--preset", "--steps", "--optimizer", "--init", "--init-scale", "--jitter",
             "--rec-weight", "--decay-steps", "--gif", "--frames", "--copies", "--color-shift", "--noise",
-            "--jitter-until", "--finish-steps", "--finish-optimizer", "--finish-lr", "--finish-budget"}
+            "--jitter-until", "--finish-steps", "--finish-optimizer", "--finish-lr", "--finish-budget",
+            "--finish-priors"}
 
 
 

@@ -52,7 +52,7 @@ from typing import Any
 import torch
 
 from ..config import from_preset, with_settings
-from ..errors import PreimageError, did_you_mean
+from ..errors import PreimageError
 from ..images import _to_rgb, as_pixels, conversion_notes, image_name, load_image, save_image, to_channels, to_tensor
 from ..io import all_or_nothing, check_outputs, versions, write_json
 from ..layers import FeatureExtractor, parse_layer_spec, resolve_layer
