@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Collection, Iterable, Mapping
+import inspect
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any, TypeVar
 
 from .errors import PreimageError, did_you_mean
 
-__all__ = ["from_preset", "check_settings", "with_settings"]
+__all__ = ["from_preset", "check_settings", "check_keywords", "with_settings"]
 
 C = TypeVar("C")
 
@@ -36,6 +37,16 @@ def check_settings(config: Any, overrides: Iterable[str], *, kind: str) -> None:
     for k in overrides:
         if k not in fields:
             raise PreimageError(f"unknown setting {k!r} for {kind}" + did_you_mean(k, fields))
+
+
+def check_keywords(func: Callable[..., Any], kwargs: Iterable[str], *, kind: str) -> None:
+    """Raise a PreimageError for the first name in ``kwargs`` that ``func`` takes no keyword of:
+    ``unknown setting 'epoch' for train_classifier (did you mean 'epochs'?)``."""
+    params = inspect.signature(func).parameters
+    names = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    for k in kwargs:
+        if k not in names:
+            raise PreimageError(f"unknown setting {k!r} for {kind}" + did_you_mean(k, names))
 
 
 def with_settings(config: C, overrides: Mapping[str, Any], *, kind: str) -> C:

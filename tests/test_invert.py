@@ -110,6 +110,8 @@ MISSPELT = {
     "invert_generator": (lambda m: preimage.gan.invert((torch.nn.Identity(), None), _IMG, restart=2), "restarts"),
     "GAN training": (lambda m: gan_config(lrr=1e-3), "lr"),
     "GAN training with data": (lambda m: preimage.gan.train(out="never", data="no/such/folder", lrr=1e-3), "lr"),
+    "train_classifier": (lambda m: preimage.gan.train_classifier(data="digits", out="never", epoch=1), "epochs"),
+    "score": (lambda m: preimage.gan.score("no/such/run", clasifier="x"), "classifier"),
 }
 
 

@@ -70,8 +70,10 @@ def train(*, out: str | os.PathLike, epochs: int = 10, data: str = "fashion-mnis
 
 def train_classifier(**kwargs: Any):
     """Train the scoring LeNet; see :func:`preimage.gan.evaluate.train_classifier`."""
+    from ..config import check_keywords
     from .evaluate import train_classifier as _train
 
+    check_keywords(_train, kwargs, kind="train_classifier")
     return _train(**kwargs)
 
 
@@ -85,8 +87,10 @@ def load_classifier(path: str | os.PathLike):
 def score(run: str | os.PathLike, **kwargs: Any) -> dict[str, Any]:
     """FD-LeNet / KID-LeNet / class histogram and, optionally, FID of a run's generator; see
     :func:`preimage.gan.evaluate.score_run`."""
+    from ..config import check_keywords
     from .evaluate import score_run
 
+    check_keywords(score_run, kwargs, kind="score")
     return score_run(run, **kwargs)
 
 
