@@ -226,7 +226,7 @@ def _inversion(args, generator, train, test, name: str) -> dict:
     for split, data in (("test", test), ("train", train)):
         t = time.perf_counter()
         images = _subset(data.pixels(), N_INVERT, seed=4)
-        inv = gan.invert(generator, images, steps=args.invert_steps, restarts=2, seed=0)
+        inv = gan.invert(generator, images, steps=args.invert_steps, restarts=2, seed=0, decay_steps=())
         mae = [m["mae"] for m in inv.metrics]
         out[split] = {"median_mae": round(statistics.median(mae), 4), "mean_mae": round(statistics.mean(mae), 4),
                       "median_psnr": round(statistics.median(m["psnr"] for m in inv.metrics), 2)}

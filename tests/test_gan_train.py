@@ -221,6 +221,15 @@ def test_inversion_finds_the_noise_of_a_generated_image():
     assert all(len(m["z"]) == 96 and max(map(abs, m["z"])) <= 1 for m in inv.metrics)
 
 
+def test_gan_inversion_moves_its_lr_drop_with_the_users_steps():
+    G = torch.nn.Sequential(torch.nn.Linear(96, 784), torch.nn.Tanh(), torch.nn.Unflatten(1, (1, 28, 28)))
+    cfg = gan_config(arch="fc")
+    target = torch.rand(1, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    assert gan.invert((G, cfg), target, steps=6, restarts=1).config.decay_steps == (4,)  # 200 of 300
+    assert gan.invert((G, cfg), target, steps=6, restarts=1, decay_steps=(5,)).config.decay_steps == (5,)
+    assert gan.invert((G, cfg), target, steps=6, restarts=1, decay_steps=()).config.decay_steps == ()
+
+
 def test_the_latent_parameterization_keeps_z_in_its_box():
     decode = torch.nn.Linear(2, 3)
     p = Latent(decode, torch.tensor([[3.0, -0.5]]), bounds=(-1.0, 1.0))

@@ -401,6 +401,29 @@ def test_recognisable_preset_is_the_default_with_the_measured_deep_recipe():
     assert effective(recipe_for(cfg, 32), 32)["jitter_steps"] == 600
 
 
+def test_the_users_steps_move_the_presets_lr_drops(tiny_model):
+    from preimage.tasks.invert import recipe_for
+
+    assert config_for("default", steps=300).decay_steps == (240,)  # 480 of 600
+    assert config_for("default").decay_steps == (480,)
+    assert config_for("fast", steps=400).decay_steps == (300,)     # 150 of 200
+    assert config_for("default", steps=300, decay_steps=(100,)).decay_steps == (100,)  # the user's win
+    assert config_for("default", steps=300, decay_steps=()).decay_steps == ()
+    # a finish of the user's own leaves the steps before it, and their drop, as they were
+    assert config_for("default", steps=700, finish_steps=100).decay_steps == (480,)
+    # the recognisable preset: 480 of 600 at shallow layers; 480 of the 600 before its finish at deep ones
+    cfg = config_for("recognisable", steps=350)
+    assert cfg.decay_steps == (280,) and recipe_for(cfg, 32).decay_steps == (240,)
+    assert recipe_for(config_for("recognisable"), 32).decay_steps == (480,)
+    # and a run with them is the run with those drops given
+    photo = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+    kw = dict(layers=["conv2"], init="noise", deep={})
+    moved = invert(tiny_model, photo, steps=10, **kw)
+    given = invert(tiny_model, photo, steps=10, decay_steps=(8,), **kw)
+    kept = invert(tiny_model, photo, steps=10, decay_steps=(480,), **kw)
+    assert torch.equal(moved.image, given.image) and not torch.equal(moved.image, kept.image)
+
+
 def test_recognisable_preset_runs_its_finish_on_a_deep_layer(tiny_model):
     photo = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(4))
     inv = invert(tiny_model, photo, preset="recognisable", layers=["conv2"], steps=14, deep_stride=2, init="noise")

@@ -86,7 +86,7 @@ def add_parser(sub) -> None:
                    "keeps the colours it starts from")
     o.add_argument("--init-scale", dest="init_scale", type=nonneg_float, help="std of the starting noise")
     t = p.add_argument_group("optimization (override the preset)")
-    t.add_argument("--steps", "--epochs", dest="steps", type=positive_int, help="optimization steps")
+    t.add_argument("--steps", "--epochs", dest="steps", type=positive_int, help="optimization steps (the preset's lr drops keep their place in them)")
     t.add_argument("--optimizer", choices=["sgd", "adam", "lbfgs"], help="optimizer")
     t.add_argument("--lr", type=positive_float, help="learning rate (the default preset divides it by up to 4 at "
                    "layers of stride above 16; the manifest records the rate used)")
@@ -94,7 +94,7 @@ def add_parser(sub) -> None:
     t.add_argument("--decay-factor", "--decay_factor", dest="decay_factor", type=positive_float,
                    help="lr multiplier at each decay")
     t.add_argument("--decay-steps", dest="decay_steps", type=positive_int, nargs="+", metavar="STEP",
-                   help="steps at which the lr decays")
+                   help="steps at which the lr decays (default: the preset's, moved with --steps)")
     t.add_argument("--decay-epochs", "--decay_epochs", dest="decay_every", type=positive_int,
                    help="decay the lr every N steps (the original script's StepLR)")
     t.add_argument("--finish-steps", dest="finish_steps", type=nonneg_int, metavar="N",

@@ -111,7 +111,11 @@ def invert_generator(checkpoint: str | os.PathLike | tuple[nn.Module, Any], imag
     """
     from ..tasks.invert import Inversion
 
-    cfg = with_settings(config or GanInvertConfig(), overrides, kind="invert_generator")
+    base = config or GanInvertConfig()
+    cfg = with_settings(base, overrides, kind="invert_generator")
+    if overrides.get("steps") and overrides.get("decay_steps") is None and base.steps and cfg.steps > 0:
+        # the user's step count: the lr drops keep their place in it (200 of 300 steps: 100 of 150)
+        cfg.decay_steps = tuple(max(1, round(s * cfg.steps / base.steps)) for s in base.decay_steps)
     if cfg.steps < 0 or cfg.restarts < 1 or not cfg.lr > 0:
         raise PreimageError("steps must be >= 0, restarts >= 1 and lr > 0")
     if cfg.optimizer not in ("sgd", "adam", "lbfgs"):

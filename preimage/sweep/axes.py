@@ -218,7 +218,8 @@ def build_sweep(axes: Mapping[str, Any], *, recipe: str | None = None,
     ``layer`` are required; ``model`` defaults to the embedded efficientnet_lite0.
 
     When ``steps`` is set but ``decay_steps`` is not, the preset's lr drops are moved in proportion
-    (a drop at 225 of 300 steps happens at 750 of 1000), so every step count keeps its last phase."""
+    (a drop at 225 of 300 steps happens at 750 of 1000; :func:`preimage.tasks.invert.config_for`), so
+    every step count keeps its last phase."""
     ax = normalize_axes(axes)
     flat = {p for k in ax for p in k.split("+")}
     if "image" not in flat:
@@ -239,11 +240,6 @@ def build_sweep(axes: Mapping[str, Any], *, recipe: str | None = None,
                 values[n] = v
         overrides = {k: v for k, v in values.items() if k in CONFIG_FIELDS}
         preset = values.get("preset", "default")
-        if "steps" in overrides and "decay_steps" not in overrides:
-            base = INVERT_PRESETS[preset]
-            if base.steps and base.decay_steps:
-                overrides["decay_steps"] = tuple(max(1, round(s * overrides["steps"] / base.steps))
-                                                 for s in base.decay_steps)
         spec = RunSpec(image=values["image"], model=values.get("model", DEFAULT_MODEL), layer=values["layer"],
                        weights=values.get("weights", "default"), preset=preset,
                        input_size=values.get("input_size"), overrides=tuple(sorted(overrides.items())))

@@ -210,8 +210,36 @@ def config_for(preset: str = "default", **overrides: Any) -> InvertConfig:
     """The preset's config with ``overrides`` (None values are ignored), validated."""
     cfg = from_preset(INVERT_PRESETS, preset, overrides, kind="invert", tuple_fields=("decay_steps",))
     cfg.deep = _user_wins(cfg.deep, overrides)
+    _keep_drops(cfg, INVERT_PRESETS[preset], overrides)
     _validate(cfg)
     return cfg
+
+
+def _keep_drops(cfg: InvertConfig, base: InvertConfig, overrides: dict[str, Any]) -> None:
+    """When the user sets ``steps`` but not ``decay_steps``, the preset's learning-rate drops keep their
+    place in the steps before the finish (a drop at 480 of 600 steps happens at 240 of 300), at every
+    depth: a deep-layer recipe with steps and a finish of its own gets drops of its own."""
+    steps = overrides.get("steps")
+    if not (isinstance(steps, int) and steps > 0) or overrides.get("decay_steps") is not None:
+        return
+    cfg.decay_steps = _moved(base.decay_steps, _main(base), _main(cfg))
+    if cfg.deep and "decay_steps" not in cfg.deep:
+        before, after = recipe_for(base, float("inf")), recipe_for(cfg, float("inf"))
+        drops = _moved(before.decay_steps, _main(before), _main(after))
+        if drops != cfg.decay_steps:
+            cfg.deep = {**cfg.deep, "decay_steps": drops}
+
+
+def _main(cfg: InvertConfig) -> int:
+    """The number of steps before the finish."""
+    return cfg.steps - (cfg.finish_steps or 0)
+
+
+def _moved(drops: tuple[int, ...], before: int, after: int) -> tuple[int, ...]:
+    """``drops`` placed in ``after`` steps as they were in ``before``."""
+    if before <= 0 or after <= 0 or before == after:
+        return tuple(drops)
+    return tuple(max(1, round(s * after / before)) for s in drops)
 
 
 def _user_wins(deep: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
