@@ -257,6 +257,12 @@ def test_cli_bad_inputs_end_in_one_line_and_exit_2(tmp_path, capsys, args, messa
     assert not any(tmp_path.iterdir())
 
 
+def test_cli_help_says_which_flags_size_the_images(capsys):
+    assert main(["style", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "the images are sized by --image-size and --style-size" in text
+
+
 def test_cli_bad_style_image_exits_2(tmp_path, capsys):
     bad = tmp_path / "style.jpg"
     bad.write_bytes(b"not a jpeg at all")

@@ -63,6 +63,10 @@ def add_parser(sub) -> None:
     g.add_argument("--lr-drop-step", type=positive_int, help="after this step the learning rate becomes --lr-drop-to")
     g.add_argument("--lr-drop-to", type=positive_float, help="the learning rate after --lr-drop-step")
     add_model_args(p)
+    for action in p._actions:  # the shared model flag does not size anything here
+        if action.dest == "input_size":
+            action.help = ("the model's input size (only an ONNX graph with a non-square input needs it); "
+                           "the images are sized by --image-size and --style-size")
     add_output_args(p, "out/style")
     add_run_args(p)
     p.set_defaults(run=run)
