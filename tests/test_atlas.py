@@ -173,9 +173,14 @@ def test_cli_writes_the_atlas(tmp_path, capsys) -> None:
                  "--steps", "2", "--top-k", "2", *TINY, "--out", str(out)])
     assert code == 0
     assert {"atlas.png", "atlas.html", "atlas.json", "channels"} <= {p.name for p in out.iterdir()}
-    assert "channel 1:" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "channel 1:" in printed
     m = json.loads((out / "atlas.json").read_text())
     assert m["layer"] == "layer1" and m["config"]["steps"] == 2 and len(m["channels"][0]["examples"]) == 2
+    # the photos are ranked by their peak, and the line shows it beside the crop's mean
+    first = m["channels"][0]["examples"][0]
+    assert f"{first['source']} {first['activation']:.3g} (peak {first['peak']:.3g})" in printed
+    assert "top photos by peak" in printed
 
 
 def test_bad_specs_and_missing_images_answer_before_torch_loads() -> None:

@@ -72,8 +72,8 @@ def run(args: argparse.Namespace) -> int:
     result = channel_atlas(model, args.layer, channels, sources, seed=args.seed, progress=not args.quiet, **settings)
     result.save(args.out, force=args.force)
     for c, a, ex in zip(result.channels, result.activation, result.examples):
-        best = ", ".join(f"{x.source} {x.activation:.3g}" for x in ex)
-        print(f"channel {c}: {a:.3g} on its visualization; top photos: {best}")
+        best = ", ".join(f"{x.source} {x.activation:.3g} (peak {x.peak:.3g})" for x in ex)
+        print(f"channel {c}: {a:.3g} on its visualization; top photos by peak, mean on the crop: {best}")
     say(args, f"wrote {args.out}/atlas.png, atlas.html, atlas.json ({len(result.channels)} channels, "
               f"{result.channels_per_minute:.1f} channels/min)")
     if result.status == "interrupted":  # always said (not a log line --quiet hides); SIGTERM exits 143
