@@ -53,6 +53,17 @@ def test_several_layers_with_weights_and_specs(tiny_model):
     assert set(inv.metrics[0]["feature_error"]) == {"conv1", "conv2", "fc"}
 
 
+@pytest.mark.parametrize("layers, message", [
+    (["conv1:0+conv2:0"], "every layer weight is 0"),
+    ([("conv1", 0)], "every layer weight is 0"),
+    ([("conv1", -1.0)], "must be a finite number >= 0"),
+    ([("conv1", float("nan"))], "must be a finite number >= 0"),
+])
+def test_layer_weights_that_leave_no_reconstruction_term_are_refused(tiny_model, layers, message):
+    with pytest.raises(PreimageError, match=message):
+        invert(tiny_model, torch.rand(1, 3, 16, 16), layers=layers, steps=1)
+
+
 def test_batched_images_are_inverted_independently(tiny_model):
     refs = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(5))
     kw = dict(layers=["conv2"], steps=20, init="zeros", jitter=0)
@@ -249,6 +260,7 @@ def test_cli_divergence_exits_1_with_the_fix_and_keeps_the_last_image(tmp_path, 
     (["--lr", "-3"], "must be > 0"),
     (["--lambda-tv", "abc"], "not a number"),
     (["--init", "missing.png"], "no such file"),
+    (["--layer", "conv1:0"], "every layer weight is 0"),
 ])
 def test_cli_bad_input_is_one_line_exit_2(tmp_path, capsys, argv, message):
     code, out, err = _run(["invert", "sample:chelsea", "--model", "alexnet", "--weights", "none", "--input-size", "67",

@@ -471,11 +471,17 @@ def _parse_layers(model: Model, layers: Sequence[str | tuple[str, float]] | str)
     out: list[tuple[str, float]] = []
     for item in layers:
         if isinstance(item, tuple):
-            out.append((item[0], float(item[1])))
+            w = float(item[1])
+            if not (w >= 0 and w < float("inf")):
+                raise PreimageError(f"layer weight {item[1]!r} of {item[0]!r} must be a finite number >= 0")
+            out.append((item[0], w))
         else:
             out.extend(parse_layer_spec(item))
     if not out:
         raise PreimageError("no layer given")
+    if not any(w > 0 for _, w in out):
+        raise PreimageError("every layer weight is 0, so there is nothing to reconstruct; give at least one "
+                            "layer a weight above 0")
     for name, _ in out:
         resolve_layer(model, name)  # raises with did-you-mean
     return out
