@@ -98,6 +98,19 @@ def test_pgd_stays_inside_the_linf_ball() -> None:
     assert 0.0 <= float(r.fooled.min()) and float(r.fooled.max()) <= 1.0
     with pytest.raises(PreimageError, match="larger than epsilon"):
         fool(model, x0, target=1, mode="pgd", epsilon=1, step_size=2)
+    # epsilon is in 8-bit levels: a fraction of [0, 1] or more than the range is one clear line
+    with pytest.raises(PreimageError, match=r"under one 8-bit level.*8/255 in \[0, 1\] units is epsilon 8"):
+        fool(model, x0, target=1, mode="pgd", epsilon=0.03, step_size=0.01)
+    with pytest.raises(PreimageError, match="more than 255 8-bit levels"):
+        fool(model, x0, target=1, mode="pgd", epsilon=300)
+
+
+def test_cli_refuses_a_pgd_radius_in_the_wrong_units(tmp_path, capsys) -> None:
+    argv = ["fool", "sample:coffee", "--untargeted", "--mode", "pgd", "--input-size", "32", "--out", str(tmp_path / "f")]
+    assert main([*argv, "--epsilon", "0.03"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "under one 8-bit level" in err
+    assert not (tmp_path / "f").exists()
 
 
 def test_png_check_reports_when_rounding_undoes_a_float_attack() -> None:

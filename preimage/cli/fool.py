@@ -27,7 +27,7 @@ def add_parser(sub) -> None:
                    help="l2 mode: L2 length of one step in 8-bit pixel levels (default: 25)")
     p.add_argument("--max-steps", type=positive_int, default=100, help="iteration cap (default: 100)")
     p.add_argument("--epsilon", type=positive_float, default=8.0,
-                   help="pgd mode: L-infinity radius in 8-bit levels (default: 8)")
+                   help="pgd mode: L-infinity radius in 8-bit levels, 1 to 255 (default: 8, i.e. 8/255)")
     p.add_argument("--step-size", type=positive_float, default=1.0,
                    help="pgd mode: step in 8-bit levels (default: 1)")
     p.add_argument("--no-quantize", dest="quantize", action="store_false",
@@ -44,15 +44,15 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import PreimageError
 
     from ..io import check_outputs
-    from ..tasks.fool import fool, output_paths
+    from ..tasks.fool import check_pgd, fool, output_paths
     from ..tasks.saliency import unique_names
 
     if args.target is None and not args.untargeted:
         raise PreimageError("give a --target class (index, name or random) or --untargeted")
     if args.target is not None and len(args.target) not in (1, len(args.images)):
         raise PreimageError(f"give --target once, or once per image ({len(args.images)}), not {len(args.target)} times")
-    if args.mode == "pgd" and args.step_size > args.epsilon:
-        raise PreimageError(f"--step-size {args.step_size:g} is larger than --epsilon {args.epsilon:g}")
+    if args.mode == "pgd":
+        check_pgd(args.epsilon, args.step_size)
     check_images(args.images)  # before torch and the model load
     import torch
 

@@ -161,6 +161,21 @@ def _masked_score(index: list[int], targeted: bool, active: list[torch.Tensor]) 
     return Objective(fn, "target" if targeted else "away", [LOGITS])
 
 
+def check_pgd(epsilon: float, step_size: float) -> None:
+    """PGD's radius and step, both in 8-bit levels: a radius of 255 or more leaves every pixel free, one
+    under a level (ε = 8/255 given as 0.03) cannot change the saved 8-bit image, and a step larger than
+    the radius leaves the ball at every step."""
+    if epsilon > 255:
+        raise PreimageError(f"epsilon {epsilon:g} is more than 255 8-bit levels: every pixel would be free (an "
+                            f"L-infinity radius is at most 255)")
+    if epsilon < 1:
+        raise PreimageError(f"epsilon {epsilon:g} is under one 8-bit level, which the saved image cannot hold "
+                            f"(epsilon is in levels: 8/255 in [0, 1] units is epsilon 8)")
+    if step_size > epsilon:
+        raise PreimageError(f"step size {step_size:g} is larger than epsilon {epsilon:g}: every step would leave "
+                            f"the ball")
+
+
 def fool(
     model: Model,
     images: torch.Tensor | str | os.PathLike | Sequence[str | os.PathLike],
@@ -201,8 +216,8 @@ def fool(
         raise PreimageError("max steps must be at least 1")
     if lr <= 0 or step_size <= 0 or epsilon <= 0:
         raise PreimageError("lr, step size and epsilon must be > 0")
-    if mode == "pgd" and step_size > epsilon:
-        raise PreimageError(f"step size {step_size:g} is larger than epsilon {epsilon:g}: every step would leave the ball")
+    if mode == "pgd":
+        check_pgd(epsilon, step_size)
     x0, default_names, sources = load_batch(images, model.input_size, channels=model.channels)
     x0 = x0.clamp(0, 1)
     x0 = x0.to(model.device)
