@@ -490,3 +490,25 @@ def test_a_bad_job_or_thread_count_is_refused_before_anything_is_written(tmp_pat
     with pytest.raises(PreimageError, match=words):
         run_sweep({"image": ["sample:chelsea"], "layer": ["blocks.1"], "steps": [1]}, tmp_path / "s", **kw)
     assert not (tmp_path / "s").exists()
+
+
+def test_a_sweep_folder_is_not_taken_over_by_a_sweep_that_leaves_its_runs_out(tmp_path, capsys):
+    base = ["sweep", "sample:chelsea", "--steps", "2", "--input-size", "64", "-q"]
+    first = tmp_path / "s"
+    assert main([*base, "--layers", "blocks.1,blocks.2", "-o", str(first)]) == 0
+    before = (first / "sweep.json").read_text()
+    capsys.readouterr()
+    # another sweep without blocks.2: one line, exit 2, the first sweep's sweep.json as it was
+    assert main([*base, "--layers", "blocks.1", "--seeds", "0,1", "-o", str(first)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1
+    assert "holds another sweep, with 1 of its 2 runs not in this one" in err and f"--cache {first / 'runs'}" in err
+    assert (first / "sweep.json").read_text() == before
+    # ... which the new folder may share: its blocks.1 run, seed 0, comes from the cache
+    assert main([*base[:-1], "--layers", "blocks.1", "--seeds", "0,1", "-o", str(tmp_path / "t"),
+                 "--cache", str(first / "runs")]) == 0
+    assert "1 computed, 1 cached" in capsys.readouterr().err
+    # the same sweep again, or one that extends it, uses the folder as before
+    assert main([*base, "--layers", "blocks.1,blocks.2", "-o", str(first)]) == 0
+    assert main([*base, "--layers", "blocks.1,blocks.2,blocks.3", "-o", str(first)]) == 0
+    assert len(load_sweep(first)[1]) == 3

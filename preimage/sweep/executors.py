@@ -5,6 +5,7 @@ See :mod:`preimage.sweep` for the parallelism rules.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -109,9 +110,25 @@ def validate_sweep(sweep: Sweep, out: str | os.PathLike, device: str = "cpu", jo
     the output folder, images, models, layers and the memory the runs need (``jobs`` of them at once,
     no more than the ``pending`` runs, by default all of them, that are not cached)."""
     out = Path(out)
+    _check_folder(sweep, out)
+    _validate_inputs(sweep, device, jobs, pending)
+
+
+def _check_folder(sweep: Sweep, out: Path) -> None:
+    """``out`` is a folder for ``sweep``: new, or holding this sweep or part of it (to resume, repeat or
+    extend it). The ``sweep.json`` of a sweep with runs that ``sweep`` leaves out is not replaced: those
+    runs would drop out of its report."""
     if out.exists() and not out.is_dir():
         raise PreimageError(f"{out} exists and is not a folder")
-    _validate_inputs(sweep, device, jobs, pending)
+    try:
+        old = json.loads((out / SWEEP_FILE).read_text())
+        keys = {r["key"] for r in old["runs"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # no sweep there (or a damaged sweep.json, which holds nothing to keep)
+    left_out = keys - {r.key for r in sweep.runs}
+    if left_out:
+        raise PreimageError(f"{out} holds another sweep, with {len(left_out)} of its {len(keys)} runs not in this "
+                            f"one; give another output folder (--out), with --cache {out / 'runs'} to reuse its runs")
 
 
 def run_sweep(
@@ -131,7 +148,8 @@ def run_sweep(
     """Run every run of ``sweep`` (a :class:`Sweep` or an axes mapping) not yet in the cache.
 
     Args:
-        out: the sweep folder (``sweep.json`` and, unless ``cache`` is given, ``runs/``).
+        out: the sweep folder (``sweep.json`` and, unless ``cache`` is given, ``runs/``): new, or holding
+            this sweep or a part of it (a sweep that leaves runs of the folder's out is refused).
         jobs: local worker processes; 1 runs in-process.
         threads: torch threads per process (default: ``cores // jobs`` for worker processes, the
             current setting in-process); ``jobs * threads`` is kept at most the number of cores.
@@ -159,8 +177,8 @@ def run_sweep(
     if validate:
         pending = sum(force or not is_complete(runs_dir / r.spec.dirname) for r in sweep.runs)
         validate_sweep(sweep, out, device, jobs=1 if ray_address else jobs, pending=pending)
-    elif out.exists() and not out.is_dir():
-        raise PreimageError(f"{out} exists and is not a folder")
+    else:
+        _check_folder(sweep, out)
     todo_any = force or not all(is_complete(runs_dir / r.spec.dirname) for r in sweep.runs)
     ray_started = _start_ray(ray_address) if ray_address and todo_any else False  # a wrong address writes nothing
     try:
