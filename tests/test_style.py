@@ -205,7 +205,9 @@ def test_bad_settings_raise_one_line_errors(tiny_model):
                         (dict(style_layers=("relu1", "nope"), style_layer_weights=(1.0, 1.0)), "unknown layer 'nope'"),
                         (dict(style_layer_weights=(1.0,)), "2 style layers but 1"),
                         (dict(style_weight=float("nan")), "style_weight"),
-                        (dict(content_weight=0.0, style_weight=0.0), "nothing to optimize")]:
+                        (dict(content_weight=0.0, style_weight=0.0), "nothing to optimize"),
+                        (dict(content_weight=0.0, style_weight=0.0, tv_weight=1.0), "nothing to optimize but the TV"),
+                        (dict(content_weight=0.0, style_layer_weights=(0.0, 0.0)), "content and style weights")]:
         with pytest.raises(PreimageError, match=pattern) as e:
             stylize(tiny_model, _img(0), _img(9), **{**TINY, **kw})
         assert "\n" not in str(e.value)

@@ -176,6 +176,9 @@ def _validate(cfg: StyleConfig) -> None:
         raise PreimageError(f"{len(cfg.style_layers)} style layers but {len(cfg.style_layer_weights)} style layer weights")
     if not cfg.content_layer and cfg.content_weight > 0:
         raise PreimageError("no content layer given")
+    if cfg.content_weight == 0 and (cfg.style_weight == 0 or not any(w > 0 for w in cfg.style_layer_weights)):
+        raise PreimageError("the content and style weights are all 0: nothing to optimize but the TV prior "
+                            "(give a content or a style weight above 0)")
     if not cfg.style_layers and cfg.style_weight > 0:
         raise PreimageError("no style layer given")
     for name in ("image_size", "style_size"):
