@@ -1,7 +1,7 @@
 """A learned colour start for deep pre-images: the photo's coarse colours predicted from its features.
 
 At stride 32 the features of a photo leave its colours loose: many images match them about equally
-well, and the optimizer keeps the colours it starts from (docs/inversion.md, "Where the colour
+well, and the optimizer keeps the colours it starts from (docs/deep_layers.md, "Where the colour
 goes"). A :class:`ColourStart` gives it better ones to start from: a ridge regression, fitted on
 natural photos, from the feature vector at each position of a layer to the mean colours of the
 ``cells x cells`` image cells under that position:
@@ -17,7 +17,7 @@ regression, from the whole map's pooled features (each channel's mean and maximu
 to the log colourfulness of the crop (the RMS distance of its cells from their grey), predicts how
 colourful the photo is; where the map's colours are more colourful than that, they are moved
 towards their grey until they are not; never made more colourful (``chroma=True``; the shipped maps
-have no head: it helped grey photos and cost colourful ones, docs/inversion.md).
+have no head: it helped grey photos and cost colourful ones, docs/deep_layers.md).
 
 The package ships the maps of the embedded ``efficientnet_lite0`` at ``blocks.5``, ``blocks.6`` and
 ``conv_head`` (``preimage/data/colour_starts.pt``), fitted on the photos of Debian's wallpaper

@@ -393,7 +393,7 @@ def test_recognisable_preset_is_the_default_with_the_measured_deep_recipe():
     cfg = config_for("recognisable")
     shallow, default = recipe_for(cfg, 16).as_dict(), recipe_for(config_for("default"), 16).as_dict()
     assert {k: v for k, v in shallow.items() if k != "deep"} == {k: v for k, v in default.items() if k != "deep"}
-    # at stride 32 it is the recipe of the benchmark's table (benchmarks/invert_deep.py, docs/inversion.md)
+    # at stride 32 it is the recipe of the benchmark's table (benchmarks/invert_deep.py, docs/deep_layers.md)
     bench = Path(__file__).resolve().parents[1] / "benchmarks"
     sys.path.insert(0, str(bench))
     try:

@@ -105,7 +105,7 @@ def add_parser(sub) -> None:
     t.add_argument("--finish-budget", dest="finish_budget", type=nonneg_float, metavar="LEVELS",
                    help="the finish moves no pixel more than this many 8-bit levels from where the steps before "
                         "it left it (0: no limit); with --jitter-until 1 it buys back the fit jitter gives up "
-                        "with changes too small to see (docs/inversion.md)")
+                        "with changes too small to see (docs/deep_layers.md)")
     t.add_argument("--finish-priors", dest="finish_priors", type=nonneg_float, metavar="SCALE",
                    help="the priors' weights in the finish, as a multiple of theirs before it (1; 0: the "
                         "reconstruction alone)")

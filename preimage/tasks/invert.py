@@ -180,7 +180,7 @@ _NATURAL = InvertConfig(
 #: colour move as fast as detail, with half the TV weight (λ_TV 0.2); it starts from the colours the
 #: shipped colour map predicts from the target features (preimage.starts; models and layers without a
 #: map start from noise); everything else (Adam at the stride-ruled lr, jitter, steps) as at shallower
-#: layers (benchmarks/invert_deep.py, benchmarks/colour_start.py, docs/inversion.md)
+#: layers (benchmarks/invert_deep.py, benchmarks/colour_start.py, docs/deep_layers.md)
 DEEP_RECIPE: dict[str, Any] = {"param": "pyramid", "lambda_tv": 0.2, "init": "learned"}
 _DEFAULT = InvertConfig(deep_stride=32.0, deep=dict(DEEP_RECIPE))
 _SHALLOW = InvertConfig(
@@ -192,7 +192,7 @@ _SHALLOW = InvertConfig(
 
 #: the default, with deep layers (stride >= 32) optimized for recognition by other networks: jitter for
 #: all 600 steps of the pyramid, then 100 steps of Adam (lr 0.0015) that move no pixel more than 4
-#: 8-bit levels, with the priors at a tenth of their weight (docs/inversion.md, "Jitter to the end,
+#: 8-bit levels, with the priors at a tenth of their weight (docs/deep_layers.md, "Jitter to the end,
 #: then a small finish"); shallower layers as in the default
 RECOGNISABLE_RECIPE: dict[str, Any] = {**DEEP_RECIPE, "jitter_until": 1.0, "steps": 700, "finish_steps": 100,
                                        "finish_optimizer": "adam", "finish_lr": 0.0015, "finish_budget": 4.0,
