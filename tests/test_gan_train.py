@@ -250,11 +250,13 @@ def test_cli_invert_with_a_gan_model_writes_the_usual_files(trained, tmp_path, c
     assert manifest["model"] == f"gan:{trained}" and manifest["config"]["steps"] == 20
 
 
-def test_cli_invert_refuses_an_image_of_another_size(trained, tmp_path, capsys):
+def test_an_image_of_another_size_is_resized_and_a_tensor_refused(trained, tmp_path, capsys):
     img = _png(tmp_path / "big.png", 32, grey=False)
-    assert main(["invert", str(img), "--model", f"gan:{trained}", "--out", str(tmp_path / "o"), "-q"]) == 2
-    err = capsys.readouterr().err
-    assert "is 32x32 but the generator makes 28x28 images" in err and err.count("\n") == 1
+    out = tmp_path / "o"
+    assert main(["invert", str(img), "--model", f"gan:{trained}", "--steps", "2", "--out", str(out), "-q"]) == 0
+    assert Image.open(out / "big.png").size == (28, 28)
+    with pytest.raises(PreimageError, match="the image0 tensor is 32x32 but the generator makes 28x28 images"):
+        gan.invert(trained, torch.rand(1, 1, 32, 32), steps=1)
     assert main(["invert", str(img), "--model", f"gan:{tmp_path / 'none'}", "--out", str(tmp_path / "o")]) == 2
     assert "no such checkpoint" in capsys.readouterr().err
 

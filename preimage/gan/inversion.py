@@ -68,7 +68,8 @@ class GeneratorPixels(nn.Module):
 
 
 def _reference(images: Any, size: int, channels: int) -> tuple[torch.Tensor, list[str], list[str]]:
-    """Images as ``B x 3 x S x S`` in [0, 1], refusing another size; grey for a grey generator."""
+    """Images as ``B x 3 x S x S`` in [0, 1]; grey for a grey generator. Files are resized (short side)
+    and centre-cropped to ``S``, as for a network's input size; a tensor of another size is refused."""
     from ..images import image_name, load_tensor, unique_names
 
     if isinstance(images, torch.Tensor):
@@ -83,13 +84,13 @@ def _reference(images: Any, size: int, channels: int) -> tuple[torch.Tensor, lis
         sources = [str(images)] if isinstance(images, (str, os.PathLike)) else [str(s) for s in images]
         if not sources:
             raise PreimageError("no image given")
-        tensors = [load_tensor(s) for s in sources]
-        bad = [(s, t.shape[-1], t.shape[-2]) for s, t in zip(sources, tensors) if t.shape[-2:] != (size, size)]
+        x = torch.cat([load_tensor(s, size) for s in sources])
         names = unique_names([image_name(s) for s in sources])
-        x = torch.cat(tensors) if not bad else torch.empty(0)
+        bad = []
     if bad:
         s, w, h = bad[0]
-        raise PreimageError(f"{s} is {w}x{h} but the generator makes {size}x{size} images; resize it first")
+        raise PreimageError(f"the {s} tensor is {w}x{h} but the generator makes {size}x{size} images; resize it "
+                            f"first (image files are resized)")
     if channels == 1:
         x = x.mean(1, keepdim=True).expand(-1, 3, -1, -1)
     return x.contiguous(), names, sources
