@@ -34,7 +34,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..errors import PreimageError
+from ..errors import PreimageError, did_you_mean
 from . import catalog, recipes
 from .config import ServeConfig
 from .jobs import TERMINAL, Busy, JobQueue
@@ -113,6 +113,9 @@ def create_app(config: ServeConfig | None = None) -> FastAPI:
             return _error(400, "the body must be a JSON object sent as application/json, "
                                'such as {"kind": "invert", "image": "sample:chelsea", "layer": "blocks.3"}')
         where = ".".join(str(p) for p in loc if p != "body")
+        if first.get("type") == "extra_forbidden" and loc[:1] == ("body",) and len(loc) == 2:
+            return _error(400, f"unknown field {where!r}" + did_you_mean(where, JobRequest.model_fields)
+                          + f"; the fields are {', '.join(JobRequest.model_fields)}")
         return _error(400, f"{where}: {first.get('msg', 'invalid request')}" if where else "invalid request")
 
     @app.exception_handler(StarletteHTTPException)
