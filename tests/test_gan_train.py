@@ -86,6 +86,16 @@ def test_settings_out_of_range_are_refused():
         GanTask(ImageData(torch.zeros(5, 1, 28, 28, dtype=torch.uint8), None, None, "x"), gan_config())
 
 
+def test_a_misspelt_keyword_of_train_is_named_with_its_did_you_mean_before_the_data_loads(tmp_path):
+    from preimage import gan
+
+    with pytest.raises(PreimageError, match=r"unknown setting 'epochz' for GAN training \(did you mean 'epochs'"):
+        gan.train(out=tmp_path / "g", data="no-such-data", epochz=1)
+    with pytest.raises(PreimageError, match=r"unknown setting 'batchsize' for GAN training \(did you mean 'batch_size'"):
+        gan.train(out=tmp_path / "g", data="no-such-data", batchsize=8)
+    assert not (tmp_path / "g").exists()
+
+
 def _png(path, size, grey=True):
     rng = np.random.default_rng(0)
     a = rng.integers(0, 256, (size, size) if grey else (size, size, 3), dtype=np.uint8)

@@ -60,8 +60,17 @@ def train(*, out: str | os.PathLike, epochs: int = 10, data: str = "fashion-mnis
 
     ``overrides``: any :class:`GanConfig` field (``size``, ``channels``, ``batch_size``, ``lr``, ...).
     Returns the :class:`preimage.train.FitResult`."""
+    import dataclasses
+    import inspect
+
+    from ..errors import PreimageError, did_you_mean
     from ..train import fit
 
+    fields = [f.name for f in dataclasses.fields(GanConfig)]
+    for k in overrides:  # a misspelt keyword of train itself (epochz) is named with its did-you-mean
+        if k not in fields:
+            own = [n for n in inspect.signature(train).parameters if n != "overrides"]
+            raise PreimageError(f"unknown setting {k!r} for GAN training" + did_you_mean(k, [*own, *fields]))
     overrides.setdefault("init_seed", seed)
     task = make_task(data=data, preset=preset, data_root=data_root, device=device, loss=loss, arch=arch,
                      **overrides)
