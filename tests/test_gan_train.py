@@ -231,6 +231,21 @@ def test_inversion_finds_the_noise_of_a_generated_image():
     assert all(len(m["z"]) == 96 and max(map(abs, m["z"])) <= 1 for m in inv.metrics)
 
 
+def test_the_starting_codes_are_not_the_codes_gan_sample_draws_with_the_same_seed():
+    torch.manual_seed(0)
+    G = torch.nn.Sequential(torch.nn.Linear(96, 784), torch.nn.Tanh(), torch.nn.Unflatten(1, (1, 28, 28)))
+    cfg = gan_config(arch="fc")
+    images = gan.sample(G, 2, noise_dim=96, seed=0)
+    start = gan.invert((G, cfg), images, steps=0, restarts=1, seed=0)
+    drawn = gan.sample_noise(2, 96, torch.Generator().manual_seed(0))
+    assert not torch.allclose(torch.tensor([m["z"] for m in start.metrics]), drawn)
+    assert max(m["psnr"] for m in start.metrics) < 30  # image 0 is not found before the search begins
+    from preimage.gan.inversion import START_STREAM
+
+    same = gan.invert((G, cfg), images, steps=0, restarts=1, seed=-START_STREAM)  # seed 0's stream itself
+    assert torch.allclose(torch.tensor([m["z"] for m in same.metrics]), drawn, atol=1e-6)
+
+
 def test_gan_inversion_moves_its_lr_drop_with_the_users_steps():
     G = torch.nn.Sequential(torch.nn.Linear(96, 784), torch.nn.Tanh(), torch.nn.Unflatten(1, (1, 28, 28)))
     cfg = gan_config(arch="fc")
@@ -492,7 +507,9 @@ def test_inversion_keeps_the_best_of_its_restarts():
     one, four = (gan.invert((G, cfg), target[:1], steps=0, restarts=k, seed=3) for k in (1, 4))
     assert four.metrics[0]["mse"] < one.metrics[0]["mse"]
     both = gan.invert((G, cfg), target, steps=0, restarts=4, seed=3)
-    starts = gan.sample_noise(8, 96, torch.Generator().manual_seed(3))  # image i's starts: rows 4i ... 4i + 3
+    from preimage.gan.inversion import START_STREAM
+
+    starts = gan.sample_noise(8, 96, torch.Generator().manual_seed(3 + START_STREAM))  # image i's: rows 4i ... 4i + 3
     with torch.no_grad():
         images = ((G(starts) + 1) / 2).view(2, 4, 1, 28, 28)
     mse = (images - target[:, None]).pow(2).flatten(2).mean(2)  # 2 x 4

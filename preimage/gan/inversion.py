@@ -34,6 +34,11 @@ from .task import to_pixels
 __all__ = ["GanInvertConfig", "invert_generator", "GeneratorPixels"]
 
 
+#: the starting codes of ``seed`` s are drawn from seed ``s + START_STREAM``: a stream of their own, so that
+#: an image ``gan.sample(..., seed=s)`` made is not searched for from its own code (it would be found at once)
+START_STREAM = 0x5EED_57A27
+
+
 @dataclass
 class GanInvertConfig:
     """Settings of a GAN inversion."""
@@ -45,7 +50,7 @@ class GanInvertConfig:
     decay_steps: tuple[int, ...] = (200,)   # multiply the lr by decay_factor at these steps
     decay_factor: float = 0.1
     restarts: int = 8                 # random starts per image; the lowest final loss wins
-    seed: int = 0                     # draws the starting codes
+    seed: int = 0                     # draws the starting codes (from a stream of their own: START_STREAM)
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -131,7 +136,7 @@ def invert_generator(checkpoint: str | os.PathLike | tuple[nn.Module, Any], imag
     device = next(G.parameters()).device
     b, k = ref.shape[0], cfg.restarts
     target = ref.to(device).repeat_interleave(k, 0)  # image i's starts are rows i*k ... i*k + k-1
-    gen = torch.Generator().manual_seed(int(cfg.seed))
+    gen = torch.Generator().manual_seed(int(cfg.seed) + START_STREAM)
     param = Latent(GeneratorPixels(G), sample_noise(b * k, gcfg.noise_dim, gen).to(device), bounds=(-1.0, 1.0))
     identity = Model(name=label, net=nn.Identity(), input_size=gcfg.size, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
 
