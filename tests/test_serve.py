@@ -215,7 +215,7 @@ def test_a_flood_of_requests_runs_at_most_jobs_at_once_and_the_rest_is_refused_a
         codes = [client.post("/api/jobs", json=req).status_code for _ in range(8)]
         assert codes[:4] == [202] * 4 and set(codes[4:]) == {503}
         r = client.post("/api/jobs", json=req)
-        assert "server busy" in r.json()["error"]
+        assert "server busy: 3 jobs are already waiting" in r.json()["error"]
         queue = client.app.state.queue
         for _ in range(20):
             assert queue.running() <= 1

@@ -177,7 +177,9 @@ class JobQueue:
             if self._closed:
                 raise Busy("the server is shutting down")
             if len(self._waiting) >= self.config.max_queued:
-                raise Busy(f"server busy: {len(self._waiting)} jobs are already waiting; try again when some finish")
+                n = len(self._waiting)
+                raise Busy(f"server busy: {n} {'job is' if n == 1 else 'jobs are'} already waiting; try again when "
+                           f"{'it finishes' if n == 1 else 'some finish'}")
             job_id = f"{next(self._ids):04d}{secrets.token_hex(3)}"
             job = Job(id=job_id, kind=kind, title=title, params=params, run=run,
                       folder=Path(self.config.out) / "jobs" / job_id)
