@@ -209,6 +209,10 @@ CANDIDATES: dict[str, dict] = {
     "pyr_tv2_jit_all_fin4_p10_seed3": _jit_fin(4.0, priors=0.1, seed=3),
     "pyr_tv2_jit_all_anchor2_fin4_p25": _jit_fin(4.0, priors=0.25, anchor=2.0),
     "pyr_tv2_jit_all_anchor8_fin4_p25": _jit_fin(4.0, priors=0.25, anchor=8.0),
+    # ... with a wider jitter (±8 px: the cap at stride 32 raised from s/8 to s/4), or with SGM's skip
+    # gradients (γ 0.5) before the finish
+    "pyr_tv2_jit8_all_fin4_p10": _jit_fin(4.0, priors=0.1, jitter=8, jitter_stride=4.0),
+    "pyr_tv2_jit_all_sgm05_fin4_p10": _jit_fin(4.0, priors=0.1, skip_grad=0.5, perturb_until=6 / 7),
     # ... and free pixels (the default before; better recognised than the pyramid at blocks.5) jittered to
     # the end, without and with the finish of the recognisable preset
     "px_jit_all": {"deep": {}, "jitter_until": 1.0},
