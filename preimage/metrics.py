@@ -62,8 +62,13 @@ def _blur(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
 
 
 def ssim(x: torch.Tensor, y: torch.Tensor, window: int = 11, sigma: float = 1.5) -> torch.Tensor:
-    """Mean SSIM per image (valid-region windows, no padding), images clamped to [0, 1]."""
+    """Mean SSIM per image (valid-region windows, no padding), images clamped to [0, 1]. An image
+    with a side shorter than ``window`` uses the largest odd window that fits (``sigma`` scaled with it)."""
     x, y = x.clamp(0, 1).double(), y.clamp(0, 1).double()
+    fit = min(window, *x.shape[-2:])
+    fit -= 1 - fit % 2
+    if fit < window:
+        window, sigma = fit, sigma * fit / window
     g = _gaussian_1d(window, sigma, x.device, x.dtype)
     mu_x, mu_y = _blur(x, g), _blur(y, g)
     sxx = _blur(x * x, g) - mu_x ** 2

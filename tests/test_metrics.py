@@ -53,6 +53,16 @@ def test_ssim_orders_images_by_degradation():
     assert scores[0] > scores[1] > scores[2]
 
 
+def test_ssim_of_an_image_thinner_than_the_window_uses_a_window_that_fits():
+    # an in-memory 10 x 400 image used to fail inside conv2d (kernel 11 larger than the input)
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(1, 3, 10, 400, generator=g)
+    assert ssim(x, x).item() == pytest.approx(1.0, abs=1e-6)
+    noisy = (x + 0.3 * torch.randn(x.shape, generator=g)).clamp(0, 1)
+    assert 0 < ssim(x, noisy).item() < 1
+    assert ssim(torch.rand(1, 3, 4, 4, generator=g), torch.rand(1, 3, 4, 4, generator=g)).isfinite().all()
+
+
 def test_tv_hand_value():
     x = torch.tensor([[0.0, 3.0], [4.0, 0.0]]).view(1, 1, 2, 2)
     assert tv(x).item() == pytest.approx(5.0)  # sqrt(3² + 4²) at the single interior pixel
