@@ -219,7 +219,7 @@ def as_pixels(image: object, what: str = "images") -> torch.Tensor:
             raise PreimageError(f"{what}: a numpy image must be H x W x 3 (or H x W grey), not {image.shape}")
         if image.dtype != np.uint8 and image.dtype.kind != "f":
             raise PreimageError(f"{what}: a numpy image must be uint8 (0..255) or float (0..1), not {image.dtype}")
-        x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).unsqueeze(0)
+        x = torch.from_numpy(np.array(image.transpose(2, 0, 1), order="C")).unsqueeze(0)  # a copy: the array may be read-only
     elif isinstance(image, torch.Tensor):
         x = image.detach().unsqueeze(0) if image.dim() == 3 else image.detach()
         if x.dim() != 4 or x.shape[1] not in (1, 3):
@@ -229,6 +229,8 @@ def as_pixels(image: object, what: str = "images") -> torch.Tensor:
     else:
         raise PreimageError(f"{what}: expected a path, sample:NAME, Pillow image, numpy array or tensor, "
                             f"not {type(image).__name__}")
+    if x.shape[0] == 0 or x.shape[-1] == 0 or x.shape[-2] == 0:
+        raise PreimageError(f"{what}: the image is empty ({tuple(image.shape)})")
     x = x.float().div(255.0) if x.dtype == torch.uint8 else x.float()
     if not x.isfinite().all():
         raise PreimageError(f"{what}: pixel values must be finite (the image holds NaN or infinity)")

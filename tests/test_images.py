@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 import struct
+import warnings
 import zlib
 from pathlib import Path
 
@@ -299,6 +300,15 @@ def test_load_batch_takes_pil_numpy_and_uint8_images_as_the_file_would_load():
     assert grey.shape == (1, 1, 12, 16)
 
 
+def test_a_read_only_numpy_image_loads_without_a_torch_warning():
+    arr = np.asarray(Image.fromarray(rgb_pattern(16, 12)))  # Pillow's array view is read-only
+    arr.setflags(write=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        x, _, _ = load_batch(arr, None)
+    assert x.shape == (1, 3, 12, 16)
+
+
 @pytest.mark.parametrize("given, words", [
     (torch.rand(1, 3, 8, 8) * 255, "[0, 1]"),
     (torch.full((1, 3, 8, 8), float("nan")), "finite"),
@@ -308,6 +318,8 @@ def test_load_batch_takes_pil_numpy_and_uint8_images_as_the_file_would_load():
     (torch.rand(8, 8, 3), "(8, 8, 3)"),
     (3, "not int"),
     ([torch.rand(3, 8, 8)], "not Tensor"),
+    (torch.rand(0, 3, 8, 8), "empty"),
+    (np.zeros((0, 8, 3), np.uint8), "empty"),
 ])
 def test_load_batch_refuses_wrong_in_memory_images_with_one_line(given, words):
     with pytest.raises(PreimageError) as err:
