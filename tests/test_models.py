@@ -143,6 +143,14 @@ def test_input_size_override():
         load_model("squeezenet1_1", weights="none", input_size=8)
 
 
+def test_an_input_size_too_small_for_the_network_is_refused_with_one_line():
+    # inception_v3 at 64 px: a 3 x 3 kernel meets a 2 x 2 map (the CLI called it an internal error)
+    with pytest.raises(PreimageError, match="input size 64 is too small for inception_v3") as err:
+        load_model("inception_v3", weights="none", input_size=64)
+    assert "\n" not in str(err.value)
+    assert load_model("inception_v3", weights="none", input_size=80).input_size == 80
+
+
 def test_timm_model_with_random_init():
     model = load_model("timm:resnet18", weights="none")
     assert model.name == "timm:resnet18" and model.input_size == 224
