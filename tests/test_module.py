@@ -64,6 +64,27 @@ def test_three_channel_module_defaults_to_imagenet_stats() -> None:
     assert model.channels == 3 and model.mean == IMAGENET_MEAN and model.classes == ("0", "1")
 
 
+class LogitsAndFeatures(nn.Module):
+    """Returns ``(logits, features)``, as many research networks do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.head = nn.Linear(4, 5)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.conv(x).relu().mean((2, 3))
+        return self.head(features), features
+
+
+def test_module_returning_a_tuple_is_scored_by_its_first_element() -> None:
+    model = preimage.load_model(LogitsAndFeatures(), input_size=32)
+    assert model.classes == ("0", "1", "2", "3", "4")
+    assert model(torch.rand(2, 3, 32, 32)).shape == (2, 5)
+    assert len(preimage.classify(model, torch.rand(1, 3, 32, 32), top=2)[0]) == 2  # failed: 'tuple' has no 'float'
+    assert preimage.saliency(model, torch.rand(1, 3, 32, 32), method="vanilla") is not None
+
+
 def test_module_that_is_not_a_classifier_has_no_classes() -> None:
     model = preimage.load_model(nn.Sequential(nn.Conv2d(1, 2, 3)), input_size=20)
     assert model.classes is None

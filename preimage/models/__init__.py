@@ -127,8 +127,11 @@ class Model:
         return x
 
     def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Logits for a batch of [0, 1] RGB images."""
-        return self.net(self.net_input(self.normalize(pixels)))
+        """Logits for a batch of [0, 1] RGB images (a network that returns a tuple or list, such as
+        a module returning ``(logits, features)``, gives its first element, as :mod:`.module` counts
+        its classes)."""
+        out = self.net(self.net_input(self.normalize(pixels)))
+        return out[0] if isinstance(out, (tuple, list)) else out
 
     def class_index(self, query: str | int) -> int:
         """Class index from an index or a (fuzzy) class name; raises PreimageError with suggestions."""
