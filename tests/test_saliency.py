@@ -117,6 +117,15 @@ def test_maps_do_not_depend_on_batch_size_or_neighbours(resnet: Model) -> None:
     assert not torch.allclose(other.maps["smoothgrad"][0], alone.maps["smoothgrad"][0])
 
 
+def test_methods_take_a_comma_separated_string_as_the_cli_does() -> None:
+    from preimage.tasks.saliency import parse_methods
+
+    assert parse_methods("gradcam, ig") == parse_methods(["gradcam", "ig"]) == ["gradcam", "ig"]
+    assert parse_methods(" all ") == parse_methods("all")
+    with pytest.raises(PreimageError, match="unknown saliency method 'igg'"):
+        parse_methods("gradcam,igg")
+
+
 def test_bad_inputs_raise_one_line_errors(pixels4: torch.Tensor) -> None:
     model, _ = quadratic_model()
     with pytest.raises(PreimageError, match="unknown saliency method 'smoothgard'.*did you mean"):

@@ -151,11 +151,15 @@ def output_paths(out_dir: str | os.PathLike, names: Sequence[str], methods: Sequ
 
 
 def parse_methods(method: str | Sequence[str]) -> list[str]:
-    """One name or a list -> the list of methods (unknown names raise PreimageError). ``"all"`` gives
-    every method; :func:`methods_for` narrows it to those a model can run."""
+    """One name, a comma-separated string (``"gradcam,ig"``, as ``--method`` takes) or a list -> the
+    list of methods (unknown names raise PreimageError). ``"all"`` gives every method;
+    :func:`methods_for` narrows it to those a model can run."""
     from ..errors import did_you_mean
 
-    methods = list(METHODS) if method == "all" else ([method] if isinstance(method, str) else list(method))
+    if isinstance(method, str):
+        method = method.strip()
+        method = method if method == "all" else [m.strip() for m in method.split(",") if m.strip()]
+    methods = list(METHODS) if method == "all" else list(method)
     for m in methods:
         if m not in METHODS:
             raise PreimageError(f"unknown saliency method {m!r}" + did_you_mean(m, METHODS)
@@ -218,7 +222,8 @@ def saliency(
             ``None`` for each image's predicted class.
         method: ``"vanilla"``, ``"smoothgrad"``, ``"gradxinput"``, ``"gradcam"``, ``"gradcam++"``,
             ``"guided-backprop"``, ``"guided-gradcam"``, ``"ig"``, ``"occlusion"``, ``"rollout"`` (ViTs),
-            a list of them, or ``"all"`` (every method the model can run, see :func:`methods_for`).
+            a list of them (or a comma-separated string, ``"gradcam,ig"``, as ``--method`` takes), or
+            ``"all"`` (every method the model can run, see :func:`methods_for`).
         samples, noise: SmoothGrad's number of noisy copies and their standard deviation (pixel units).
         seed: the SmoothGrad noise and IG's noise baseline.
         batch_size: at most this many images (noisy copies, IG points, occluded copies included) per
