@@ -14,7 +14,8 @@ from PIL import Image
 
 from preimage.errors import PreimageError
 from preimage.images import (
-    MIN_SIDE, SAMPLES, encode_png, image_name, load_batch, load_image, load_tensor, save_image, to_pil, to_tensor,
+    MIN_SIDE, SAMPLES, as_pixels, encode_png, image_name, load_batch, load_image, load_tensor, save_image, to_pil,
+    to_tensor,
 )
 
 from conftest import png_bytes, rgb_pattern
@@ -300,6 +301,20 @@ def test_load_batch_takes_pil_numpy_and_uint8_images_as_the_file_would_load():
     assert grey.shape == (1, 1, 12, 16)
 
 
+def test_a_numpy_image_with_alpha_is_composited_over_white_as_the_pil_image_is():
+    rgba = np.concatenate([rgb_pattern(16, 12), np.zeros((12, 16, 1), np.uint8)], axis=2)
+    rgba[:, 8:, 3] = 255
+    rgba[:6, :8, 3] = 128
+    want = as_pixels(Image.fromarray(rgba, "RGBA"))
+    for given in (rgba, rgba / 255.0):
+        x, _, _ = load_batch(given, None)
+        assert x.shape == (1, 3, 12, 16) and torch.allclose(x, want, atol=1 / 255 + 1e-6)
+    assert torch.equal(load_batch(rgba[:, :, :3], None)[0][..., 8:], x[..., 8:])  # opaque: unchanged
+    assert (x[..., 6:, :8] == 1).all()  # transparent: white
+    la = np.stack([rgba[:, :, 0], rgba[:, :, 3]], axis=2)
+    assert torch.allclose(load_batch(la, None)[0], as_pixels(Image.fromarray(la, "LA")), atol=1 / 255 + 1e-6)
+
+
 def test_a_read_only_numpy_image_loads_without_a_torch_warning():
     arr = np.asarray(Image.fromarray(rgb_pattern(16, 12)))  # Pillow's array view is read-only
     arr.setflags(write=False)
@@ -314,7 +329,7 @@ def test_a_read_only_numpy_image_loads_without_a_torch_warning():
     (torch.full((1, 3, 8, 8), float("nan")), "finite"),
     (torch.zeros(1, 3, 8, 8, dtype=torch.int64), "torch.int64"),
     (np.zeros((8, 8, 3), np.int32), "int32"),
-    (np.zeros((8, 8, 4), np.uint8), "H x W x 3"),
+    (np.zeros((8, 8, 5), np.uint8), "H x W x 3"),
     (torch.rand(8, 8, 3), "(8, 8, 3)"),
     (3, "not int"),
     ([torch.rand(3, 8, 8)], "not Tensor"),
