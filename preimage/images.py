@@ -211,7 +211,9 @@ def as_pixels(image: object, what: str = "images") -> torch.Tensor:
     import torch
 
     if isinstance(image, Image.Image):
-        return to_tensor(_to_rgb(image))
+        # an opened JPEG still carries its EXIF orientation: turn it upright as load_image does (a
+        # picture already turned has the tag removed, so it is not turned twice)
+        return to_tensor(_to_rgb(ImageOps.exif_transpose(image)))
     if isinstance(image, np.ndarray):
         if image.ndim == 2:
             image = image[:, :, None]

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from preimage.errors import PreimageError
 from preimage.images import (
@@ -102,6 +102,11 @@ def test_exif_orientation_is_honoured(tmp_path):
     got = np.asarray(loaded).astype(int)
     assert got[:15, :, 0].mean() > 200 and got[:15, :, 2].mean() < 50  # the left (red) side is now on top
     assert got[25:, :, 2].mean() > 200 and got[25:, :, 0].mean() < 50
+    # the same file opened by Pillow and given in memory is turned upright too, and only once
+    want = to_tensor(loaded)
+    with Image.open(path) as opened:
+        assert torch.equal(as_pixels(opened), want)
+        assert torch.equal(as_pixels(ImageOps.exif_transpose(opened)), want)
 
 
 def test_sample_chelsea_loads():
