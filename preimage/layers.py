@@ -273,7 +273,7 @@ class FeatureExtractor:
             fast = fast_strided_convs(self._strided) if wanted else nullcontext()
             try:
                 with fast:
-                    self.model.net(self.model.net_input(x))
+                    self.model.run_net(x)
             except _Stop:
                 pass
         finally:

@@ -238,3 +238,25 @@ def test_sweep_over_layers_of_a_grey_onnx_model(grey_onnx: Path, tmp_path: Path)
                               "layer": ["/features/features.0/Conv", "/features/features.3/Conv"], "steps": 3},
                              tmp_path / "sweep")
     assert res.ok and len(res.computed) == 2, res.failed
+
+
+def test_a_network_built_for_one_size_given_an_in_memory_image_of_another_is_one_clear_error():
+    class OneSize(torch.nn.Module):  # as torchvision's ViT: asserts the size it was built for
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 4, 3)
+            self.fc = torch.nn.Linear(4, 2)
+
+        def forward(self, x):
+            assert x.shape[-1] == 32, f"Wrong image width! Expected 32 but got {x.shape[-1]}!"
+            return self.fc(self.conv(x).mean((2, 3)))
+
+    model = preimage.load_model(OneSize(), input_size=32)
+    photo = torch.rand(1, 3, 48, 48)
+    for call in (lambda: preimage.invert(model, photo, layers=["conv"], steps=1),
+                 lambda: preimage.classify(model, photo),
+                 lambda: preimage.saliency(model, photo)):
+        with pytest.raises(PreimageError, match=r"cannot take a 48x48 image \(Wrong image width! Expected 32 but "
+                                                r"got 48!\); give it 32x32 images"):
+            call()
+    assert preimage.invert(model, torch.rand(1, 3, 32, 32), layers=["conv"], steps=1).status == "done"

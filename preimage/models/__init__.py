@@ -31,6 +31,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -126,11 +127,27 @@ class Model:
             return x.contiguous(memory_format=torch.channels_last)
         return x
 
+    def run_net(self, x: torch.Tensor) -> Any:
+        """``net(x)`` for a normalized batch ``x``, in the network's fastest memory layout. A network that
+        cannot take ``x``'s size (a Vision Transformer built for one size, given an in-memory image of
+        another) is one :class:`PreimageError` that names the size it can take."""
+        try:
+            return self.net(self.net_input(x))
+        except torch.OutOfMemoryError:
+            raise
+        except (RuntimeError, AssertionError) as exc:
+            h, w = x.shape[-2:]
+            if (h, w) == (self.input_size, self.input_size):
+                raise
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise PreimageError(f"{self.name} cannot take a {w}x{h} image ({first}); give it "
+                                f"{self.input_size}x{self.input_size} images (files are resized to that)") from None
+
     def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
         """Logits for a batch of [0, 1] RGB images (a network that returns a tuple or list, such as
         a module returning ``(logits, features)``, gives its first element, as :mod:`.module` counts
         its classes)."""
-        out = self.net(self.net_input(self.normalize(pixels)))
+        out = self.run_net(self.normalize(pixels))
         return out[0] if isinstance(out, (tuple, list)) else out
 
     def class_index(self, query: str | int) -> int:
