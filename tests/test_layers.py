@@ -215,8 +215,8 @@ def test_hooks_are_removed_after_a_call_and_when_the_forward_raises(alexnet):
     with pytest.raises(RuntimeError):
         fx(torch.zeros(1, 5, 96, 96))  # wrong number of channels: conv1 raises
     assert _hooks(alexnet) == 0
-    with pytest.raises(RuntimeError):
-        fx(torch.zeros(1, 3, 20, 20))  # too small: a pooling layer raises before fc6
+    with pytest.raises(PreimageError, match="failed on a 20x20 image .*Output size is too small"):
+        fx(torch.zeros(1, 3, 20, 20))  # too small: a pooling layer raises before fc6, said in one line
     assert _hooks(alexnet) == 0
 
 

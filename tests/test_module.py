@@ -256,7 +256,7 @@ def test_a_network_built_for_one_size_given_an_in_memory_image_of_another_is_one
     for call in (lambda: preimage.invert(model, photo, layers=["conv"], steps=1),
                  lambda: preimage.classify(model, photo),
                  lambda: preimage.saliency(model, photo)):
-        with pytest.raises(PreimageError, match=r"cannot take a 48x48 image \(Wrong image width! Expected 32 but "
-                                                r"got 48!\); give it 32x32 images"):
+        with pytest.raises(PreimageError, match=r"failed on a 48x48 image \(Wrong image width! Expected 32 but "
+                                                r"got 48!\); it is built for 32x32: give it images of that size"):
             call()
     assert preimage.invert(model, torch.rand(1, 3, 32, 32), layers=["conv"], steps=1).status == "done"

@@ -137,11 +137,12 @@ class Model:
             raise
         except (RuntimeError, AssertionError) as exc:
             h, w = x.shape[-2:]
-            if (h, w) == (self.input_size, self.input_size):
+            if (h, w) == (self.input_size, self.input_size) or x.dim() != 4 or x.shape[1] != self.channels:
                 raise
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise PreimageError(f"{self.name} cannot take a {w}x{h} image ({first}); give it "
-                                f"{self.input_size}x{self.input_size} images (files are resized to that)") from None
+            raise PreimageError(f"{self.name} failed on a {w}x{h} image ({first}); it is built for "
+                                f"{self.input_size}x{self.input_size}: give it images of that size (files are "
+                                f"resized to it)") from None
 
     def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
         """Logits for a batch of [0, 1] RGB images (a network that returns a tuple or list, such as
