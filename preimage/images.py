@@ -205,8 +205,8 @@ def to_tensor(img: Image.Image, size: int | None = None) -> torch.Tensor:
 def as_pixels(image: object, what: str = "images") -> torch.Tensor:
     """An in-memory image as ``B x C x H x W`` floats in [0, 1] (C = 1 or 3): a Pillow image (any
     mode, see :func:`load_image`'s rules), a numpy array (``H x W`` or ``H x W x C``, C = 1 or 3, or
-    2 or 4 with alpha, composited over white as for files; uint8 in 0..255 or floats in [0, 1]) or a tensor (``C x H x W`` or ``B x C x H x W``; floats in [0, 1], or uint8
-    in 0..255). Anything else, or values outside [0, 1], raises :class:`PreimageError`."""
+    2 or 4 with alpha, composited over white as for files; uint8 in 0..255 or floats in [0, 1]) or a
+    tensor (``C x H x W`` or ``B x C x H x W``; floats in [0, 1], or uint8 in 0..255). Anything else, or values outside [0, 1], raises :class:`PreimageError`."""
     import numpy as np
     import torch
 
@@ -226,7 +226,8 @@ def as_pixels(image: object, what: str = "images") -> torch.Tensor:
             f = image.astype(np.float64) / (255.0 if image.dtype == np.uint8 else 1.0)
             alpha = f[:, :, -1:]
             image = f[:, :, :-1] * alpha + (1.0 - alpha)
-        x = torch.from_numpy(np.array(image.transpose(2, 0, 1), order="C")).unsqueeze(0)  # a copy: the array may be read-only
+        # a copy: the array may be read-only
+        x = torch.from_numpy(np.array(image.transpose(2, 0, 1), order="C")).unsqueeze(0)
     elif isinstance(image, torch.Tensor):
         x = image.detach().unsqueeze(0) if image.dim() == 3 else image.detach()
         if x.dim() != 4 or x.shape[1] not in (1, 3):

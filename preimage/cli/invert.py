@@ -86,7 +86,8 @@ def add_parser(sub) -> None:
                    "keeps the colours it starts from")
     o.add_argument("--init-scale", dest="init_scale", type=nonneg_float, help="std of the starting noise")
     t = p.add_argument_group("optimization (override the preset)")
-    t.add_argument("--steps", "--epochs", dest="steps", type=positive_int, help="optimization steps (the preset's lr drops keep their place in them)")
+    t.add_argument("--steps", "--epochs", dest="steps", type=positive_int,
+                   help="optimization steps (the preset's lr drops keep their place in them)")
     t.add_argument("--optimizer", choices=["sgd", "adam", "lbfgs"], help="optimizer")
     t.add_argument("--lr", type=positive_float, help="learning rate (the default preset divides it by up to 4 at "
                    "layers of stride above 16; the manifest records the rate used)")

@@ -13,8 +13,9 @@ docs/models.md:
   number is used for every channel.
 - ``input_size``: 224.
 - ``classes``: a list of names or a text file with one name per line; by default, when the output
-  is ``B x K`` (a classifier; of a module that returns a tuple or list, its first element), the names ``"0"`` .. ``"K-1"``; otherwise none (not a classifier: dream,
-  saliency and fool need class scores).
+  is ``B x K`` (a classifier; of a module that returns a tuple or list, its first element), the
+  names ``"0"`` .. ``"K-1"``; otherwise none (not a classifier: dream, saliency and fool need class
+  scores).
 """
 from __future__ import annotations
 
