@@ -152,7 +152,7 @@ def _layout(meta: dict[str, Any], runs: list[dict[str, Any]], cols: str | None):
     swept = list(meta.get("swept", []))
     if cols is not None:
         if cols not in swept:
-            raise PreimageError(f"--cols {cols!r} is not a swept axis" + did_you_mean(cols, swept)
+            raise PreimageError(f"cols {cols!r} (--cols) is not a swept axis" + did_you_mean(cols, swept)
                                 + (f"; swept axes: {', '.join(swept)}" if swept else "; nothing was swept"))
         col_axis: str | None = cols
     else:
@@ -504,7 +504,7 @@ def write_report(sweep_dir: str | os.PathLike, out: str | os.PathLike | None = N
     if cols is not None:  # a wrong --cols is the user's, not a damaged run file's
         _layout(meta, [], cols)
     if out.exists() and not out.is_dir():
-        raise PreimageError(f"{out} is a file, not a folder; give --out a folder (it is created if missing)")
+        raise PreimageError(f"{out} is a file, not a folder; give an output folder (--out; it is created if missing)")
     from .io import check_outputs
 
     check_outputs([out / n for n in ("grid.png", "curves.png", "metrics.png", "metrics.csv", "report.html")],

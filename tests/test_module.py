@@ -101,7 +101,7 @@ def test_module_that_is_not_a_classifier_has_no_classes() -> None:
     ({"classes": ["a", "b"]}, "2 class names for a model with 4 outputs"),
     ({"classes": []}, "empty"),
     ({"classes": "no/such/names.txt"}, "class names file not found"),
-    ({"weights": "none"}, "--weights none applies to zoo models"),
+    ({"weights": "none"}, r"weights='none' \(--weights none\) applies to zoo models"),
     ({"weights": "no/such.pt"}, "weights file not found"),
 ])
 def test_bad_module_settings_are_one_line_errors(kwargs: dict, match: str) -> None:

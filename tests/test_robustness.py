@@ -571,7 +571,7 @@ def test_report_out_that_is_a_file_is_one_line_exit_2(small_sweep, tmp_path, cap
 def test_report_unknown_cols_names_the_swept_axes_not_a_damaged_run(small_sweep, capsys):
     code, _, err = _run(["report", small_sweep, "--cols", "nope"], capsys)
     line = _one_line(err)
-    assert code == 2 and "'nope' is not a swept axis" in line and "swept axes: layer" in line
+    assert code == 2 and "cols 'nope' (--cols) is not a swept axis" in line and "swept axes: layer" in line
     assert "cannot read" not in line and "--force" not in line
     assert not (small_sweep / "report").exists()
 

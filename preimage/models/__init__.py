@@ -355,7 +355,7 @@ def _weights_file(name: str, weights: str) -> dict[str, torch.Tensor] | None:
         return None
     path = Path(weights).expanduser()
     if not path.is_file():
-        raise PreimageError(f"weights file not found: {weights} (use --weights default, none or a PATH)")
+        raise PreimageError(f"weights file not found: {weights} (weights: default, none or a PATH)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle errors, truncated zip, wrong format: say it in our words

@@ -151,7 +151,8 @@ def wrap_module(
     if weights not in ("default", "none"):
         _load_state(net, _weights_file(label, weights), weights, label)
     elif weights == "none":
-        raise PreimageError(f"{label} is used with the weights it has; --weights none applies to zoo models")
+        raise PreimageError(f"{label} is used with the weights it has; weights='none' (--weights none) applies "
+                            "to zoo models")
     c, m, s, size = resolve_preprocessing(
         channels=channels, mean=mean, std=std, input_size=input_size,
         default_channels=default_channels or first_conv_channels(net), default_size=default_size)

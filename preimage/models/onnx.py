@@ -391,7 +391,7 @@ def load_onnx(
     from .module import wrap_module
 
     if weights != "default":
-        raise PreimageError("an ONNX file carries its own weights; --weights applies to zoo models")
+        raise PreimageError("an ONNX file carries its own weights; weights= (--weights) applies to zoo models")
     proto = _read(path)
     side = read_sidecar(path)
     dims = input_shape(proto)

@@ -225,7 +225,7 @@ def build_sweep(axes: Mapping[str, Any], *, recipe: str | None = None,
     if "image" not in flat:
         raise PreimageError("no image: give IMAGE (a file or sample:NAME, e.g. sample:chelsea)")
     if "layer" not in flat:
-        raise PreimageError("no layer: give --layers (e.g. blocks.3 or conv3_1+fc6) or a --recipe")
+        raise PreimageError("no layer: give a layer axis (--layers, e.g. blocks.3 or conv3_1+fc6) or a recipe (--recipe)")
     if "model" not in flat:
         ax["model"] = [DEFAULT_MODEL]
     names = list(ax)
@@ -318,7 +318,7 @@ def _depth_layers(model: str) -> list[tuple[str, str]]:
         return [(pick[0], "shallow"), (pick[1], "middle"), (pick[2], "deep"), (f"{pick[1]}+{pick[2]}", "middle+deep")]
     infos = [i for i in list_layers(net) if len(i.shape) == 3 and i.name.count(".") <= 1]
     if len(infos) < 3:
-        raise PreimageError(f"cannot pick shallow/middle/deep layers of {model}; give --layers")
+        raise PreimageError(f"cannot pick shallow/middle/deep layers of {model}; give the layers (--layers)")
     pick = [infos[round(f * (len(infos) - 1))].name for f in (0.15, 0.5, 0.95)]
     return [(pick[0], "shallow"), (pick[1], "middle"), (pick[2], "deep"), (f"{pick[1]}+{pick[2]}", "middle+deep")]
 

@@ -304,7 +304,7 @@ def _start_ray(address: str) -> bool:
     try:
         import ray
     except ImportError:
-        raise PreimageError("--ray needs Ray: pip install 'preimage[ray]'") from None
+        raise PreimageError("Ray runs (--ray) need Ray: pip install 'preimage[ray]'") from None
     if ray.is_initialized():
         return False
     try:

@@ -350,7 +350,7 @@ def channel_atlas(
         seconds += result.seconds
         history.extend({**r, "chunk": i // chunk, "chunk_size": len(part)} for r in result.history)
         if result.status == "diverged":
-            raise PreimageError(f"channel visualization diverged: {result.message}; try a smaller --lr")
+            raise PreimageError(f"channel visualization diverged: {result.message}; try a smaller lr (--lr)")
         images_out.append(png_roundtrip(result.image.clamp(0, 1).cpu()))
         if result.status == "interrupted":
             status = "interrupted"

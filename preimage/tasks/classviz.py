@@ -221,7 +221,7 @@ def visualize_class(
                       momentum=0.0, transforms=transforms, generator=g, callbacks=callbacks, grad_hook=grad_hook,
                       progress=progress, progress_desc="dream")
     if result.status == "diverged":
-        raise PreimageError(f"class visualization diverged: {result.message}; try a smaller --lr")
+        raise PreimageError(f"class visualization diverged: {result.message}; try a smaller lr (--lr)")
     image = result.image.clamp(0, 1)
     from .fool import png_roundtrip
 

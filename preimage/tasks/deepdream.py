@@ -281,7 +281,7 @@ def deep_dream(
             image = result.image.clamp(0, 1)
             detail = image - base
             if result.status == "diverged":
-                raise PreimageError(f"DeepDream diverged: {result.message}; try a smaller --lr")
+                raise PreimageError(f"DeepDream diverged: {result.message}; try a smaller lr (--lr)")
             if result.status == "interrupted":
                 status = "interrupted"
                 image = _resize(image, (h, w)).clamp(0, 1) if octave < len(sizes) - 1 else image
