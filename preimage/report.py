@@ -256,13 +256,14 @@ def grid_image(meta: dict[str, Any], runs: list[dict[str, Any]], *, cols: str | 
             labels.append(text if img is not None else f"{text} (not run)")
         if row_axes:
             row_labels.append(" · ".join(_display(meta, a, v) for a, v in zip(row_axes, rk)))
-    # the largest caption font (14 to 10 px) at which every caption fits its cell
+    # the largest caption font (14 to 10 px) at which every caption fits its cell; at 10 px the cells
+    # widen to the longest caption (small images: "efficientnet_lite0" and "_lite1" stay apart)
     width = max((c.width for c in cells if c is not None), default=cell or 224)
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     size = next((px for px in (14, 13, 12, 11) if all(probe.textlength(t or "", font=_font(px)) <= width
                                                        for t in labels)), 10)
     body = grid(cells, ncols=len(col_values) + 1, labels=labels, row_labels=row_labels or None, pad=6,
-                font_size=size)
+                font_size=size, fit_labels=True)
     # header: title and what the rows and columns are
     fixed = _fixed_settings(meta, runs)
     head = title or meta.get("title") or "Feature inversion sweep"

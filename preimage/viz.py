@@ -111,13 +111,16 @@ def grid(
     pad: int = 4,
     background: int = 255,
     font_size: int = 12,
+    fit_labels: bool = False,
 ) -> Image.Image:
     """Lay images out in rows of ``ncols`` (default: all in one row) with optional captions.
 
     ``images``: tensors (``3 x H x W``, ``1 x 3 x H x W``, or one ``B x 3 x H x W`` batch) or
     Pillow images; ``None`` leaves a cell empty. Cells take the size of the largest image; smaller
     ones are centred. ``labels`` (one per cell) are written under each cell; ``row_labels`` in a
-    column on the left. Returns an RGB Pillow image.
+    column on the left. A caption wider than its cell is cut with "…", unless ``fit_labels``: then
+    the cells widen to the widest caption (images stay centred at their size). Returns an RGB
+    Pillow image.
     """
     if isinstance(images, torch.Tensor):
         images = list(images) if images.dim() == 4 else [images]
@@ -131,6 +134,8 @@ def grid(
     ch = max((c.height for c in cells if c is not None), default=1)
     font = _font(font_size)
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    if fit_labels and labels:
+        cw = max([cw] + [int(probe.textlength(str(t), font=font)) + 2 for t in labels if t])
     line = font_size + 4
     label_h = line if labels and any(labels) else 0
     left = 0

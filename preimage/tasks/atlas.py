@@ -142,7 +142,7 @@ class AtlasResult:
             for j in range(k):
                 cells.append(ex[j].image if j < len(ex) else None)
                 labels.append(f"{image_name(ex[j].source)} {ex[j].activation:.3g}" if j < len(ex) else "")
-        return grid(cells, ncols=(1 + k) * per_row, labels=labels, font_size=11)
+        return grid(cells, ncols=(1 + k) * per_row, labels=labels, font_size=11, fit_labels=True)
 
     def html(self) -> str:
         """One self-contained page (images inlined as base64 PNG)."""
