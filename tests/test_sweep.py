@@ -58,6 +58,16 @@ def test_tuple_settings_take_a_flat_list_as_one_value():
     assert normalize_axes({"decay_steps": []})["decay_steps"] == [()]
 
 
+def test_cli_set_gives_tuple_values_with_slashes(tmp_path, capsys):
+    # as `preimage sweep --help` says: --set decay_steps=150/225 is one value, a comma starts the next
+    assert normalize_axes({"decay_steps": ["150/225", "300"]})["decay_steps"] == [(150, 225), (300,)]
+    rc = main(["sweep", "sample:chelsea", "--layers", "blocks.1", "--set", "decay_steps=150/225,300", "--dry-run",
+               "-o", str(tmp_path / "s")])
+    assert rc == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split("\t")[2] for line in lines] == ["decay_steps 150 · 225", "decay_steps 300"]
+
+
 @pytest.mark.parametrize("axes, message", [
     ({"learning_rte": [0.1]}, "unknown sweep axis 'learning_rte'"),
     ({"lr": ["fast"]}, "bad value 'fast' for lr"),

@@ -130,8 +130,10 @@ def normalize_axes(axes: Mapping[str, Any]) -> dict[str, list[Any]]:
         if any(p in out or any(p in k.split("+") for k in out) for p in parts):
             raise PreimageError(f"axis {name!r} is given twice")
         tuple_typed = len(parts) == 1 and name in CONFIG_FIELDS and "tuple" in _field_kind(name)
-        if tuple_typed and (values is None or (isinstance(values, (list, tuple))
-                                               and not any(isinstance(v, (list, tuple)) for v in values))):
+        if tuple_typed and isinstance(values, (list, tuple)) and values and all(isinstance(v, str) for v in values):
+            pass  # each text is one value: --set decay_steps=150/225,300 gives (150, 225) and (300,)
+        elif tuple_typed and (values is None or (isinstance(values, (list, tuple))
+                                                 and not any(isinstance(v, (list, tuple)) for v in values))):
             values = [values]  # a flat list is one value of a tuple setting: decay_steps = [150, 225]
         elif not isinstance(values, (list, tuple)):
             values = [values]
