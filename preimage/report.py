@@ -64,7 +64,15 @@ def _display(meta: dict[str, Any], axis: str | None, value: Any) -> str:
     if axis in ("image", "model", "layer", "optimizer", "preset", "weights") or "+" in axis:
         return str(value)
     v = f"{value:g}" if isinstance(value, float) else str(value)
-    return f"{_SHORT.get(axis, axis)} {v}"
+    return f"{_SHORT.get(axis, axis)} {v or 'none'}"  # "": an empty tuple (decay_steps without drops)
+
+
+def _axis_values(meta: dict[str, Any], axis: str) -> list[Any]:
+    """An axis's values as the runs' labels give them (sweep.json keeps a tuple setting's values,
+    e.g. ``decay_steps``, as lists; a run's label is ``"150 · 225"``)."""
+    from .sweep.axes import _label
+
+    return [_label(tuple(v)) if isinstance(v, list) else v for v in (meta.get("axes") or {}).get(axis, [])]
 
 
 def _axis_title(axis: str) -> str:
@@ -158,8 +166,7 @@ def _layout(meta: dict[str, Any], runs: list[dict[str, Any]], cols: str | None):
     else:
         col_axis = next((a for a in reversed(swept) if a != "image"), None)
     row_axes = [a for a in swept if a != col_axis]
-    axes = meta.get("axes", {})
-    col_values = list(axes.get(col_axis, [])) if col_axis else [None]
+    col_values = _axis_values(meta, col_axis) if col_axis else [None]
     row_keys: list[tuple] = []
     for run in runs:
         k = tuple(run["labels"].get(a) for a in row_axes)
@@ -421,7 +428,7 @@ def html_page(meta: dict[str, Any], rows: list[dict[str, Any]], images: dict[str
     swept = meta.get("swept", [])
     axes_rows = "".join(
         f"<tr><td class=l>{e(_axis_title(a))}</td><td class=l>{e(', '.join(_display(meta, a, v) for v in vals))}</td></tr>"
-        for a, vals in meta.get("axes", {}).items())
+        for a, vals in ((a, _axis_values(meta, a)) for a in meta.get("axes", {})))
     show = ["run", "status", "feature_error", "psnr_db", "ssim", "tv_ratio", "top1_agrees", "top1_reconstruction",
             "wall_time_s"]
     heads = {"run": "run", "status": "status", "feature_error": "feature error", "psnr_db": "PSNR (dB)",

@@ -78,6 +78,19 @@ def test_grid_captions_are_never_cut_in_small_cells(sweep_dir, tmp_path, monkeyp
     assert cut == []
 
 
+def test_a_swept_tuple_setting_finds_its_runs_in_the_grid_and_page(tmp_path, monkeypatch):
+    import preimage.viz as viz
+
+    out = tmp_path / "s"
+    run_sweep({"image": "sample:chelsea", "input_size": 64, "steps": 3, "layer": "blocks.1",
+               "decay_steps": [[1, 2], [2]]}, out)
+    captions, grid = [], viz.grid
+    monkeypatch.setattr(viz, "grid", lambda cells, **kw: captions.extend(kw["labels"]) or grid(cells, **kw))
+    page = write_report(out, tmp_path / "r")["html"].read_text()
+    assert captions == ["original", "decay_steps 1 · 2", "decay_steps 2"]  # not "decay_steps [1, 2] (not run)"
+    assert "decay_steps 1 · 2, decay_steps 2</td>" in page
+
+
 def test_csv_has_one_row_per_run_with_the_manifest_metrics(sweep_dir, tmp_path):
     rows = read_csv(write_report(sweep_dir, tmp_path / "r")["csv"])
     _, runs = load_sweep(sweep_dir)
