@@ -382,6 +382,12 @@ def test_cli_dry_run_lists_the_runs(tmp_path, capsys):
     assert "conv_head (deep)" in out[2]
 
 
+def test_progress_lines_end_with_every_run_counted(tmp_path, capsys):
+    run_sweep(small(layer="blocks.1", lambda_tv=[0, 1]), tmp_path / "s", progress=True)
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("sweep:")]
+    assert lines[-1].startswith("sweep: 6/6 steps (100%)") and lines[-1].endswith("runs 2/2 (+0 cached)")
+
+
 def test_cli_runs_a_sweep_and_resumes(tmp_path, capsys):
     args = ["sweep", "sample:chelsea", "--layers", "blocks.1,blocks.3", "--tv", "0,1", "--steps", "3",
             "--input-size", "64", "-o", str(tmp_path / "s"), "-q"]

@@ -230,9 +230,9 @@ def run_sweep(
             store_run(runs_dir, run.spec, payload)
             result.computed.append(run.key)
             status = "computed"
-        if bar is not None:
-            bar.update(max(0, run.spec.config().steps - stepped))
+        if bar is not None:  # the count first: the line the last steps print says every run is done
             bar.set_postfix_str(f"runs {done}/{len(todo)} (+{len(result.cached)} cached)")
+            bar.update(max(0, run.spec.config().steps - stepped))
         stepped = 0
         if on_result:
             on_result(run, status)
