@@ -243,15 +243,25 @@ def grid_image(meta: dict[str, Any], runs: list[dict[str, Any]], *, cols: str | 
     cells: list[Image.Image | None] = []
     labels: list[str | None] = []
     row_labels: list[str] = []
+    # images in columns: each column's photo differs, so the originals make a first row (one per
+    # column) instead of a first column that could show only one of them
+    by_image = col_axis == "image"
+
+    def original_of(group: list[dict[str, Any]]) -> Image.Image | None:
+        r = next((r for r in group if r["complete"]), None)
+        return load(r["path"] / f"{r['info']['name']}_original.png") if r is not None else None
+
+    if by_image:
+        for cv in col_values:
+            cells.append(original_of([r for r in runs if r["labels"].get("image") == cv]))
+            labels.append(f"original {_display(meta, 'image', cv)}")
+        if row_axes:
+            row_labels.append("original")
     for rk in row_keys:
         in_row = [r for r in runs if tuple(r["labels"].get(a) for a in row_axes) == rk]
-        original = None
-        for r in in_row:
-            if r["complete"]:
-                original = load(r["path"] / f"{r['info']['name']}_original.png")
-                break
-        cells.append(original)
-        labels.append("original")
+        if not by_image:
+            cells.append(original_of(in_row))
+            labels.append("original")
         for cv in col_values:
             match = [r for r in in_row if col_axis is None or r["labels"].get(col_axis) == cv]
             r = match[0] if match else None
@@ -269,7 +279,7 @@ def grid_image(meta: dict[str, Any], runs: list[dict[str, Any]], *, cols: str | 
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     size = next((px for px in (14, 13, 12, 11) if all(probe.textlength(t or "", font=_font(px)) <= width
                                                        for t in labels)), 10)
-    body = grid(cells, ncols=len(col_values) + 1, labels=labels, row_labels=row_labels or None, pad=6,
+    body = grid(cells, ncols=len(col_values) + (0 if by_image else 1), labels=labels, row_labels=row_labels or None, pad=6,
                 font_size=size, fit_labels=True)
     # header: title and what the rows and columns are
     fixed = _fixed_settings(meta, runs)

@@ -91,6 +91,24 @@ def test_a_swept_tuple_setting_finds_its_runs_in_the_grid_and_page(tmp_path, mon
     assert "decay_steps 1 · 2, decay_steps 2</td>" in page
 
 
+def test_images_in_columns_show_each_column_its_own_original(tmp_path, monkeypatch):
+    import preimage.viz as viz
+
+    out = tmp_path / "s"
+    run_sweep({"image": ["sample:chelsea", "sample:coffee"], "input_size": 64, "steps": 3, "layer": "blocks.1",
+               "lambda_tv": [0.0, 1.0]}, out)
+    seen, grid = {}, viz.grid
+    monkeypatch.setattr(viz, "grid", lambda cells, **kw: seen.update(cells=cells, **kw) or grid(cells, **kw))
+    write_report(out, tmp_path / "r", cols="image")
+    assert seen["ncols"] == 2 and seen["row_labels"] == ["original", "TV 0", "TV 1"]
+    assert seen["labels"][:4] == ["original sample:chelsea", "original sample:coffee", "sample:chelsea",
+                                  "sample:coffee"]
+    chelsea, coffee = seen["cells"][:2]
+    assert chelsea.tobytes() != coffee.tobytes()  # not the first photo twice
+    write_report(out, tmp_path / "r")  # the default: images in rows, each row with its original first
+    assert seen["ncols"] == 3 and seen["labels"][0] == seen["labels"][3] == "original"
+
+
 def test_csv_has_one_row_per_run_with_the_manifest_metrics(sweep_dir, tmp_path):
     rows = read_csv(write_report(sweep_dir, tmp_path / "r")["csv"])
     _, runs = load_sweep(sweep_dir)

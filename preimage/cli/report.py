@@ -17,7 +17,7 @@ def add_parser(sub) -> None:
     p.add_argument("sweep_dir", metavar="SWEEP_DIR", help="folder written by preimage sweep (holds sweep.json)")
     p.add_argument("--out", "-o", help="output folder (default: SWEEP_DIR/report)")
     p.add_argument("--cols", metavar="AXIS", help="swept axis to lay out in columns (default: the last swept axis other than image; "
-                        "when only images were swept, one column)")
+                        "when only images were swept, one column; with image, the originals make the first row)")
     p.add_argument("--cell", type=positive_int, metavar="PX",
                    help="width of each grid cell in pixels (default: the images' own size)")
     p.add_argument("--title", help="title of the grid and page (default: the recipe's)")
