@@ -395,6 +395,8 @@ def test_cli_runs_a_sweep_and_resumes(tmp_path, capsys):
     assert len(complete_dirs(tmp_path / "s")) == 4
     assert main(args + ["--dry-run"]) == 0
     assert capsys.readouterr().out.count("cached") == 4
+    assert main(args + ["--dry-run", "--force"]) == 0  # --force computes the cached runs again
+    assert capsys.readouterr().out.count("cached, to run again (--force)") == 4
 
 
 def test_cli_config_file_and_options_combine(tmp_path, capsys):

@@ -132,7 +132,8 @@ def run(args: argparse.Namespace) -> int:
 
         meta = {"swept": sweep.swept, "display": sweep.display}
         for r in sweep.runs:
-            state = "cached" if is_complete(runs_dir / r.spec.dirname) else "to run"
+            cached = is_complete(runs_dir / r.spec.dirname)
+            state = ("cached, to run again (--force)" if args.force else "cached") if cached else "to run"
             labels = {k: _label(v) for k, v in r.labels.items()}
             label = run_label(meta, {"labels": labels, "spec": r.spec.as_dict()})
             print(f"{r.spec.dirname}\t{state}\t{label}")
