@@ -522,6 +522,9 @@ def test_a_sweep_folder_is_not_taken_over_by_a_sweep_that_leaves_its_runs_out(tm
     assert len(err.strip().splitlines()) == 1
     assert "holds another sweep, with 1 of its 2 runs not in this one" in err and f"--cache {first / 'runs'}" in err
     assert (first / "sweep.json").read_text() == before
+    # ... and a dry run of it says so too
+    assert main([*base, "--layers", "blocks.1", "--seeds", "0,1", "-o", str(first), "--dry-run"]) == 2
+    assert "holds another sweep" in capsys.readouterr().err
     # ... which the new folder may share: its blocks.1 run, seed 0, comes from the cache
     assert main([*base[:-1], "--layers", "blocks.1", "--seeds", "0,1", "-o", str(tmp_path / "t"),
                  "--cache", str(first / "runs")]) == 0

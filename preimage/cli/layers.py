@@ -26,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
     rows = list_layers(model)
     if args.filter:
         rows = [r for r in rows if args.filter in r.name or any(args.filter in a for a in r.aliases)]
-    print(f"{model.name}: {len(rows)} layers at {model.input_size}x{model.input_size} "
+    print(f"{model.name}: {len(rows)} layer{'' if len(rows) == 1 else 's'} at {model.input_size}x{model.input_size} "
           f"(weights: {model.weights}; input: {model.normalization})")
     from ..models import vit
 

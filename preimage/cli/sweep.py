@@ -129,7 +129,9 @@ def run(args: argparse.Namespace) -> int:
     runs_dir = Path(args.cache) if args.cache else out / "runs"
     if args.dry_run:
         from ..report import run_label
+        from ..sweep.executors import _check_folder
 
+        _check_folder(sweep, out)  # a dry run says what the sweep would: one it would refuse is refused
         meta = {"swept": sweep.swept, "display": sweep.display}
         for r in sweep.runs:
             cached = is_complete(runs_dir / r.spec.dirname)
