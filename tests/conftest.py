@@ -67,6 +67,23 @@ def full_disk(monkeypatch) -> Callable[[str], None]:
 
 
 @pytest.fixture
+def cut_captions(monkeypatch) -> list[str]:
+    """The captions a grid had to shorten to fit its cells, recorded while the test runs."""
+    import preimage.viz as viz
+
+    cut, fit = [], viz._fit
+
+    def recording_fit(text, *args):
+        out = fit(text, *args)
+        if out != text:
+            cut.append(text)
+        return out
+
+    monkeypatch.setattr(viz, "_fit", recording_fit)
+    return cut
+
+
+@pytest.fixture
 def tiny_model() -> Model:
     return make_tiny_model()
 

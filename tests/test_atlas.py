@@ -136,20 +136,10 @@ def test_save_writes_grid_self_contained_html_and_json(tmp_path) -> None:
         r.save(out)
 
 
-def test_atlas_png_shows_whole_captions_at_small_sizes(tmp_path, monkeypatch) -> None:
-    import preimage.viz as viz
-
+def test_atlas_png_shows_whole_captions_at_small_sizes(tmp_path, cut_captions) -> None:
     write_photo(tmp_path / "a_long_photo_name.png", {(8, 8): (255, 0, 0)})
     r = channel_atlas(colour_model(), "1", "0,1", [str(tmp_path / "a_long_photo_name.png")], steps=2, size=16)
-    cut, fit = [], viz._fit
-
-    def recording_fit(text, *args):
-        out = fit(text, *args)
-        if out != text:
-            cut.append(text)
-        return out
-
-    monkeypatch.setattr(viz, "_fit", recording_fit)
+    cut = cut_captions
     img = r.grid()  # "#0  0.123" under a 16 px visualization: the cells widen, the number stays whole
     assert cut == [] and img.width > 2 * 16 + 40
 

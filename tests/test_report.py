@@ -60,18 +60,8 @@ def test_grid_rows_and_columns_follow_the_swept_axes(sweep_dir, tmp_path):
         assert 3 * 200 < im.width < 3 * 200 + 200 and 2 * 200 + 60 < im.height < 3 * 200
 
 
-def test_grid_captions_are_never_cut_in_small_cells(sweep_dir, tmp_path, monkeypatch):
-    import preimage.viz as viz
-
-    cut, fit = [], viz._fit
-
-    def recording_fit(text, *args):
-        out = fit(text, *args)
-        if out != text:
-            cut.append(text)
-        return out
-
-    monkeypatch.setattr(viz, "_fit", recording_fit)
+def test_grid_captions_are_never_cut_in_small_cells(sweep_dir, tmp_path, cut_captions):
+    cut = cut_captions
     # 24 px cells: "original" or "blocks.1+blocks.3" would be cut to "or…"; the cells widen instead
     with Image.open(write_report(sweep_dir, tmp_path / "r", cell=24)["grid"]) as im:
         assert im.width > 3 * 40
