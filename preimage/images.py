@@ -206,7 +206,8 @@ def as_pixels(image: object, what: str = "images") -> torch.Tensor:
     """An in-memory image as ``B x C x H x W`` floats in [0, 1] (C = 1 or 3): a Pillow image (any
     mode, see :func:`load_image`'s rules), a numpy array (``H x W`` or ``H x W x C``, C = 1 or 3, or
     2 or 4 with alpha, composited over white as for files; uint8 in 0..255 or floats in [0, 1]) or a
-    tensor (``C x H x W`` or ``B x C x H x W``; floats in [0, 1], or uint8 in 0..255). Anything else, or values outside [0, 1], raises :class:`PreimageError`."""
+    tensor (``C x H x W`` or ``B x C x H x W``; floats in [0, 1], or uint8 in 0..255). Anything else, or
+    values outside [0, 1], raises :class:`PreimageError`."""
     import numpy as np
     import torch
 

@@ -29,7 +29,7 @@ from .objectives import Objective, State
 from .params import ImageParam
 from .transforms import Transform, compose
 
-__all__ = ["optimize", "Result", "Step", "make_optimizer", "step_schedule", "forward_state"]
+__all__ = ["optimize", "Result", "Step", "make_optimizer", "step_schedule", "moved_milestones", "forward_state"]
 
 
 @dataclass
@@ -88,6 +88,14 @@ def make_optimizer(name: str, params: Sequence[torch.Tensor], lr: float, momentu
 def step_schedule(milestones: Sequence[int], gamma: float = 0.1) -> Callable[[torch.optim.Optimizer], object]:
     """Multiply the learning rate by ``gamma`` at each milestone step."""
     return lambda opt: torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(milestones), gamma=gamma)
+
+
+def moved_milestones(milestones: Sequence[int], before: int, after: int) -> tuple[int, ...]:
+    """``milestones`` of a run of ``before`` steps placed in one of ``after`` steps as they were (480 of
+    600: 240 of 300); as they are when either count is not positive or the two are equal."""
+    if before <= 0 or after <= 0 or before == after:
+        return tuple(milestones)
+    return tuple(max(1, round(s * after / before)) for s in milestones)
 
 
 def forward_state(param: ImageParam, model: Model, extractor: FeatureExtractor | None,

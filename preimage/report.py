@@ -279,8 +279,8 @@ def grid_image(meta: dict[str, Any], runs: list[dict[str, Any]], *, cols: str | 
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     size = next((px for px in (14, 13, 12, 11) if all(probe.textlength(t or "", font=_font(px)) <= width
                                                        for t in labels)), 10)
-    body = grid(cells, ncols=len(col_values) + (0 if by_image else 1), labels=labels, row_labels=row_labels or None, pad=6,
-                font_size=size, fit_labels=True)
+    body = grid(cells, ncols=len(col_values) + (0 if by_image else 1), labels=labels,
+                row_labels=row_labels or None, pad=6, font_size=size, fit_labels=True)
     # header: title and what the rows and columns are
     fixed = _fixed_settings(meta, runs)
     head = title or meta.get("title") or "Feature inversion sweep"
@@ -522,7 +522,8 @@ def write_report(sweep_dir: str | os.PathLike, out: str | os.PathLike | None = N
     if cols is not None:  # a wrong --cols is the user's, not a damaged run file's
         _layout(meta, [], cols)
     if out.exists() and not out.is_dir():
-        raise PreimageError(f"{out} is a file, not a folder; give an output folder (--out; it is created if missing)")
+        raise PreimageError(f"{out} is a file, not a folder; give an output folder (--out; it is created if "
+                            "missing)")
     from .io import check_outputs
 
     check_outputs([out / n for n in ("grid.png", "curves.png", "metrics.png", "metrics.csv", "report.html")],

@@ -25,7 +25,7 @@ from ..config import with_settings
 from ..errors import PreimageError
 from ..models import Model
 from ..objectives import Objective, State
-from ..optimize import optimize, step_schedule
+from ..optimize import moved_milestones, optimize, step_schedule
 from ..params import Latent
 from .nets import sample_noise
 from .sample import load_generator
@@ -119,9 +119,9 @@ def invert_generator(checkpoint: str | os.PathLike | tuple[nn.Module, Any], imag
 
     base = config or GanInvertConfig()
     cfg = with_settings(base, overrides, kind="invert_generator")
-    if overrides.get("steps") and overrides.get("decay_steps") is None and base.steps and cfg.steps > 0:
+    if overrides.get("steps") and overrides.get("decay_steps") is None:
         # the user's step count: the lr drops keep their place in it (200 of 300 steps: 100 of 150)
-        cfg.decay_steps = tuple(max(1, round(s * cfg.steps / base.steps)) for s in base.decay_steps)
+        cfg.decay_steps = moved_milestones(base.decay_steps, base.steps, cfg.steps)
     if cfg.steps < 0 or cfg.restarts < 1 or not cfg.lr > 0:
         raise PreimageError("steps must be >= 0, restarts >= 1 and lr > 0")
     if cfg.optimizer not in ("sgd", "adam", "lbfgs"):

@@ -227,7 +227,8 @@ def build_sweep(axes: Mapping[str, Any], *, recipe: str | None = None,
     if "image" not in flat:
         raise PreimageError("no image: give IMAGE (a file or sample:NAME, e.g. sample:chelsea)")
     if "layer" not in flat:
-        raise PreimageError("no layer: give a layer axis (--layers, e.g. blocks.3 or conv3_1+fc6) or a recipe (--recipe)")
+        raise PreimageError("no layer: give a layer axis (--layers, e.g. blocks.3 or conv3_1+fc6) or a recipe "
+                            "(--recipe)")
     if "model" not in flat:
         ax["model"] = [DEFAULT_MODEL]
     names = list(ax)

@@ -64,7 +64,7 @@ from ..io import all_or_nothing, check_outputs, versions, write_json
 from ..layers import FeatureExtractor, batchnorm_inputs, parse_layer_spec, resolve_layer
 from ..models import Model, check_model
 from ..objectives import Objective, agreement, alpha_norm, bn_stats, coarse_colour, feature_loss, saturation, total_variation
-from ..optimize import Result, optimize, step_schedule
+from ..optimize import Result, moved_milestones, optimize, step_schedule
 from ..params import DeepPrior, Fourier, Near, Pixels, Pyramid, Upsampled
 from ..perturb import ResidualPerturbation
 from ..recipes import ORIGINAL_SEED
@@ -73,7 +73,8 @@ from ..transforms import Transform, compose, ensemble, jitter, random_affine
 from ..validate import check_config, check_number
 from .classify import predict
 
-__all__ = ["InvertConfig", "INVERT_PRESETS", "DEEP_RECIPE", "RECOGNISABLE_RECIPE", "recipe_for", "color_prior", "invert", "Inversion", "config_for", "output_paths", "evaluate"]
+__all__ = ["InvertConfig", "INVERT_PRESETS", "DEEP_RECIPE", "RECOGNISABLE_RECIPE", "recipe_for", "color_prior", "invert",
+           "Inversion", "config_for", "output_paths", "evaluate"]
 
 
 @dataclass
@@ -222,10 +223,10 @@ def _keep_drops(cfg: InvertConfig, base: InvertConfig, overrides: dict[str, Any]
     steps = overrides.get("steps")
     if not (isinstance(steps, int) and steps > 0) or overrides.get("decay_steps") is not None:
         return
-    cfg.decay_steps = _moved(base.decay_steps, _main(base), _main(cfg))
+    cfg.decay_steps = moved_milestones(base.decay_steps, _main(base), _main(cfg))
     if cfg.deep and "decay_steps" not in cfg.deep:
         before, after = recipe_for(base, float("inf")), recipe_for(cfg, float("inf"))
-        drops = _moved(before.decay_steps, _main(before), _main(after))
+        drops = moved_milestones(before.decay_steps, _main(before), _main(after))
         if drops != cfg.decay_steps:
             cfg.deep = {**cfg.deep, "decay_steps": drops}
 
@@ -233,13 +234,6 @@ def _keep_drops(cfg: InvertConfig, base: InvertConfig, overrides: dict[str, Any]
 def _main(cfg: InvertConfig) -> int:
     """The number of steps before the finish."""
     return cfg.steps - (cfg.finish_steps or 0)
-
-
-def _moved(drops: tuple[int, ...], before: int, after: int) -> tuple[int, ...]:
-    """``drops`` placed in ``after`` steps as they were in ``before``."""
-    if before <= 0 or after <= 0 or before == after:
-        return tuple(drops)
-    return tuple(max(1, round(s * after / before)) for s in drops)
 
 
 def _user_wins(deep: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
